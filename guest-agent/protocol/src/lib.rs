@@ -1,0 +1,17 @@
+//! The wire protocol spoken between the kiln host and the guest agent.
+//!
+//! One ordered byte stream (a virtio-serial port, a vsock connection, a Unix socket) carries
+//! length-prefixed [frames](frame). Control messages ([`Request`], [`Response`]) are JSON inside
+//! frames; bulk data (tar streams, process output) travels as `Data` frames on numbered streams,
+//! so a long tar upload never blocks a control reply and stdout never blocks stderr. [`mux::Mux`]
+//! does the multiplexing for both ends.
+//!
+//! This crate must stay free of anything host- or guest-specific: both sides link it.
+
+pub mod frame;
+pub mod messages;
+pub mod mux;
+
+pub use frame::{Frame, FrameError, FrameKind, MAX_PAYLOAD};
+pub use messages::{Request, Response, RunSpec, PROTOCOL_VERSION};
+pub use mux::{Mux, MuxError, Role, StreamReader, StreamWriter};

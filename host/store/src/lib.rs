@@ -1,0 +1,29 @@
+//! kiln's content-addressed image store.
+//!
+//! Layout under the store root (`$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`):
+//! ```text
+//! blobs/sha256/<hex>   immutable blobs: layers (gzip tar), image configs, manifests
+//! ingest/              temp files being written; never read as blobs
+//! refs.json            image name -> manifest digest
+//! lock                 advisory lock serialising writers of refs.json
+//! ```
+//! A blob appears under `blobs/` only after its bytes were hashed, fsync'd and renamed into place,
+//! so a crash at any point leaves either no blob or a complete, verified one. This crate knows
+//! nothing of builds or VMs: it stores what it is given, checking what it cannot trust.
+
+pub mod archive;
+pub mod digest;
+pub mod error;
+pub mod image;
+pub mod ingest;
+pub mod layer;
+pub mod reference;
+pub mod refs;
+mod store;
+
+pub use digest::Digest;
+pub use error::StoreError;
+pub use image::{ImageRecord, NewImage};
+pub use layer::LayerInfo;
+pub use reference::Reference;
+pub use store::Store;
