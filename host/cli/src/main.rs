@@ -1,1 +1,75 @@
-fn main() {}
+//! `kiln`: the command line. Wiring only — parse arguments, open the store, call the layers
+//! below, print results and one-line errors. No build or store logic lives here.
+
+mod build;
+mod images;
+mod paths;
+mod save;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Build and manage container images in a microVM, without a root daemon")]
+struct Cli {
+    /// Store directory (default: $KILN_ROOT, else $XDG_DATA_HOME/kiln)
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    root: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Save images to a tar archive (OCI layout + docker manifest.json)
+    Save(save::SaveArgs),
+    /// List images
+    Images(images::ImagesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_signal_handler();
+    let root = match paths::store_root(cli.root) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let result = match cli.command {
+        Command::Build(args) => build::run(&root, args),
+        Command::Save(args) => save::run(&root, args),
+        Command::Images(args) => images::run(&root, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    if kiln_sandbox::children::interrupted() {
+        eprintln!("kiln: interrupted");
+        return ExitCode::from(130);
+    }
+    eprintln!("kiln: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// On SIGINT/SIGTERM/SIGHUP: stop every VM at once (the build then fails on its dead agent
+/// connection and unwinds, removing its temp files), and exit if unwinding takes too long.
+fn install_signal_handler() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return; // Without a handler the default action still ends kiln; PDEATHSIG ends QEMU.
+    };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            kiln_sandbox::children::kill_all();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            eprintln!("kiln: interrupted");
+            std::process::exit(130);
+        }
+    });
+}

@@ -1,1 +1,42 @@
+//! Sandboxes: a running guest VM and the agent connection it yields.
+//!
+//! A [`Backend`] boots the guest image ([`GuestImage`]) and hands back a [`Vm`], whose
+//! [`AgentClient`] speaks the kiln protocol. The QEMU backend ([`qemu`]) works everywhere QEMU
+//! does; kiln's own VMM will be a second backend behind the same trait. This crate knows
+//! nothing of Dockerfiles or images: it boots, connects, and tears down — always, including on
+//! errors and Ctrl-C ([`children`]).
 
+pub mod agent;
+pub mod children;
+pub mod error;
+pub mod guest;
+pub mod qemu;
+
+pub use agent::{AgentClient, ExitStatus, GuestInfo};
+pub use error::SandboxError;
+pub use guest::GuestImage;
+
+/// Settings for starting a guest.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Directory for probe results that outlive one build (e.g. whether KVM works here).
+    pub cache_dir: std::path::PathBuf,
+    /// Show the guest's serial console on stderr.
+    pub debug: bool,
+}
+
+/// A running guest. Dropping it stops the guest.
+pub trait Vm {
+    fn agent(&self) -> &AgentClient;
+    /// Asks the agent to sync and power off, then makes sure the VM process is gone.
+    fn shutdown(self: Box<Self>) -> Result<(), SandboxError>;
+    /// What the backend chose, for progress output (e.g. "qemu/tcg").
+    fn describe(&self) -> String;
+}
+
+/// Something that can boot the guest.
+pub trait Backend {
+    fn start(&self, image: &GuestImage, config: &VmConfig) -> Result<Box<dyn Vm>, SandboxError>;
+}

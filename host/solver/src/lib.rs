@@ -1,1 +1,213 @@
+//! The build engine: walks a [`BuildPlan`] and produces an image in the store.
+//!
+//! File steps (COPY) are done on the host and become layers without a guest; the guest is
+//! booted lazily at the first RUN and kept for the rest of the build. Each layer goes into a
+//! build-private staging area ([`kiln_store::Staging`]); only a build that succeeds moves its
+//! blobs into the store and moves the tags, so a failed, killed or interrupted build leaves
+//! the store as it was. This crate knows nothing of Dockerfile text or of QEMU command lines.
 
+mod copy;
+mod guest;
+mod output;
+pub mod time;
+
+use std::io;
+use std::path::PathBuf;
+
+use kiln_frontend::{Base, BuildPlan, Instruction, ShellOrExec, Step};
+use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
+use kiln_store::image::{History, RunConfig};
+use kiln_store::{Digest, LayerInfo, NewImage, Reference, Store, StoreError};
+
+pub use output::Reporter;
+
+/// The PATH Docker and BuildKit give a Linux image that has none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The diff id of a layer with no entries (a tar of two zero blocks).
+const EMPTY_LAYER_DIFF_ID: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// What to build and how.
+pub struct BuildOptions {
+    pub context: PathBuf,
+    pub plan: BuildPlan,
+    pub tags: Vec<Reference>,
+    pub vm: VmConfig,
+}
+
+/// What a successful build produced.
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layers: usize,
+    /// How the guest ran, if one was needed.
+    pub guest: Option<String>,
+}
+
+/// Why a build failed. The store is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("Dockerfile:{line}: {text}: process {argv:?} did not complete successfully: {status}{tail}")]
+    StepFailed { line: usize, text: String, argv: Vec<String>, status: kiln_sandbox::ExitStatus, tail: String },
+    #[error("Dockerfile:{line}: {text}: {source}")]
+    Copy { line: usize, text: String, source: io::Error },
+    #[error("Dockerfile:{line}: {text}: {source}")]
+    Step { line: usize, text: String, source: Box<BuildError> },
+    #[error("FROM {0}: image not found in the local store (pulling from registries is not supported yet)")]
+    BaseMissing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Whether a layer has no entries (BuildKit records such a step as an empty layer).
+pub(crate) fn is_empty_layer(layer: &LayerInfo) -> bool {
+    layer.diff_id.to_string() == EMPTY_LAYER_DIFF_ID
+}
+
+struct ImageState {
+    layers: Vec<LayerInfo>,
+    config: RunConfig,
+    history: Vec<History>,
+}
+
+fn base_state(store: &Store, base: &Base) -> Result<ImageState, BuildError> {
+    let mut state = match base {
+        Base::Scratch => ImageState { layers: vec![], config: RunConfig::default(), history: vec![] },
+        Base::Image(name) => {
+            let (_, img) = store.image_by_name(name).map_err(|e| match e {
+                StoreError::NoSuchImage(_) => BuildError::BaseMissing(name.clone()),
+                other => BuildError::Store(other),
+            })?;
+            let sizes = img.manifest.layers().iter().map(|d| d.size());
+            let layers = img
+                .layers
+                .iter()
+                .zip(&img.config.rootfs.diff_ids)
+                .zip(sizes)
+                .map(|((digest, diff_id), size)| LayerInfo { digest: digest.clone(), diff_id: diff_id.clone(), size })
+                .collect();
+            ImageState { layers, config: img.config.config.clone(), history: img.config.history.clone() }
+        }
+    };
+    let env = state.config.env.get_or_insert_with(Vec::new);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    Ok(state)
+}
+
+fn shell_argv(cmd: &ShellOrExec) -> Vec<String> {
+    cmd.argv(&["/bin/sh".to_string(), "-c".to_string()])
+}
+
+/// Runs the whole build.
+pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mut Reporter) -> Result<BuildOutcome, BuildError> {
+    let created = time::created_seconds().map_err(BuildError::Invalid)?;
+    let created_text = time::rfc3339(created);
+    let staging = store.staging()?;
+    let mut state = base_state(store, &opts.plan.base)?;
+    let total = opts.plan.steps.len() + 1;
+    out.step(1, total, &format!("FROM {}", match &opts.plan.base { Base::Scratch => "scratch", Base::Image(n) => n }));
+    let mut guest: Option<guest::GuestSession> = None;
+    for (i, step) in opts.plan.steps.iter().enumerate() {
+        if kiln_sandbox::children::interrupted() {
+            return Err(BuildError::Interrupted);
+        }
+        out.step(i + 2, total, &step.text);
+        let history = |empty: bool| History {
+            created: Some(created_text.clone()),
+            created_by: Some(history_text(step)),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: empty,
+        };
+        match &step.instruction {
+            Instruction::Copy { srcs, dst, chmod } => {
+                let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
+                let tar = copy::copy_layer(&opts.context, srcs, dst, &workdir, *chmod, Vec::new())
+                    .map_err(|source| BuildError::Copy { line: step.line, text: step.text.clone(), source })?;
+                let layer = staging.store().ingest_layer(tar.as_slice())?;
+                state.layers.push(layer);
+                state.history.push(history(false));
+            }
+            Instruction::Run(cmd) => {
+                if guest.is_none() {
+                    guest = Some(guest::GuestSession::start(backend, &opts.vm, out)?);
+                }
+                let session = guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
+                let argv = shell_argv(cmd);
+                let layer = session.run_step(&staging, &state.layers, &state.config, &argv, out).map_err(|e| match e {
+                    BuildError::StepFailed { status, tail, .. } => {
+                        BuildError::StepFailed { line: step.line, text: step.text.clone(), argv: argv.clone(), status, tail }
+                    }
+                    other => BuildError::Step { line: step.line, text: step.text.clone(), source: Box::new(other) },
+                })?;
+                let empty = is_empty_layer(&layer);
+                if !empty {
+                    state.layers.push(layer);
+                }
+                state.history.push(history(empty));
+            }
+            Instruction::Cmd(cmd) => {
+                state.config.cmd = Some(shell_argv(cmd));
+                state.history.push(history(true));
+            }
+            Instruction::Entrypoint(cmd) => {
+                state.config.entrypoint = Some(shell_argv(cmd));
+                // As in Docker: a new ENTRYPOINT clears a CMD set before it.
+                state.config.cmd = None;
+                state.history.push(history(true));
+            }
+            Instruction::Workdir(dir) => {
+                let base = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
+                let joined = if dir.starts_with('/') { dir.clone() } else { format!("{base}/{dir}") };
+                state.config.working_dir = Some(format!("/{}", copy::clean_rooted(&joined).display()));
+                state.history.push(history(true));
+            }
+            Instruction::Env(pairs) => {
+                let env = state.config.env.get_or_insert_with(Vec::new);
+                for (k, v) in pairs {
+                    env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                    env.push(format!("{k}={v}"));
+                }
+                state.history.push(history(true));
+            }
+            Instruction::From { .. } => return Err(BuildError::Invalid(format!("Dockerfile:{}: unexpected FROM", step.line))),
+        }
+    }
+    let guest_desc = match guest.take() {
+        Some(g) => Some(g.finish(out)),
+        None => None,
+    };
+    let layers = state.layers.len();
+    let image = NewImage {
+        layers: state.layers,
+        config: state.config,
+        history: state.history,
+        created: created_text,
+        architecture: "amd64".into(),
+        os: "linux".into(),
+    };
+    let manifest = staging.commit(image, &opts.tags)?;
+    let config = store.image(&manifest)?.config_digest;
+    Ok(BuildOutcome { manifest, config, layers, guest: guest_desc })
+}
+
+fn history_text(step: &Step) -> String {
+    match &step.instruction {
+        Instruction::Run(cmd) => format!("RUN {} # buildkit", shell_argv(cmd).join(" ")),
+        Instruction::Copy { .. } => format!("{} # buildkit", step.text),
+        _ => step.text.clone(),
+    }
+}
+
+/// Locates the guest image; exposed so the CLI can report a missing guest before any work.
+pub fn guest_image() -> Result<GuestImage, SandboxError> {
+    GuestImage::locate()
+}

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod layer;
 pub mod reference;
 pub mod refs;
+mod staging;
 mod store;
 
 pub use digest::Digest;
@@ -26,4 +27,5 @@ pub use error::StoreError;
 pub use image::{ImageRecord, NewImage};
 pub use layer::LayerInfo;
 pub use reference::Reference;
+pub use staging::Staging;
 pub use store::Store;

@@ -1,0 +1,74 @@
+//! `kiln build`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_sandbox::qemu::QemuBackend;
+use kiln_sandbox::VmConfig;
+use kiln_solver::{BuildOptions, Reporter};
+use kiln_store::{Reference, Store};
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (name:tag); may be given several times
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Path of the Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Print only the image id
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Guest memory in MiB
+    #[arg(long, default_value_t = 2048, env = "KILN_VM_MEMORY")]
+    memory: u32,
+    /// Guest vCPUs
+    #[arg(long, default_value_t = 2, env = "KILN_VM_CPUS")]
+    cpus: u32,
+    /// Show the guest's console
+    #[arg(long, env = "KILN_DEBUG")]
+    debug: bool,
+    /// Build context directory
+    context: PathBuf,
+}
+
+pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
+    if !args.context.is_dir() {
+        bail!("build context {} is not a directory", args.context.display());
+    }
+    let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let text = std::fs::read(&file).with_context(|| format!("reading Dockerfile {}", file.display()))?;
+    let text = String::from_utf8(text).with_context(|| format!("Dockerfile {} is not UTF-8", file.display()))?;
+    let plan = kiln_frontend::parse_dockerfile(&text)?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| t.parse::<Reference>().with_context(|| format!("tag {t:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    if args.memory < 128 {
+        bail!("--memory {} MiB is too little for the guest (at least 128)", args.memory);
+    }
+    if args.cpus == 0 || args.cpus > 64 {
+        bail!("--cpus must be between 1 and 64");
+    }
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let opts = BuildOptions {
+        context: args.context.clone(),
+        plan,
+        tags,
+        vm: VmConfig { memory_mib: args.memory, cpus: args.cpus, cache_dir: crate::paths::cache_dir()?, debug: args.debug },
+    };
+    let mut reporter = Reporter::new(args.quiet);
+    let outcome = kiln_solver::build(&store, &QemuBackend::default(), &opts, &mut reporter)?;
+    if args.quiet {
+        println!("{}", outcome.config);
+    } else {
+        eprintln!("#done writing image {} ({} layers)", outcome.config, outcome.layers);
+        for t in &opts.tags {
+            eprintln!("#done naming to {t}");
+        }
+        eprintln!("#done stored in {}", root.display());
+    }
+    Ok(())
+}

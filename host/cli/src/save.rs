@@ -1,0 +1,54 @@
+//! `kiln save`: images to one tar archive, written atomically (temp file + rename) or streamed.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_store::{archive, Store};
+
+#[derive(Args)]
+pub struct SaveArgs {
+    /// Write to a file instead of stdout ("-" for stdout)
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Images to save
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let mut images = Vec::new();
+    for name in &args.images {
+        images.push(store.image_by_name(name)?);
+    }
+    match args.output.as_deref() {
+        Some(p) if p != Path::new("-") => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".kiln-save-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+            let mut file = archive::write_archive(&store, &images, std::io::BufWriter::new(tmp))?
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("writing the archive")?;
+            file.flush()?;
+            file.as_file().sync_all().context("syncing the archive")?;
+            file.persist(p).with_context(|| format!("writing {}", p.display()))?;
+        }
+        _ => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+            }
+            let mut out = archive::write_archive(&store, &images, std::io::BufWriter::new(stdout.lock()))?;
+            out.flush().context("writing the archive to stdout")?;
+        }
+    }
+    Ok(())
+}

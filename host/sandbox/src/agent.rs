@@ -1,0 +1,207 @@
+//! The host side of the agent protocol: typed calls over a [`Mux`].
+//!
+//! Calls that move bulk data run the control call on a helper thread while the data stream is
+//! pumped on the caller's thread, because the agent answers only after the stream has ended
+//! and stream buffers are bounded.
+
+use std::io::{self, Read, Write};
+use std::thread;
+use std::time::Duration;
+
+use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, PROTOCOL_VERSION};
+
+use crate::SandboxError;
+
+/// What the agent said about itself.
+#[derive(Debug, Clone)]
+pub struct GuestInfo {
+    pub version: u32,
+    pub kernel: String,
+    pub agent_build_id: String,
+}
+
+/// How a guest process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "killed by signal {s}"),
+            (None, None) => write!(f, "unknown status"),
+        }
+    }
+}
+
+/// A process to run in the guest (stream ids are filled in by [`AgentClient::run`]).
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub rootfs: String,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A connected agent.
+pub struct AgentClient {
+    mux: Mux,
+}
+
+fn unexpected(what: &str, resp: Response) -> SandboxError {
+    match resp {
+        Response::Error { message } => SandboxError::Agent(format!("{what}: {message}")),
+        other => SandboxError::Agent(format!("{what}: unexpected answer {other:?}")),
+    }
+}
+
+fn join<T>(h: thread::JoinHandle<T>) -> Result<T, SandboxError> {
+    h.join().map_err(|_| SandboxError::Agent("internal: a protocol thread panicked".into()))
+}
+
+impl AgentClient {
+    pub fn new(mux: Mux) -> Self {
+        Self { mux }
+    }
+
+    /// Version handshake; fails if the agent speaks no version we know.
+    pub fn hello(&self, timeout: Duration) -> Result<GuestInfo, SandboxError> {
+        let resp = self.mux.call(&Request::Hello { versions: vec![PROTOCOL_VERSION] }, Some(timeout))?;
+        match resp {
+            Response::Hello { version, kernel, agent_build_id } if version == PROTOCOL_VERSION => {
+                Ok(GuestInfo { version, kernel, agent_build_id })
+            }
+            Response::Hello { version, .. } => Err(SandboxError::Incompatible(format!("agent chose protocol version {version}, kiln speaks {PROTOCOL_VERSION}"))),
+            Response::Error { message } => Err(SandboxError::Incompatible(message)),
+            other => Err(unexpected("hello", other)),
+        }
+    }
+
+    fn simple(&self, what: &str, req: Request) -> Result<(), SandboxError> {
+        match self.mux.call(&req, None)? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(what, other)),
+        }
+    }
+
+    /// Sends the tar read from `tar` and has the agent extract it into `dest`.
+    pub fn receive_tar(&self, dest: &str, tar: &mut dyn Read) -> Result<u64, SandboxError> {
+        let stream = self.mux.next_id();
+        let mux = self.mux.clone();
+        let dest_owned = dest.to_string();
+        let call = thread::spawn(move || mux.call(&Request::ReceiveTar { dest: dest_owned, stream }, None));
+        let mut w = self.mux.open_writer(stream);
+        let copied = io::copy(tar, &mut w);
+        match copied {
+            Ok(_) => w.finish().map_err(|e| SandboxError::io("sending a tar to the guest", e))?,
+            Err(e) => {
+                w.abort(&e.to_string());
+                let _ = join(call);
+                return Err(SandboxError::io(format!("reading the tar for {dest}"), e));
+            }
+        }
+        match join(call)?? {
+            Response::TarReceived { entries } => Ok(entries),
+            other => Err(unexpected(&format!("extracting into {dest}"), other)),
+        }
+    }
+
+    pub fn make_dirs(&self, paths: &[&str]) -> Result<(), SandboxError> {
+        self.simple("mkdir", Request::MakeDirs { paths: paths.iter().map(|p| p.to_string()).collect() })
+    }
+
+    pub fn mount_overlay(&self, lowers: Vec<String>, upper: &str, work: &str, target: &str) -> Result<(), SandboxError> {
+        let req = Request::MountOverlay { lowers, upper: upper.into(), work: work.into(), target: target.into() };
+        self.simple("mounting the overlay", req)
+    }
+
+    pub fn unmount(&self, target: &str) -> Result<(), SandboxError> {
+        self.simple("unmounting", Request::Unmount { target: target.into() })
+    }
+
+    /// Runs a process, copying its stdout and stderr to the given writers as it runs.
+    pub fn run(
+        &self,
+        p: &Process,
+        mut stdout: Box<dyn Write + Send>,
+        mut stderr: Box<dyn Write + Send>,
+    ) -> Result<ExitStatus, SandboxError> {
+        let (out_id, err_id) = (self.mux.next_id(), self.mux.next_id());
+        let mut out_r = self.mux.open_reader(out_id);
+        let mut err_r = self.mux.open_reader(err_id);
+        let pump_out = thread::spawn(move || io::copy(&mut out_r, &mut stdout).map(drop));
+        let pump_err = thread::spawn(move || io::copy(&mut err_r, &mut stderr).map(drop));
+        let spec = RunSpec {
+            rootfs: p.rootfs.clone(),
+            argv: p.argv.clone(),
+            env: p.env.clone(),
+            cwd: p.cwd.clone(),
+            uid: p.uid,
+            gid: p.gid,
+            additional_gids: vec![],
+            hostname: "kiln".into(),
+            stdout_stream: out_id,
+            stderr_stream: err_id,
+        };
+        let resp = self.mux.call(&Request::Run(spec), None);
+        if resp.is_err() {
+            self.mux.close(); // Unblocks the pumps; the connection is unusable anyway.
+        }
+        let pumped_out = join(pump_out)?;
+        let pumped_err = join(pump_err)?;
+        match resp? {
+            Response::Exited { code, signal } => {
+                pumped_out.and(pumped_err).map_err(|e| SandboxError::io("copying process output", e))?;
+                Ok(ExitStatus { code, signal })
+            }
+            other => Err(unexpected("running the process", other)),
+        }
+    }
+
+    /// Streams the OCI layer diff of `upper` into `consume`, which must read it to the end.
+    pub fn diff<T>(
+        &self,
+        upper: &str,
+        consume: impl FnOnce(&mut StreamReader) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let stream = self.mux.next_id();
+        let mut reader = self.mux.open_reader(stream);
+        let mux = self.mux.clone();
+        let upper_owned = upper.to_string();
+        let call = thread::spawn(move || mux.call(&Request::Diff { upper: upper_owned, stream }, None));
+        let consumed = consume(&mut reader);
+        if consumed.is_err() {
+            // Drain so the agent can finish and answer; the connection stays usable.
+            let _ = io::copy(&mut reader, &mut io::sink());
+        }
+        let resp = join(call)??;
+        let value = consumed?;
+        match resp {
+            Response::Diffed { .. } => Ok(value),
+            other => Err(unexpected(&format!("diffing {upper}"), other)),
+        }
+    }
+
+    /// Asks the agent to sync and power off; waits at most `timeout` for its answer.
+    pub fn power_off(&self, timeout: Duration) -> Result<(), SandboxError> {
+        match self.mux.call(&Request::PowerOff, Some(timeout))? {
+            Response::Done => Ok(()),
+            other => Err(unexpected("power off", other)),
+        }
+    }
+
+    pub fn close(&self) {
+        self.mux.close();
+    }
+}

@@ -1,0 +1,65 @@
+//! Keeping track of VM processes so none outlives kiln.
+//!
+//! Three layers of defence: each VM process gets `PR_SET_PDEATHSIG(SIGKILL)` (it dies if kiln
+//! dies, even by SIGKILL); [`Drop`] of a VM kills and reaps it; and the CLI's signal thread
+//! calls [`kill_all`] on Ctrl-C/SIGTERM, which makes the build's agent connection fail so the
+//! build unwinds normally (temp files removed, store untouched).
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group (so
+/// Ctrl-C reaches kiln first, and kiln stops the VM in order).
+pub fn harden(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
+    // getppid(2), both async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Records a live VM process.
+pub fn register(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    }
+}
+
+/// Forgets a VM process that has been reaped.
+pub fn unregister(pid: u32) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    live.retain(|p| i64::from(*p) != i64::from(pid));
+}
+
+/// Kills every live VM process (from the signal thread) and marks the run as interrupted.
+pub fn kill_all() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for pid in live.iter() {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet (unregister runs only
+        // after wait), so the pid cannot have been reused by another process.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Whether [`kill_all`] ran: errors after it are consequences of the interrupt.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}

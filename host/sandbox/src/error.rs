@@ -1,0 +1,34 @@
+//! Errors of the sandbox layer, each naming the cause and, where there is one, the fix.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("guest kernel not found (looked in {looked}); build it with images/build.sh or set KILN_GUEST_DIR")]
+    GuestMissing { looked: String },
+    #[error("{0} not found on PATH: install QEMU (Debian: apt-get install qemu-system-x86) or set KILN_QEMU")]
+    QemuMissing(String),
+    #[error("QEMU exited before the guest agent answered ({status}){detail}")]
+    QemuDied { status: String, detail: String },
+    #[error("the guest agent did not answer within {secs} s{detail}")]
+    AgentTimeout { secs: u64, detail: String },
+    #[error("guest agent: {0}")]
+    Agent(String),
+    #[error("agent connection: {0}")]
+    Connection(#[from] kiln_protocol::MuxError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("incompatible guest agent: {0}")]
+    Incompatible(String),
+    #[error("invalid setting {name}={value:?}: {why}")]
+    BadSetting { name: &'static str, value: String, why: &'static str },
+    #[error("cannot use {0}: {1}")]
+    BadPath(PathBuf, String),
+}
+
+impl SandboxError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}

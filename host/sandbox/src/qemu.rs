@@ -1,0 +1,307 @@
+//! The QEMU backend: `qemu-system-x86_64 -M microvm` with the agent on a virtio-serial port.
+//!
+//! kiln listens on a Unix socket in a private temp dir and QEMU connects to it as a chardev
+//! client, so the host side of the port is connected before the guest boots. Acceleration:
+//! KVM when a real boot under KVM answers (tried once per kernel and host kernel, result cached
+//! in the cache dir), TCG otherwise; `KILN_QEMU_ACCEL=kvm|tcg` forces one.
+//! The QEMU process is killed and reaped whenever the [`QemuVm`] is dropped.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_protocol::Mux;
+
+use crate::agent::{AgentClient, GuestInfo};
+use crate::{children, Backend, GuestImage, SandboxError, Vm, VmConfig};
+
+/// How long a TCG guest may take from QEMU start to the agent's hello (CI machines are slow).
+const TCG_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// A KVM guest boots in well under a second; past this, KVM is deemed unusable here.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Starts guests with QEMU.
+#[derive(Debug, Clone)]
+pub struct QemuBackend {
+    pub qemu: String,
+}
+
+impl Default for QemuBackend {
+    fn default() -> Self {
+        Self { qemu: std::env::var("KILN_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// A running QEMU guest.
+pub struct QemuVm {
+    child: Option<Child>,
+    agent: AgentClient,
+    accel: Accel,
+    pub info: GuestInfo,
+    pub boot_time: Duration,
+    _dir: tempfile::TempDir,
+}
+
+fn find_on_path(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Path::new(prog).is_file().then(|| PathBuf::from(prog));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+fn tail_of(path: &Path, max: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(max);
+    lines[start..].join("\n")
+}
+
+fn kvm_usable() -> bool {
+    fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+impl QemuBackend {
+    fn command(&self, image: &GuestImage, config: &VmConfig, accel: Accel, dir: &Path, sock: &Path) -> Result<Command, SandboxError> {
+        let mut cmd = Command::new(&self.qemu);
+        let console = if config.debug { "console=ttyS0" } else { "console=ttyS0 quiet" };
+        let append = format!("{console} panic=-1 reboot=t kiln.transport=virtio-serial:/dev/vport0p1");
+        cmd.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off,acpi=off"])
+            .args(["-accel", accel.name(), "-cpu", if accel == Accel::Kvm { "host" } else { "max" }])
+            .args(["-m", &config.memory_mib.to_string(), "-smp", &config.cpus.to_string()])
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-monitor", "none"])
+            .arg("-serial")
+            .arg(if config.debug { "stdio".to_string() } else { format!("file:{}", dir.join("console.log").display()) })
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&image.initrd)
+            .args(["-append", &append])
+            .arg("-chardev")
+            .arg(format!("socket,id=agent,path={}", sock.display()))
+            .args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=kiln.agent"]);
+        cmd.stdin(Stdio::null());
+        if config.debug {
+            // The serial console goes to kiln's stderr.
+            let fd = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| SandboxError::io("duplicating stderr", e))?;
+            cmd.stdout(Stdio::from(fd));
+        } else {
+            cmd.stdout(Stdio::null());
+        }
+        let errlog = dir.join("qemu.stderr");
+        cmd.stderr(File::create(&errlog).map_err(|e| SandboxError::io(format!("creating {}", errlog.display()), e))?);
+        children::harden(&mut cmd);
+        Ok(cmd)
+    }
+
+    fn boot(&self, image: &GuestImage, config: &VmConfig, accel: Accel, timeout: Duration) -> Result<QemuVm, SandboxError> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-vm-")
+            .tempdir()
+            .map_err(|e| SandboxError::io("creating the VM's temp dir", e))?;
+        let sock = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&sock).map_err(|e| SandboxError::io(format!("listening on {}", sock.display()), e))?;
+        listener.set_nonblocking(true).map_err(|e| SandboxError::io("configuring the agent socket", e))?;
+        let mut cmd = self.command(image, config, accel, dir.path(), &sock)?;
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SandboxError::QemuMissing(self.qemu.clone()),
+            _ => SandboxError::io(format!("starting {}", self.qemu), e),
+        })?;
+        children::register(child.id());
+        let mut vm = PartialVm { child: Some(child), dir: dir.path().to_path_buf() };
+        let stream = vm.accept(&listener, started + timeout)?;
+        let reader = stream.try_clone().map_err(|e| SandboxError::io("cloning the agent socket", e))?;
+        let agent = AgentClient::new(Mux::host(reader, stream));
+        let left = (started + timeout).saturating_duration_since(Instant::now());
+        let info = match agent.hello(left.max(Duration::from_millis(1))) {
+            Ok(info) => info,
+            Err(e) => {
+                agent.close();
+                return Err(vm.explain(e, timeout));
+            }
+        };
+        Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), _dir: dir })
+    }
+
+    /// KVM or TCG: a cached answer, or a real probe boot under KVM.
+    fn choose_accel(&self, image: &GuestImage, config: &VmConfig) -> Result<(Accel, Option<QemuVm>), SandboxError> {
+        match std::env::var("KILN_QEMU_ACCEL").as_deref() {
+            Ok("kvm") => return Ok((Accel::Kvm, None)),
+            Ok("tcg") => return Ok((Accel::Tcg, None)),
+            Ok(other) if !other.is_empty() => {
+                return Err(SandboxError::BadSetting { name: "KILN_QEMU_ACCEL", value: other.into(), why: "expected kvm or tcg" })
+            }
+            _ => {}
+        }
+        if !kvm_usable() {
+            return Ok((Accel::Tcg, None));
+        }
+        let key = format!("{}-{}", image.fingerprint(), host_kernel());
+        let cache = config.cache_dir.join("qemu-accel").join(key);
+        if let Ok(text) = fs::read_to_string(&cache) {
+            return Ok((if text.trim() == "kvm" { Accel::Kvm } else { Accel::Tcg }, None));
+        }
+        let probe = self.boot(image, config, Accel::Kvm, KVM_PROBE_TIMEOUT);
+        let accel = if probe.is_ok() { Accel::Kvm } else { Accel::Tcg };
+        if let Some(parent) = cache.parent() {
+            let _ = fs::create_dir_all(parent);
+            let _ = fs::write(&cache, accel.name());
+        }
+        Ok((accel, probe.ok()))
+    }
+}
+
+fn host_kernel() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// A QEMU process that has not yet produced a ready agent; killed on drop.
+struct PartialVm {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl PartialVm {
+    fn accept(&mut self, listener: &UnixListener, deadline: Instant) -> Result<UnixStream, SandboxError> {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).map_err(|e| SandboxError::io("configuring the agent socket", e))?;
+                    return Ok(stream);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(SandboxError::io("accepting QEMU's connection", e)),
+            }
+            self.check_alive()?;
+            if Instant::now() >= deadline {
+                return Err(SandboxError::AgentTimeout { secs: 0, detail: self.detail() });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<(), SandboxError> {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                children::unregister(child.id());
+                self.child = None;
+                return Err(SandboxError::QemuDied { status: status.to_string(), detail: self.detail() });
+            }
+        }
+        Ok(())
+    }
+
+    fn detail(&self) -> String {
+        let qemu = tail_of(&self.dir.join("qemu.stderr"), 5);
+        let console = tail_of(&self.dir.join("console.log"), 15);
+        let mut out = String::new();
+        if !qemu.is_empty() {
+            out.push_str(&format!("\nQEMU said:\n{qemu}"));
+        }
+        if !console.is_empty() {
+            out.push_str(&format!("\nguest console (last lines):\n{console}"));
+        }
+        out
+    }
+
+    fn explain(&mut self, e: SandboxError, timeout: Duration) -> SandboxError {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Err(died) = self.check_alive() {
+            return died;
+        }
+        match e {
+            SandboxError::Connection(kiln_protocol::MuxError::Timeout(_)) => {
+                SandboxError::AgentTimeout { secs: timeout.as_secs(), detail: self.detail() }
+            }
+            other => other,
+        }
+    }
+}
+
+impl Drop for PartialVm {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            stop(child);
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+    children::unregister(child.id());
+}
+
+impl Backend for QemuBackend {
+    fn start(&self, image: &GuestImage, config: &VmConfig) -> Result<Box<dyn Vm>, SandboxError> {
+        if find_on_path(&self.qemu).is_none() {
+            return Err(SandboxError::QemuMissing(self.qemu.clone()));
+        }
+        let (accel, probed) = self.choose_accel(image, config)?;
+        if let Some(vm) = probed {
+            return Ok(Box::new(vm));
+        }
+        match self.boot(image, config, accel, if accel == Accel::Kvm { KVM_PROBE_TIMEOUT * 5 } else { TCG_READY_TIMEOUT }) {
+            Ok(vm) => Ok(Box::new(vm)),
+            Err(e) if accel == Accel::Kvm && std::env::var_os("KILN_QEMU_ACCEL").is_none() => {
+                // A cached "kvm" that no longer holds: fall back rather than fail the build.
+                eprintln!("kiln: KVM boot failed ({e}); falling back to TCG");
+                Ok(Box::new(self.boot(image, config, Accel::Tcg, TCG_READY_TIMEOUT)?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Vm for QemuVm {
+    fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
+    fn shutdown(mut self: Box<Self>) -> Result<(), SandboxError> {
+        // The guest's power-off does not always make QEMU exit; the agent's answer means the
+        // guest has synced, after which killing QEMU loses nothing.
+        let result = self.agent.power_off(Duration::from_secs(10));
+        self.agent.close();
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+        result
+    }
+
+    fn describe(&self) -> String {
+        format!("qemu/{} (guest kernel {}, booted in {:.2} s)", self.accel.name(), self.info.kernel, self.boot_time.as_secs_f64())
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        self.agent.close();
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! COPY from the build context, done on the host: the sources become a layer tar directly,
+//! without booting a guest.
+//!
+//! Sources are confined to the context: paths are cleaned as if rooted at the context (so `..`
+//! cannot climb out, as in BuildKit), and a source that resolves through a symlink to outside
+//! the context is refused. Symlinks inside copied directories are copied as symlinks, never
+//! followed. Files are owned by root, keep their mode (or `--chmod`) and mtime.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Cleans `p` as a path rooted at `/`: no `..` above the root, no `.`, no empty parts.
+pub fn clean_rooted(p: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Where a COPY writes: the destination joined to the working directory, as a relative path
+/// inside the image, plus whether it names a directory (trailing slash).
+pub fn destination(dst: &str, workdir: &str) -> (PathBuf, bool) {
+    let is_dir = dst.ends_with('/') || dst == "." || dst.ends_with("/.");
+    let joined = if dst.starts_with('/') { dst.to_string() } else { format!("{workdir}/{dst}") };
+    (clean_rooted(&joined), is_dir)
+}
+
+fn err(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Writes the layer tar for `COPY srcs dst` to `out`.
+pub fn copy_layer<W: Write>(context: &Path, srcs: &[String], dst: &str, workdir: &str, chmod: Option<u32>, out: W) -> io::Result<W> {
+    let context = fs::canonicalize(context).map_err(|e| io::Error::new(e.kind(), format!("build context {}: {e}", context.display())))?;
+    let (dest, dest_is_dir) = destination(dst, workdir);
+    if srcs.len() > 1 && !dest_is_dir {
+        return Err(err(format!("when using COPY with more than one source file, the destination must be a directory and end with a /: {dst}")));
+    }
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    for src in srcs {
+        if src.contains(['*', '?', '[']) {
+            return Err(err(format!("COPY {src}: wildcards are not supported by kiln yet")));
+        }
+        let rel = clean_rooted(src);
+        let resolved = fs::canonicalize(context.join(&rel))
+            .map_err(|e| io::Error::new(e.kind(), format!("COPY {src}: not found in the build context ({e})")))?;
+        if !resolved.starts_with(&context) {
+            return Err(err(format!("COPY {src}: resolves to a path outside the build context")));
+        }
+        let meta = fs::metadata(&resolved)?;
+        if meta.is_dir() {
+            // A directory's contents are copied into the destination directory.
+            append_dir_entry(&mut tar, &dest, &meta, None)?;
+            copy_tree(&mut tar, &resolved, &dest, chmod)?;
+        } else {
+            let name = match (dest_is_dir, resolved.file_name()) {
+                (true, Some(n)) => dest.join(n),
+                (true, None) => return Err(err(format!("COPY {src}: source has no file name"))),
+                (false, _) => dest.clone(),
+            };
+            if name.as_os_str().is_empty() {
+                return Err(err(format!("COPY {src} {dst}: cannot replace the root directory with a file")));
+            }
+            append_file(&mut tar, &resolved, &name, &meta, chmod)?;
+        }
+    }
+    tar.into_inner()
+}
+
+fn base_header(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    h.set_mode(meta.permissions().mode() & 0o7777);
+    h.set_size(0);
+    h
+}
+
+fn append_dir_entry<W: Write>(tar: &mut tar::Builder<W>, path: &Path, meta: &fs::Metadata, chmod: Option<u32>) -> io::Result<()> {
+    if path.as_os_str().is_empty() {
+        return Ok(()); // The root directory itself is never an entry.
+    }
+    let mut h = base_header(meta, tar::EntryType::Directory);
+    h.set_mode(chmod.unwrap_or(0o755));
+    tar.append_data(&mut h, path, io::empty())
+}
+
+fn append_file<W: Write>(tar: &mut tar::Builder<W>, src: &Path, path: &Path, meta: &fs::Metadata, chmod: Option<u32>) -> io::Result<()> {
+    let mut h = base_header(meta, tar::EntryType::Regular);
+    if let Some(m) = chmod {
+        h.set_mode(m);
+    }
+    h.set_size(meta.len());
+    let f = fs::File::open(src)?;
+    tar.append_data(&mut h, path, f)
+}
+
+fn copy_tree<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, dest: &Path, chmod: Option<u32>) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let target = dest.join(entry.file_name());
+        let meta = fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let mut h = base_header(&meta, tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            let link = fs::read_link(&path)?;
+            tar.append_link(&mut h, &target, link)?;
+        } else if ft.is_dir() {
+            let mut h = base_header(&meta, tar::EntryType::Directory);
+            if let Some(m) = chmod {
+                h.set_mode(m);
+            }
+            tar.append_data(&mut h, &target, io::empty())?;
+            copy_tree(tar, &path, &target, chmod)?;
+        } else if ft.is_file() {
+            append_file(tar, &path, &target, &meta, chmod)?;
+        } else {
+            return Err(err(format!("COPY: {} is not a regular file, directory or symlink", path.display())));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+
+    fn entries(tar: &[u8]) -> Vec<(String, u32)> {
+        let mut a = tar::Archive::new(tar);
+        a.entries()
+            .expect("entries")
+            .map(|e| {
+                let mut e = e.expect("entry");
+                let mut s = String::new();
+                let _ = e.read_to_string(&mut s);
+                (e.path().expect("path").display().to_string(), e.header().mode().expect("mode"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn destination_rules() {
+        assert_eq!(destination("/app/", "/"), (PathBuf::from("app"), true));
+        assert_eq!(destination("x", "/work"), (PathBuf::from("work/x"), false));
+        assert_eq!(destination(".", "/work"), (PathBuf::from("work"), true));
+        assert_eq!(clean_rooted("../../etc/passwd"), PathBuf::from("etc/passwd"));
+    }
+
+    #[test]
+    fn files_dirs_and_symlinks() {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        fs::write(ctx.path().join("a"), "A").expect("write");
+        fs::create_dir(ctx.path().join("d")).expect("mkdir");
+        fs::write(ctx.path().join("d/f"), "F").expect("write");
+        symlink("/etc/passwd", ctx.path().join("d/l")).expect("symlink");
+        let tar = copy_layer(ctx.path(), &["a".into()], "/bin/", "/", None, Vec::new()).expect("copy");
+        assert_eq!(entries(&tar), vec![("bin/a".into(), 0o644)]);
+        let tar = copy_layer(ctx.path(), &["d".into()], "/srv", "/", Some(0o700), Vec::new()).expect("copy");
+        let got: Vec<String> = entries(&tar).into_iter().map(|e| e.0).collect();
+        assert_eq!(got, vec!["srv", "srv/f", "srv/l"]);
+        let tar = copy_layer(ctx.path(), &["a".into()], "renamed", "/w", Some(0o750), Vec::new()).expect("copy");
+        assert_eq!(entries(&tar), vec![("w/renamed".into(), 0o750)]);
+    }
+
+    #[test]
+    fn escapes_and_bad_sources_are_refused() {
+        let outer = tempfile::tempdir().expect("tempdir");
+        let ctx = outer.path().join("ctx");
+        fs::create_dir(&ctx).expect("mkdir");
+        fs::write(outer.path().join("secret"), "s").expect("write");
+        symlink("../secret", ctx.join("link")).expect("symlink");
+        fs::write(ctx.join("a"), "A").expect("write");
+        assert!(copy_layer(&ctx, &["link".into()], "/x", "/", None, Vec::new()).is_err());
+        // `..` is clamped at the context root: ../secret means <context>/secret, which is absent.
+        assert!(copy_layer(&ctx, &["../secret".into()], "/x", "/", None, Vec::new()).is_err());
+        assert!(copy_layer(&ctx, &["missing".into()], "/x", "/", None, Vec::new()).is_err());
+        assert!(copy_layer(&ctx, &["a".into(), "a".into()], "/x", "/", None, Vec::new()).is_err());
+        assert!(copy_layer(&ctx, &["*.txt".into()], "/x/", "/", None, Vec::new()).is_err());
+    }
+}
