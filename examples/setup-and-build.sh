@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to a real image built in a microVM:
+#   1. installs the Debian packages kiln and its tests need (apt; sudo when not root),
+#   2. builds the guest kernel (cached by config hash) and the guest image (kernel + initramfs
+#      with the static guest agent as /init) into images/out,
+#   3. builds kiln (release),
+#   4. builds examples/hello with kiln inside a QEMU microVM and prints where the image went.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+packages=(
+    # guest kernel build
+    linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev xz-utils cpio
+    # running guests; base images for the example and the tests
+    qemu-system-x86 busybox-static
+    # independent checkers used by the tests
+    skopeo umoci
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "error: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+say "building the guest image (kernel cached by config hash; first build takes ~5 minutes)"
+images/build.sh
+
+say "building kiln"
+cargo build --release --locked -p kiln-cli
+kiln="$repo/target/release/kiln"
+
+say "building examples/hello inside a microVM"
+ctx="$(mktemp -d)"
+trap 'rm -rf "$ctx"' EXIT
+cp -r examples/hello/. "$ctx/"
+cp /bin/busybox "$ctx/busybox"
+"$kiln" build -t kiln-example/hello "$ctx"
+"$kiln" images
+root="${KILN_ROOT:-${XDG_DATA_HOME:-$HOME/.local/share}/kiln}"
+out="$repo/target/hello.tar"
+"$kiln" save -o "$out" kiln-example/hello
+say "done: image kiln-example/hello is in the store at $root; saved as $out"

@@ -1,0 +1,150 @@
+//! Real builds through the real CLI: a QEMU guest, the guest agent, overlayfs, the store, and
+//! the saved archive checked by skopeo and umoci.
+
+mod harness;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{require_tool, text, TestEnv};
+
+const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+const APP: &str = r#"FROM kiln-e2e/base
+WORKDIR /work
+RUN echo hello > hello.txt && mkdir -p /data && echo x > /data/gone && echo keep > /data/keep && echo out-line && echo err-line >&2
+RUN rm /data/gone && ln -s /work/hello.txt /data/link
+COPY note.txt /etc/
+ENV GREETING=hi
+CMD ["/bin/sh", "-c", "cat /work/hello.txt"]
+"#;
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
+    require_tool("skopeo");
+    require_tool("umoci");
+    let env = TestEnv::new("build");
+    let base = env.context("base", BASE, &[], true);
+    let out = env.kiln(&["build", "-t", "kiln-e2e/base", base.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "base build failed:\n{stderr}");
+    assert!(stderr.contains("VM ready: qemu/"), "the RUN step must have booted a guest:\n{stderr}");
+
+    let app = env.context("app", APP, &[("note.txt", "a note\n")], false);
+    let out = env.kiln(&["build", "-t", "kiln-e2e/app:v1", app.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "app build failed:\n{stderr}");
+    assert!(stderr.contains("out-line") && stderr.contains("err-line"), "RUN output must be shown:\n{stderr}");
+
+    let listing = text(&env.kiln(&["images"]).stdout);
+    assert!(listing.contains("kiln-e2e/app") && listing.contains("v1"), "{listing}");
+
+    // Save, then let independent tools read the archive.
+    let archive = env.dir.path().join("app.tar");
+    let out = env.kiln(&["save", "-o", archive.to_str().expect("utf8"), "kiln-e2e/app:v1"]);
+    assert!(out.status.success(), "save failed: {}", text(&out.stderr));
+    let inspect = run_ok(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]));
+    let info: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
+    // busybox COPY, busybox --install, two RUNs, one COPY.
+    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(5), "{inspect}");
+    let env_list = info["Env"].to_string();
+    assert!(env_list.contains("GREETING=hi") && env_list.contains("PATH=/usr/local/sbin"), "{inspect}");
+    let config = run_ok(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{}", archive.display())]));
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config json");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh", "-c", "cat /work/hello.txt"]));
+    assert_eq!(config["config"]["WorkingDir"], "/work");
+    assert_eq!(config["history"].as_array().map(Vec::len), Some(8), "{config}");
+
+    // Unpack with umoci and look at the root filesystem file by file.
+    let layout = env.dir.path().join("layout");
+    fs::create_dir(&layout).expect("mkdir");
+    run_ok(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout));
+    let bundle = env.dir.path().join("bundle");
+    run_ok(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:v1", layout.display())).arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(fs::read_to_string(rootfs.join("work/hello.txt")).expect("hello"), "hello\n");
+    assert_eq!(fs::read_to_string(rootfs.join("data/keep")).expect("keep"), "keep\n");
+    assert!(!rootfs.join("data/gone").exists(), "a file deleted by a later RUN must be gone");
+    assert_eq!(fs::read_link(rootfs.join("data/link")).expect("link"), Path::new("/work/hello.txt"));
+    assert_eq!(fs::read_to_string(rootfs.join("etc/note.txt")).expect("note"), "a note\n");
+    assert_eq!(fs::read_link(rootfs.join("bin/sh")).expect("sh"), Path::new("/bin/busybox"));
+    for stub in ["proc", "dev", "sys"] {
+        assert!(!rootfs.join(stub).exists(), "/{stub} is a mount point the agent made; it must not be in the image");
+    }
+
+    assert!(env.store_files_not_owned_by_user().is_empty(), "root-owned files in the store: {:?}", env.store_files_not_owned_by_user());
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}
+
+#[test]
+fn failing_run_shows_step_and_output_and_leaves_the_store_untouched() {
+    let env = TestEnv::new("fail");
+    assert!(env.kiln(&["images"]).status.success());
+    let before = env.store_snapshot();
+    let ctx = env.context(
+        "ctx",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo before-the-failure; exit 3\"]\n",
+        &[],
+        true,
+    );
+    let out = env.kiln(&["build", "-t", "willfail", ctx.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("kiln: error: Dockerfile:3: RUN"), "{stderr}");
+    assert!(stderr.contains("exit code 3"), "{stderr}");
+    assert!(stderr.contains("before-the-failure"), "{stderr}");
+    assert_eq!(env.store_snapshot(), before, "a failed build must leave the store as it was");
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+
+    // A command that does not exist in the image fails like a shell would.
+    let ctx = env.context("ctx2", "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/no/such/program\"]\n", &[], true);
+    let out = env.kiln(&["build", "-t", "willfail", ctx.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exit code 127"), "{stderr}");
+    assert_eq!(env.store_snapshot(), before);
+}
+
+#[test]
+fn interrupt_during_run_stops_the_vm_and_changes_nothing() {
+    let env = TestEnv::new("sigint");
+    assert!(env.kiln(&["images"]).status.success());
+    let before = env.store_snapshot();
+    let ctx = env.context("ctx", "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"120\"]\n", &[], true);
+    let mut child = env.spawn(&["build", "-t", "sleepy", ctx.to_str().expect("utf8")]);
+    // Wait for the VM to be up, then give the RUN a moment to start.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.vm_processes().is_empty() {
+        assert!(Instant::now() < deadline, "no VM appeared");
+        assert!(child.try_wait().expect("wait").is_none(), "kiln ended before the VM started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    // SIGINT to kiln itself: what Ctrl-C delivers (QEMU is in its own process group).
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let pid = i32::try_from(child.id()).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "kiln did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(130), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+    let after = env.store_snapshot();
+    assert_eq!(after.keys().filter(|k| k.starts_with("blobs/sha256/") && !k.ends_with('/')).count(), 0, "{after:?}");
+    assert_eq!(after.get("refs.json"), before.get("refs.json"));
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command. Runs every test in the workspace: unit tests, protocol and store tests,
+# the agent's tests, and the end-to-end tests that build real images in QEMU guests.
+#
+# Needs the setup from examples/setup-and-build.sh (packages + images/out). When run as root,
+# the end-to-end tests run kiln as the unprivileged user $KILN_TEST_USER (default kilntest),
+# created here if absent; kiln and the guest image are copied to a world-readable place so
+# that user can reach them whatever the checkout's permissions.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+guest="${KILN_GUEST_DIR:-$repo/images/out}"
+if [[ ! -f "$guest/kernel" || ! -f "$guest/initramfs.cpio" ]]; then
+    echo "error: no guest image in $guest: run examples/setup-and-build.sh first" >&2
+    exit 1
+fi
+
+cargo build --locked -p kiln-cli
+if [[ $(id -u) -eq 0 ]]; then
+    user="${KILN_TEST_USER:-kilntest}"
+    id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
+    shared="$(mktemp -d /tmp/kiln-tests.XXXXXX)"
+    trap 'rm -rf "$shared"' EXIT
+    mkdir -p "$shared/guest"
+    cp target/debug/kiln "$shared/kiln"
+    cp "$guest/kernel" "$guest/initramfs.cpio" "$shared/guest/"
+    chmod -R a+rX "$shared"
+    export KILN_TEST_BIN="$shared/kiln" KILN_GUEST_DIR="$shared/guest" KILN_TEST_USER="$user"
+else
+    export KILN_GUEST_DIR="$guest"
+fi
+cargo test --locked --workspace "$@"
