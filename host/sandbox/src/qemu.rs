@@ -87,8 +87,12 @@ impl QemuBackend {
     fn command(&self, image: &GuestImage, config: &VmConfig, accel: Accel, dir: &Path, sock: &Path) -> Result<Command, SandboxError> {
         let mut cmd = Command::new(&self.qemu);
         let console = if config.debug { "console=ttyS0" } else { "console=ttyS0 quiet" };
-        let append = format!("{console} panic=-1 reboot=t kiln.transport=virtio-serial:/dev/vport0p1");
-        cmd.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off,acpi=off"])
+        // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
+        // reboot makes QEMU (started with -no-reboot) exit by itself.
+        let append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1");
+        // The PIT stays on: without it (and with no HPET/ACPI) a TCG guest cannot calibrate its
+        // TSC and hangs at boot.
+        cmd.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off"])
             .args(["-accel", accel.name(), "-cpu", if accel == Accel::Kvm { "host" } else { "max" }])
             .args(["-m", &config.memory_mib.to_string(), "-smp", &config.cpus.to_string()])
             .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-monitor", "none"])
