@@ -23,6 +23,9 @@ pub struct Options {
     /// Without ACPI (QEMU microvm, acpi=off) power-off only halts the CPU; a reboot with
     /// `-no-reboot` (or a VMM that treats reboot as exit) ends the VM at once.
     pub reboot_to_exit: bool,
+    /// `kiln.time=SECONDS`: the host's wall clock at VM start. The guest has no RTC, so
+    /// without it files made by RUN steps would be dated 1970.
+    pub host_time: Option<i64>,
 }
 
 /// Parses the whole command line. Unknown words are ignored; a malformed `kiln.transport=`
@@ -32,6 +35,7 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
         transport: Transport::VirtioSerial(DEFAULT_PORT_DEVICE.into()),
         debug: false,
         reboot_to_exit: false,
+        host_time: None,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(value) = word.strip_prefix("kiln.transport=") {
@@ -40,6 +44,8 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             opts.debug = matches!(value, "1" | "y" | "yes" | "true" | "on");
         } else if let Some(value) = word.strip_prefix("kiln.poweroff=") {
             opts.reboot_to_exit = value == "reboot";
+        } else if let Some(value) = word.strip_prefix("kiln.time=") {
+            opts.host_time = Some(value.parse().map_err(|_| format!("kiln.time={value}: expected whole seconds"))?);
         } else if word == "kiln.debug" {
             opts.debug = true;
         }
@@ -73,6 +79,13 @@ fn parse_transport(value: &str) -> Result<Transport, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_time_is_read_and_checked() {
+        assert_eq!(parse("kiln.time=1800000000").expect("parse").host_time, Some(1_800_000_000));
+        assert_eq!(parse("quiet").expect("parse").host_time, None);
+        assert!(parse("kiln.time=soon").is_err());
+    }
 
     #[test]
     fn default_is_virtio_serial_port() {

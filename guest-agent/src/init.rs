@@ -191,6 +191,12 @@ pub fn bring_up_loopback() -> Result<()> {
 
 static REBOOT_TO_EXIT: AtomicBool = AtomicBool::new(false);
 
+/// Sets the wall clock (the guest has no RTC; the host passes its time on the command line).
+pub fn set_clock(secs: i64) -> std::result::Result<(), nix::Error> {
+    let ts = nix::sys::time::TimeSpec::new(secs, 0);
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts)
+}
+
 /// Makes [`power_off`] use reboot(RB_AUTOBOOT) (see `kiln.poweroff=reboot` in [`crate::cmdline`]).
 pub fn set_reboot_to_exit(on: bool) {
     REBOOT_TO_EXIT.store(on, Ordering::Relaxed);

@@ -62,6 +62,11 @@ fn serve(pid1: bool) -> Result<()> {
     let options = cmdline::parse(&text).map_err(Error::msg)?;
     log::set_debug(options.debug);
     init::set_reboot_to_exit(options.reboot_to_exit);
+    if let (true, Some(secs)) = (pid1, options.host_time) {
+        if let Err(e) = init::set_clock(secs) {
+            info!("could not set the clock from kiln.time: {e}");
+        }
+    }
     info!(
         "kiln guest agent {} starting (transport {:?})",
         env!("CARGO_PKG_VERSION"),

@@ -89,7 +89,9 @@ impl QemuBackend {
         let console = if config.debug { "console=ttyS0" } else { "console=ttyS0 quiet" };
         // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
         // reboot makes QEMU (started with -no-reboot) exit by itself.
-        let append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1");
+        // kiln.time: the guest has no RTC; this dates the files RUN steps make.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.time={now} kiln.transport=virtio-serial:/dev/vport0p1");
         // The PIT stays on: without it (and with no HPET/ACPI) a TCG guest cannot calibrate its
         // TSC and hangs at boot.
         cmd.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off"])
