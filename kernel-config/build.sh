@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Build (or fetch from cache) kiln's guest kernel.
+#
+# Source: Debian's linux-source-6.1 package (/usr/src/linux-source-6.1.tar.xz).
+# Config: `make tinyconfig` + kernel-config/kiln.config (merged with
+#         scripts/kconfig/merge_config.sh -m, then `make olddefconfig`).
+#
+# Result: ${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/kernel/<key>/
+#           vmlinux  - stripped ELF with the PVH note (qemu -M microvm -kernel)
+#           bzImage  - compressed image for the Linux boot protocol
+#           config   - the final .config
+#         where <key> = sha256(kiln.config + this script + tarball name/size).
+#
+# stdout: exactly one line, the result directory.  Progress goes to stderr.
+# A cache hit returns immediately.  The build happens in a temp dir under the
+# cache dir and is renamed into place at the end, so an interrupted build
+# never leaves a half-finished result behind.
+#
+# Environment:
+#   KILN_CACHE_DIR      cache root (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln)
+#   KILN_KERNEL_SOURCE  kernel tarball (default: /usr/src/linux-source-6.1.tar.xz)
+#   KILN_KERNEL_JOBS    make -j value (default: nproc)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+fragment="$here/kiln.config"
+script="$here/$(basename "${BASH_SOURCE[0]}")"
+tarball="${KILN_KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}"
+cache_root="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
+jobs="${KILN_KERNEL_JOBS:-$(nproc)}"
+
+log() { printf 'kernel-config/build.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ -f "$fragment" ]] || die "missing config fragment $fragment"
+[[ -f "$tarball" ]] || die "kernel source $tarball not found: install linux-source-6.1 (apt-get install linux-source-6.1)"
+
+# --- cache key ---------------------------------------------------------------
+# Anything that changes the output must change the key: the fragment, this
+# script (build steps, flags) and the source tarball (name + size identifies a
+# Debian package version well enough without hashing 140 MB every time).
+tar_size="$(stat -c %s "$tarball")"
+key="$(
+    {
+        printf 'fragment\n'; cat "$fragment"
+        printf 'script\n'; cat "$script"
+        printf 'tarball %s %s\n' "$(basename "$tarball")" "$tar_size"
+    } | sha256sum | cut -d' ' -f1
+)"
+kernel_cache="$cache_root/kernel"
+dest="$kernel_cache/$key"
+
+have_result() { [[ -f "$1/vmlinux" && -f "$1/bzImage" && -f "$1/config" ]]; }
+
+if have_result "$dest"; then
+    printf '%s\n' "$dest"
+    exit 0
+fi
+
+# --- tools -------------------------------------------------------------------
+for tool in make gcc ld flex bison bc xz tar perl strip sha256sum flock; do
+    command -v "$tool" >/dev/null 2>&1 ||
+        die "'$tool' not found: apt-get install build-essential flex bison bc libelf-dev libssl-dev xz-utils cpio"
+done
+[[ -e /usr/include/libelf.h ]] || die "libelf headers missing: apt-get install libelf-dev"
+[[ -e /usr/include/openssl/ssl.h ]] || die "openssl headers missing: apt-get install libssl-dev"
+
+mkdir -p "$kernel_cache"
+
+# One build per key at a time; a second caller waits and then finds the result.
+exec 9>"$kernel_cache/.lock-$key"
+flock 9
+if have_result "$dest"; then
+    printf '%s\n' "$dest"
+    exit 0
+fi
+
+work="$(mktemp -d "$kernel_cache/.build-$key.XXXXXX")"
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+buildlog="$work/build.log"
+fail() {
+    log "error: $*"
+    if [[ -s "$buildlog" ]]; then
+        log "last lines of the build log:"
+        tail -n 40 "$buildlog" >&2
+        cp "$buildlog" "$kernel_cache/$key.failed.log"
+        log "full log: $kernel_cache/$key.failed.log"
+    fi
+    exit 1
+}
+
+# Reproducibility: no timestamps, user or host names from this machine.
+export KBUILD_BUILD_TIMESTAMP='1970-01-01 00:00:00 UTC'
+export KBUILD_BUILD_USER=kiln
+export KBUILD_BUILD_HOST=kiln
+export KBUILD_BUILD_VERSION=1
+export LC_ALL=C
+# ARCH=x86_64 (not x86): makes tinyconfig produce a 64-bit config.
+kmake() { make -C "$src" ARCH=x86_64 "$@" >>"$buildlog" 2>&1; }
+
+log "building kernel $key (takes a few minutes; log: $buildlog)"
+start=$SECONDS
+
+log "extracting $(basename "$tarball")"
+tar -xJf "$tarball" -C "$work" || fail "cannot extract $tarball"
+src="$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'linux-*' | head -n1)"
+[[ -n "$src" && -f "$src/Makefile" ]] || fail "no linux-* source tree in $tarball"
+
+log "configuring (tinyconfig + $(basename "$fragment"))"
+kmake tinyconfig || fail "make tinyconfig failed"
+(cd "$src" && ./scripts/kconfig/merge_config.sh -m .config "$fragment") >>"$buildlog" 2>&1 ||
+    fail "merge_config.sh failed"
+kmake olddefconfig || fail "make olddefconfig failed"
+
+# Every option the fragment sets must be in the final config with exactly that
+# value, and every option it unsets must stay unset.  Kconfig silently drops an
+# option whose dependencies are not met; this turns that into an error.
+bad=0
+while IFS= read -r line; do
+    if [[ "$line" =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
+        opt="${BASH_REMATCH[1]}"
+        if ! grep -qxF -- "$line" "$src/.config"; then
+            got="$(grep -E "^(# )?$opt[= ]" "$src/.config" || true)"
+            log "error: $line did not stick (final config: ${got:-absent, option unknown or dependencies unmet})"
+            bad=1
+        fi
+    elif [[ "$line" =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
+        opt="${BASH_REMATCH[1]}"
+        if grep -qE "^$opt=" "$src/.config"; then
+            log "error: $opt should be unset but is $(grep -E "^$opt=" "$src/.config")"
+            bad=1
+        fi
+    fi
+done <"$fragment"
+if [[ $bad -ne 0 ]]; then
+    log "error: kernel-config/kiln.config is not fully applied (see above): fix the option or add its dependencies"
+    exit 1
+fi
+
+log "compiling with make -j$jobs"
+kmake -j"$jobs" vmlinux bzImage || fail "kernel build failed"
+
+out="$work/out"
+mkdir "$out"
+# Strip symbols (not needed to boot, ~30% of the file); the PVH ELF note is an
+# allocated note section and survives stripping.
+strip --strip-all -o "$out/vmlinux" "$src/vmlinux" || fail "strip failed"
+cp "$src/arch/x86/boot/bzImage" "$out/bzImage"
+cp "$src/.config" "$out/config"
+cp "$buildlog" "$out/build.log"
+chmod 0644 "$out"/*
+
+# Atomic install: rename(2) of a complete directory.
+mv -T "$out" "$dest" || fail "cannot move result into $dest"
+log "built in $((SECONDS - start)) s"
+printf '%s\n' "$dest"
