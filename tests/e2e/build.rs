@@ -44,6 +44,22 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert!(out.status.success(), "app build failed:\n{stderr}");
     assert!(stderr.contains("out-line") && stderr.contains("err-line"), "RUN output must be shown:\n{stderr}");
 
+    // The same build again: every step hits the cache and no VM boots.
+    let out = env.kiln(&["build", "-t", "kiln-e2e/app:again", app.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "cached rebuild failed:\n{stderr}");
+    assert!(stderr.contains("3 steps cached; no VM needed"), "{stderr}");
+    assert!(!stderr.contains("VM ready"), "a fully cached build must not boot a guest:\n{stderr}");
+    // Change the COPY'd file: that COPY reruns (on the host), the RUNs before it stay cached.
+    fs::write(app.join("note.txt"), "another note\n").expect("write");
+    env.give_to_user(&app.join("note.txt"));
+    let out = env.kiln(&["build", "-t", "kiln-e2e/app:changed", app.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 steps cached; no VM needed"), "{stderr}");
+    assert!(stderr.lines().any(|l| l.contains("COPY note.txt /etc/") && !l.contains("CACHED")), "{stderr}");
+    fs::write(app.join("note.txt"), "a note\n").expect("write");
+
     let listing = text(&env.kiln(&["images"]).stdout);
     assert!(listing.contains("kiln-e2e/app") && listing.contains("v1"), "{listing}");
 

@@ -20,6 +20,9 @@ pub struct BuildArgs {
     /// Print only the image id
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Do not use the build cache: run every step
+    #[arg(long)]
+    no_cache: bool,
     /// Guest memory in MiB
     #[arg(long, default_value_t = 2048, env = "KILN_VM_MEMORY")]
     memory: u32,
@@ -58,13 +61,15 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         plan,
         tags,
         vm: VmConfig { memory_mib: args.memory, cpus: args.cpus, cache_dir: crate::paths::cache_dir()?, debug: args.debug },
+        no_cache: args.no_cache,
     };
     let mut reporter = Reporter::new(args.quiet);
     let outcome = kiln_solver::build(&store, &QemuBackend::default(), &opts, &mut reporter)?;
     if args.quiet {
         println!("{}", outcome.config);
     } else {
-        eprintln!("#done writing image {} ({} layers)", outcome.config, outcome.layers);
+        let guest = outcome.guest.as_deref().unwrap_or("no VM needed");
+        eprintln!("#done writing image {} ({} layers, {} steps cached; {guest})", outcome.config, outcome.layers, outcome.cached_steps);
         for t in &opts.tags {
             eprintln!("#done naming to {t}");
         }

@@ -6,6 +6,7 @@
 //! blobs into the store and moves the tags, so a failed, killed or interrupted build leaves
 //! the store as it was. This crate knows nothing of Dockerfile text or of QEMU command lines.
 
+mod cache;
 mod copy;
 mod guest;
 mod output;
@@ -18,6 +19,8 @@ use kiln_frontend::{Base, BuildPlan, Instruction, ShellOrExec, Step};
 use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
 use kiln_store::image::{History, RunConfig};
 use kiln_store::{Digest, LayerInfo, NewImage, Reference, Store, StoreError};
+
+use cache::{CacheIndex, CacheKey, Cached};
 
 pub use output::Reporter;
 
@@ -33,6 +36,8 @@ pub struct BuildOptions {
     pub plan: BuildPlan,
     pub tags: Vec<Reference>,
     pub vm: VmConfig,
+    /// Run every step even when the cache has its result.
+    pub no_cache: bool,
 }
 
 /// What a successful build produced.
@@ -41,6 +46,8 @@ pub struct BuildOutcome {
     pub manifest: Digest,
     pub config: Digest,
     pub layers: usize,
+    /// Steps whose result came from the cache.
+    pub cached_steps: usize,
     /// How the guest ran, if one was needed.
     pub guest: Option<String>,
 }
@@ -72,6 +79,8 @@ pub(crate) fn is_empty_layer(layer: &LayerInfo) -> bool {
 }
 
 struct ImageState {
+    /// The cache key of the base, to start the key chain from.
+    base_key: CacheKey,
     layers: Vec<LayerInfo>,
     config: RunConfig,
     history: Vec<History>,
@@ -79,7 +88,7 @@ struct ImageState {
 
 fn base_state(store: &Store, base: &Base) -> Result<ImageState, BuildError> {
     let mut state = match base {
-        Base::Scratch => ImageState { layers: vec![], config: RunConfig::default(), history: vec![] },
+        Base::Scratch => ImageState { base_key: CacheKey::base("scratch"), layers: vec![], config: RunConfig::default(), history: vec![] },
         Base::Image(name) => {
             let (_, img) = store.image_by_name(name).map_err(|e| match e {
                 StoreError::NoSuchImage(_) => BuildError::BaseMissing(name.clone()),
@@ -93,7 +102,12 @@ fn base_state(store: &Store, base: &Base) -> Result<ImageState, BuildError> {
                 .zip(sizes)
                 .map(|((digest, diff_id), size)| LayerInfo { digest: digest.clone(), diff_id: diff_id.clone(), size })
                 .collect();
-            ImageState { layers, config: img.config.config.clone(), history: img.config.history.clone() }
+            ImageState {
+                base_key: CacheKey::base(&img.manifest_digest.to_string()),
+                layers,
+                config: img.config.config.clone(),
+                history: img.config.history.clone(),
+            }
         }
     };
     let env = state.config.env.get_or_insert_with(Vec::new);
@@ -114,71 +128,86 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
     let staging = store.staging()?;
     let mut state = base_state(store, &opts.plan.base)?;
     let total = opts.plan.steps.len() + 1;
+    let mut cached_steps = 0;
     out.step(1, total, &format!("FROM {}", match &opts.plan.base { Base::Scratch => "scratch", Base::Image(n) => n }));
     let mut guest: Option<guest::GuestSession> = None;
+    let cache = CacheIndex::new(store);
+    let mut key = state.base_key.clone();
+    let mut results: Vec<(CacheKey, Cached)> = Vec::new();
     for (i, step) in opts.plan.steps.iter().enumerate() {
         if kiln_sandbox::children::interrupted() {
             return Err(BuildError::Interrupted);
         }
-        out.step(i + 2, total, &step.text);
         let history = |empty: bool| History {
             created: Some(created_text.clone()),
             created_by: Some(history_text(step)),
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer: empty,
         };
-        match &step.instruction {
+        let lookup = |key: &CacheKey| if opts.no_cache { None } else { cache.get(key) };
+        let result = match &step.instruction {
             Instruction::Copy { srcs, dst, chmod } => {
                 let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
                 let tar = copy::copy_layer(&opts.context, srcs, dst, &workdir, *chmod, Vec::new())
                     .map_err(|source| BuildError::Copy { line: step.line, text: step.text.clone(), source })?;
-                let layer = staging.store().ingest_layer(tar.as_slice())?;
-                state.layers.push(layer);
-                state.history.push(history(false));
+                key = key.child(&["COPY", &Digest::of(&tar).to_string()]);
+                match lookup(&key) {
+                    Some(hit) => {
+                        out.step_cached(i + 2, total, &step.text);
+                        Some((hit, true))
+                    }
+                    None => {
+                        out.step(i + 2, total, &step.text);
+                        Some((Cached::Layer(staging.store().ingest_layer(tar.as_slice())?), false))
+                    }
+                }
             }
             Instruction::Run(cmd) => {
-                if guest.is_none() {
-                    guest = Some(guest::GuestSession::start(backend, &opts.vm, out)?);
-                }
-                let session = guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
                 let argv = shell_argv(cmd);
-                let layer = session.run_step(&staging, &state.layers, &state.config, &argv, out).map_err(|e| match e {
-                    BuildError::StepFailed { status, tail, .. } => {
-                        BuildError::StepFailed { line: step.line, text: step.text.clone(), argv: argv.clone(), status, tail }
+                let env = state.config.env.clone().unwrap_or_default();
+                let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
+                key = key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &workdir]);
+                match lookup(&key) {
+                    Some(hit) => {
+                        out.step_cached(i + 2, total, &step.text);
+                        Some((hit, true))
                     }
-                    other => BuildError::Step { line: step.line, text: step.text.clone(), source: Box::new(other) },
-                })?;
-                let empty = is_empty_layer(&layer);
-                if !empty {
-                    state.layers.push(layer);
+                    None => {
+                        out.step(i + 2, total, &step.text);
+                        if guest.is_none() {
+                            guest = Some(guest::GuestSession::start(backend, &opts.vm, out)?);
+                        }
+                        let session = guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
+                        let layer = session.run_step(&staging, &state.layers, &state.config, &argv, out).map_err(|e| match e {
+                            BuildError::StepFailed { status, tail, .. } => {
+                                BuildError::StepFailed { line: step.line, text: step.text.clone(), argv: argv.clone(), status, tail }
+                            }
+                            other => BuildError::Step { line: step.line, text: step.text.clone(), source: Box::new(other) },
+                        })?;
+                        Some((if is_empty_layer(&layer) { Cached::Empty } else { Cached::Layer(layer) }, false))
+                    }
                 }
-                state.history.push(history(empty));
             }
-            Instruction::Cmd(cmd) => {
-                state.config.cmd = Some(shell_argv(cmd));
+            other => {
+                out.step(i + 2, total, &step.text);
+                key = key.child(&["CONFIG", &step.text]);
+                apply_config(&mut state.config, other, step.line)?;
                 state.history.push(history(true));
+                None
             }
-            Instruction::Entrypoint(cmd) => {
-                state.config.entrypoint = Some(shell_argv(cmd));
-                // As in Docker: a new ENTRYPOINT clears a CMD set before it.
-                state.config.cmd = None;
-                state.history.push(history(true));
+        };
+        if let Some((result, hit)) = result {
+            if hit {
+                cached_steps += 1;
             }
-            Instruction::Workdir(dir) => {
-                let base = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
-                let joined = if dir.starts_with('/') { dir.clone() } else { format!("{base}/{dir}") };
-                state.config.working_dir = Some(format!("/{}", copy::clean_rooted(&joined).display()));
-                state.history.push(history(true));
-            }
-            Instruction::Env(pairs) => {
-                let env = state.config.env.get_or_insert_with(Vec::new);
-                for (k, v) in pairs {
-                    env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-                    env.push(format!("{k}={v}"));
+            match &result {
+                Cached::Layer(layer) => {
+                    state.layers.push(layer.clone());
+                    state.history.push(history(false));
                 }
-                state.history.push(history(true));
+                Cached::Empty => state.history.push(history(true)),
             }
-            Instruction::From { .. } => return Err(BuildError::Invalid(format!("Dockerfile:{}: unexpected FROM", step.line))),
+            results.push((key.clone(), result));
         }
     }
     let guest_desc = match guest.take() {
@@ -196,7 +225,46 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
     };
     let manifest = staging.commit(image, &opts.tags)?;
     let config = store.image(&manifest)?.config_digest;
-    Ok(BuildOutcome { manifest, config, layers, guest: guest_desc })
+    // Only now are the layers in the store: record what each step produced.
+    for (key, result) in &results {
+        if let Err(e) = cache.put(key, result) {
+            out.info(&format!("warning: could not record a cache entry: {e}"));
+        }
+    }
+    Ok(BuildOutcome { manifest, config, layers, cached_steps, guest: guest_desc })
+}
+
+/// Applies a metadata-only instruction to the image config.
+fn apply_config(config: &mut RunConfig, instruction: &Instruction, line: usize) -> Result<(), BuildError> {
+    match instruction {
+        Instruction::Cmd(cmd) => config.cmd = Some(shell_argv(cmd)),
+        Instruction::Entrypoint(cmd) => {
+            config.entrypoint = Some(shell_argv(cmd));
+            // As in Docker: a new ENTRYPOINT clears a CMD set before it.
+            config.cmd = None;
+        }
+        Instruction::Workdir(dir) => {
+            let base = config.working_dir.clone().unwrap_or_else(|| "/".into());
+            let joined = if dir.starts_with('/') { dir.clone() } else { format!("{base}/{dir}") };
+            config.working_dir = Some(format!("/{}", copy::clean_rooted(&joined).display()));
+        }
+        Instruction::Env(pairs) => {
+            let env = config.env.get_or_insert_with(Vec::new);
+            for (k, v) in pairs {
+                env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                env.push(format!("{k}={v}"));
+            }
+        }
+        Instruction::From { .. } | Instruction::Run(_) | Instruction::Copy { .. } => {
+            return Err(BuildError::Invalid(format!("Dockerfile:{line}: unexpected instruction here")))
+        }
+    }
+    Ok(())
+}
+
+/// Joins strings with NUL, which none of them can contain, for cache key parts.
+fn join_nul(parts: &[String]) -> String {
+    parts.join("\0")
 }
 
 fn history_text(step: &Step) -> String {

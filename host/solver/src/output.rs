@@ -25,6 +25,12 @@ impl Reporter {
         }
     }
 
+    pub fn step_cached(&mut self, n: usize, total: usize, text: &str) {
+        if !self.quiet {
+            eprintln!("#{n} [{n}/{total}] {text}  CACHED");
+        }
+    }
+
     pub fn info(&mut self, text: &str) {
         if !self.quiet {
             eprintln!("   {text}");
