@@ -1,0 +1,2 @@
+//! Direct Linux boot: CPU state for long mode ([`cpu`]).
+pub mod cpu;
