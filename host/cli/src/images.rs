@@ -1,47 +1,175 @@
-//! `kiln images`: the named images in the store.
+//! `kiln images` / `kiln image ls`: the images in the store, Docker's columns and flags.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_store::{Reference, Store};
+use kiln_store::catalog::ImageSummary;
+use kiln_store::Store;
+use serde_json::json;
+
+use crate::humanize;
 
 #[derive(Args)]
 pub struct ImagesArgs {
+    /// Show all images (intermediate ones too)
+    #[arg(short = 'a', long)]
+    all: bool,
     /// Only show image ids
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Filter: dangling=true|false, reference=PATTERN (may be repeated)
+    #[arg(short = 'f', long = "filter")]
+    filters: Vec<String>,
+    /// Output format: table (default) or json (one object per line)
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Only images of this repository[:tag]
+    repository: Option<String>,
 }
 
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
+/// `*` and `?` globbing, as `--filter reference=` uses.
+pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..])),
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
     }
-    if i == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[i]).replace(".000", "") }
+}
+
+struct Row {
+    repo: String,
+    tag: String,
+    id: String,
+    digest: String,
+    created: Option<String>,
+    size: u64,
+}
+
+fn rows(s: &ImageSummary, no_trunc: bool) -> Vec<Row> {
+    let id = if no_trunc { s.record.config_digest.to_string() } else { s.record.config_digest.short().to_string() };
+    let base = |repo: String, tag: String| Row {
+        repo,
+        tag,
+        id: id.clone(),
+        digest: s.record.manifest_digest.to_string(),
+        created: s.record.config.created.clone(),
+        size: s.size,
+    };
+    if s.names.is_empty() {
+        return vec![base("<none>".into(), "<none>".into())];
+    }
+    s.names
+        .iter()
+        .map(|n| {
+            let f = n.familiar();
+            let (repo, tag) = match n.tag.as_deref() {
+                Some(t) => (f.strip_suffix(&format!(":{t}")).unwrap_or(&f).to_string(), t.to_string()),
+                None => (f, "<none>".into()),
+            };
+            base(repo, tag)
+        })
+        .collect()
 }
 
 pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
-    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let refs = store.refs()?;
-    if !args.quiet {
-        println!("{:<40} {:<15} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+    let mut dangling = None;
+    let mut patterns = Vec::new();
+    for f in &args.filters {
+        match f.split_once('=') {
+            Some(("dangling", v)) => match v {
+                "true" | "1" => dangling = Some(true),
+                "false" | "0" => dangling = Some(false),
+                _ => bail!("invalid filter {f:?}: dangling takes true or false"),
+            },
+            Some(("reference", p)) => patterns.push(p.to_string()),
+            _ => bail!("invalid filter {f:?}: kiln supports dangling=true|false and reference=PATTERN"),
+        }
     }
-    for (name, digest) in refs {
-        let img = store.image(&digest).with_context(|| format!("reading image {name}"))?;
-        if args.quiet {
-            println!("{}", img.config_digest.short());
+    if let Some(r) = &args.repository {
+        patterns.push(if r.contains(':') { r.clone() } else { format!("{r}:*") });
+    }
+    let json = match args.format.as_str() {
+        "table" => false,
+        "json" | "{{json .}}" => true,
+        other => bail!("unsupported --format {other:?}: use table or json"),
+    };
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let images = store.list_images().context("listing images")?;
+    let mut out = Vec::new();
+    for s in &images {
+        let keep = match dangling {
+            Some(want) => s.dangling() == want,
+            None => args.all || !s.names.is_empty() || !s.has_children,
+        };
+        if !keep {
             continue;
         }
-        let reference: Reference = name.parse()?;
-        let familiar = reference.familiar();
-        let (repo, tag) = familiar.rsplit_once(':').unwrap_or((familiar.as_str(), "<none>"));
-        let size: u64 = img.manifest.layers().iter().map(|l| l.size()).sum();
-        let created = img.config.created.clone().unwrap_or_default();
-        println!("{repo:<40} {tag:<15} {:<14} {created:<22} {}", img.config_digest.short(), human_size(size));
+        for row in rows(s, args.no_trunc) {
+            let full = format!("{}:{}", row.repo, row.tag);
+            let matches = patterns.is_empty()
+                || patterns.iter().any(|p| glob(p.as_bytes(), full.as_bytes()) || glob(p.as_bytes(), row.repo.as_bytes()));
+            if matches {
+                out.push(row);
+            }
+        }
+    }
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in out.iter().filter(|r| seen.insert(r.id.clone())) {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    if json {
+        for r in &out {
+            let v = json!({
+                "Containers": "N/A",
+                "CreatedAt": r.created.clone().unwrap_or_default(),
+                "CreatedSince": humanize::ago(r.created.as_deref()),
+                "Digest": r.digest,
+                "ID": r.id,
+                "Repository": r.repo,
+                "Tag": r.tag,
+                "Size": humanize::size(r.size),
+            });
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    let digest_col = if args.digests { format!("{:<72}  ", "DIGEST") } else { String::new() };
+    println!("{:<40}  {:<15}  {digest_col}{:<14}  {:<24}  SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+    for r in &out {
+        let digest_col = if args.digests { format!("{:<72}  ", r.digest) } else { String::new() };
+        println!(
+            "{:<40}  {:<15}  {digest_col}{:<14}  {:<24}  {}",
+            r.repo,
+            r.tag,
+            r.id,
+            humanize::ago(r.created.as_deref()),
+            humanize::size(r.size)
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globbing() {
+        assert!(glob(b"busy*", b"busybox"));
+        assert!(glob(b"busybox:1.?", b"busybox:1.2"));
+        assert!(!glob(b"busy", b"busybox"));
+        assert!(glob(b"*", b""));
+    }
 }

@@ -2,9 +2,16 @@
 //! below, print results and one-line errors. No build or store logic lives here.
 
 mod build;
+mod history;
+mod humanize;
+mod image;
 mod images;
+mod inspect;
 mod paths;
+mod prune;
+mod rmi;
 mod save;
+mod tag;
 
 use std::process::ExitCode;
 
@@ -28,6 +35,17 @@ enum Command {
     Save(save::SaveArgs),
     /// List images
     Images(images::ImagesArgs),
+    /// Manage images (ls, rm, prune, inspect, history, tag)
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Give an image another name
+    Tag(tag::TagArgs),
+    /// Remove images
+    Rmi(rmi::RmiArgs),
+    /// Show details of images as JSON
+    Inspect(inspect::InspectArgs),
+    /// Show the history of an image
+    History(history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +59,11 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(&root, args),
         Command::Save(args) => save::run(&root, args),
         Command::Images(args) => images::run(&root, args),
+        Command::Image(cmd) => image::run(&root, cmd),
+        Command::Tag(args) => tag::run(&root, args),
+        Command::Rmi(args) => rmi::run(&root, args),
+        Command::Inspect(args) => inspect::run(&root, args),
+        Command::History(args) => history::run(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

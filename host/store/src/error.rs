@@ -21,6 +21,12 @@ pub enum StoreError {
     HostileLayer(String),
     #[error("corrupt {what} {digest}: {why}")]
     Corrupt { what: &'static str, digest: String, why: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid archive: {0}")]
+    BadArchive(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("the store at {0} is not usable: {1}")]
     BadRoot(PathBuf, String),
 }

@@ -116,8 +116,10 @@ fn descriptor(media: MediaType, digest: &Digest, size: u64) -> Result<oci_spec::
 }
 
 impl Store {
-    /// Writes config and manifest for `image` and returns the manifest digest. Names are set
-    /// separately ([`Store::set_ref`]) so a failure here leaves only unreferenced blobs.
+    /// Writes config and manifest for `image`, records it as an image, and returns the manifest
+    /// digest. Names are set separately ([`Store::set_ref`]) so a failure here leaves only
+    /// unreferenced blobs. Call it under the store lock (as [`crate::Staging::commit`] does):
+    /// garbage collection could otherwise take the new blobs before the image is recorded.
     pub fn write_image(&self, image: NewImage) -> Result<Digest, StoreError> {
         let config = ImageConfig {
             created: Some(image.created),
@@ -145,7 +147,9 @@ impl Store {
             .build()
             .map_err(|e| corrupt("manifest", &config_digest, e))?;
         let bytes = serde_json::to_vec(&manifest).map_err(|e| StoreError::io("encoding manifest", e.into()))?;
-        self.write_blob(&bytes)
+        let digest = self.write_blob(&bytes)?;
+        self.record_image(&digest)?;
+        Ok(digest)
     }
 
     /// Reads the image a manifest digest names, checking every document's digest.

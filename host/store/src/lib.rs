@@ -5,6 +5,7 @@
 //! blobs/sha256/<hex>   immutable blobs: layers (gzip tar), image configs, manifests
 //! ingest/              temp files being written; never read as blobs
 //! refs.json            image name -> manifest digest
+//! images/<hex>         one empty marker per image (manifest digest), named or not
 //! lock                 advisory lock serialising writers of refs.json
 //! ```
 //! A blob appears under `blobs/` only after its bytes were hashed, fsync'd and renamed into place,
@@ -12,8 +13,10 @@
 //! nothing of builds or VMs: it stores what it is given, checking what it cannot trust.
 
 pub mod archive;
+pub mod catalog;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod image;
 pub mod ingest;
 pub mod layer;
@@ -27,5 +30,5 @@ pub use error::StoreError;
 pub use image::{ImageRecord, NewImage};
 pub use layer::LayerInfo;
 pub use reference::Reference;
-pub use staging::Staging;
-pub use store::Store;
+pub use staging::{StagedImage, Staging};
+pub use store::{Store, StoreLock};

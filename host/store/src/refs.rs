@@ -8,6 +8,7 @@ use std::io;
 
 use crate::digest::Digest;
 use crate::ingest::write_atomic;
+use crate::store::StoreLock;
 use crate::{Reference, Store, StoreError};
 
 /// Name -> manifest digest (both as strings, validated on load).
@@ -32,7 +33,12 @@ impl Store {
 
     /// Points `name` at `manifest` (taking the store lock).
     pub fn set_ref(&self, name: &Reference, manifest: &Digest) -> Result<(), StoreError> {
-        let _lock = self.lock()?;
+        let lock = self.lock()?;
+        self.set_ref_locked(&lock, name, manifest)
+    }
+
+    /// Points `name` at `manifest` while the caller holds the store lock.
+    pub(crate) fn set_ref_locked(&self, _lock: &StoreLock, name: &Reference, manifest: &Digest) -> Result<(), StoreError> {
         let mut refs = self.refs()?;
         refs.insert(name.to_string(), manifest.clone());
         self.write_refs(&refs)
@@ -48,7 +54,7 @@ impl Store {
         }
     }
 
-    fn write_refs(&self, refs: &RefMap) -> Result<(), StoreError> {
+    pub(crate) fn write_refs(&self, refs: &RefMap) -> Result<(), StoreError> {
         let raw: BTreeMap<&String, String> = refs.iter().map(|(k, v)| (k, v.to_string())).collect();
         let bytes = serde_json::to_vec_pretty(&raw).map_err(|e| StoreError::io("encoding refs", e.into()))?;
         write_atomic(&self.root().join("refs.json"), &bytes)

@@ -17,7 +17,18 @@ use crate::{Reference, Store, StoreError};
 pub struct Staging {
     main: Store,
     stage: Store,
+    /// Locked for the staging area's life, so garbage collection knows it is not stale.
+    _in_use: fs::File,
     _dir: tempfile::TempDir,
+}
+
+/// An image whose blobs (manifest, config, layers) are all staged already, as a load has them.
+#[derive(Debug, Clone)]
+pub struct StagedImage {
+    pub manifest: Digest,
+    /// Config and layer digests.
+    pub blobs: Vec<Digest>,
+    pub names: Vec<Reference>,
 }
 
 impl Store {
@@ -28,8 +39,11 @@ impl Store {
             .prefix("build-")
             .tempdir_in(&ingest)
             .ctx(|| format!("creating a staging dir in {}", ingest.display()))?;
+        let lock_path = dir.path().join(crate::gc::STAGING_LOCK);
+        let in_use = fs::File::create(&lock_path).ctx(|| format!("creating {}", lock_path.display()))?;
+        in_use.lock().ctx(|| format!("locking {}", lock_path.display()))?;
         let stage = Store::open(dir.path())?;
-        Ok(Staging { main: self.clone(), stage, _dir: dir })
+        Ok(Staging { main: self.clone(), stage, _in_use: in_use, _dir: dir })
     }
 }
 
@@ -55,25 +69,50 @@ impl Staging {
 
     /// Moves the image's staged blobs into the main store, records the image, and points
     /// `names` at it. Returns the manifest digest.
+    /// Holds the store lock from the first blob moved in to the last name set, so garbage
+    /// collection never sees the blobs unreferenced.
     pub fn commit(self, image: NewImage, names: &[Reference]) -> Result<Digest, StoreError> {
-        let blobs = self.main.blobs_dir();
-        for layer in &image.layers {
-            let staged = self.stage.blob_path(&layer.digest);
-            if self.main.has_blob(&layer.digest) {
-                continue;
-            }
-            if !staged.is_file() {
-                return Err(StoreError::MissingBlob(layer.digest.to_string()));
-            }
-            fs::rename(&staged, self.main.blob_path(&layer.digest))
-                .ctx(|| format!("moving layer {} into the store", layer.digest))?;
-        }
-        sync_dir(&blobs)?;
+        let lock = self.main.lock()?;
+        let layers: Vec<Digest> = image.layers.iter().map(|l| l.digest.clone()).collect();
+        self.move_in(&layers)?;
         let manifest = self.main.write_image(image)?;
         for name in names {
-            self.main.set_ref(name, &manifest)?;
+            self.main.set_ref_locked(&lock, name, &manifest)?;
         }
         Ok(manifest)
+    }
+
+    /// Moves fully staged images into the store, checks they read back, records them and sets
+    /// their names, all under the store lock. Returns the images' manifest digests.
+    pub fn commit_staged(self, images: &[StagedImage]) -> Result<Vec<Digest>, StoreError> {
+        let lock = self.main.lock()?;
+        for img in images {
+            let all: Vec<Digest> = img.blobs.iter().chain(std::iter::once(&img.manifest)).cloned().collect();
+            self.move_in(&all)?;
+            self.main.image(&img.manifest)?;
+            self.main.record_image(&img.manifest)?;
+        }
+        for img in images {
+            for name in &img.names {
+                self.main.set_ref_locked(&lock, name, &img.manifest)?;
+            }
+        }
+        Ok(images.iter().map(|i| i.manifest.clone()).collect())
+    }
+
+    /// Renames staged blobs into the main store (those it lacks), then syncs its directory.
+    fn move_in(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        for digest in digests {
+            if self.main.has_blob(digest) {
+                continue;
+            }
+            let staged = self.stage.blob_path(digest);
+            if !staged.is_file() {
+                return Err(StoreError::MissingBlob(digest.to_string()));
+            }
+            fs::rename(&staged, self.main.blob_path(digest)).ctx(|| format!("moving blob {digest} into the store"))?;
+        }
+        sync_dir(&self.main.blobs_dir())
     }
 }
 

@@ -27,7 +27,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for dir in [root.join("blobs/sha256"), root.join("ingest")] {
+        for dir in [root.join("blobs/sha256"), root.join("ingest"), root.join("images")] {
             fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         }
         let meta = fs::metadata(&root).ctx(|| format!("reading {}", root.display()))?;
@@ -48,6 +48,11 @@ impl Store {
     /// Where a blob lives (whether or not it exists).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blobs_dir().join(digest.hex())
+    }
+
+    /// Where the image markers live (`images/<manifest hex>`, see [`crate::catalog`]).
+    pub(crate) fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {

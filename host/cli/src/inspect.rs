@@ -1,0 +1,82 @@
+//! `kiln inspect IMAGE...` (and `kiln image inspect`): Docker-shaped JSON about images.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kiln_store::catalog::ImageSummary;
+use kiln_store::Store;
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Images (names, ids or digests)
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// The JSON `docker image inspect` prints for one image.
+pub fn describe(s: &ImageSummary) -> Value {
+    let r = &s.record;
+    let c = &r.config.config;
+    let repo_digests: Vec<String> = s
+        .names
+        .iter()
+        .map(|n| {
+            let f = n.familiar();
+            let repo = n.tag.as_deref().and_then(|t| f.strip_suffix(&format!(":{t}"))).unwrap_or(&f).to_string();
+            format!("{repo}@{}", r.manifest_digest)
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut config = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut config {
+        for key in ["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels"] {
+            m.entry(key).or_insert(match key {
+                "WorkingDir" | "User" => json!(""),
+                _ => Value::Null,
+            });
+        }
+    }
+    json!({
+        "Id": r.config_digest.to_string(),
+        "RepoTags": s.names.iter().filter(|n| n.tag.is_some()).map(|n| n.familiar()).collect::<Vec<_>>(),
+        "RepoDigests": repo_digests,
+        "Parent": "",
+        "Comment": r.config.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
+        "Created": r.config.created.clone().unwrap_or_default(),
+        "Author": r.config.extra.get("author").cloned().unwrap_or(json!("")),
+        "Config": config,
+        "Architecture": r.config.architecture,
+        "Variant": r.config.extra.get("variant").cloned().unwrap_or(Value::Null),
+        "Os": r.config.os,
+        "Size": s.size,
+        "RootFS": {
+            "Type": r.config.rootfs.kind,
+            "Layers": r.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        },
+        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+        "Descriptor": {
+            "mediaType": r.manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into()),
+            "digest": r.manifest_digest.to_string(),
+            "size": r.manifest_size,
+        },
+    })
+}
+
+pub fn run(root: &Path, args: InspectArgs) -> Result<()> {
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let all = store.list_images().context("listing images")?;
+    let mut out = Vec::new();
+    for name in &args.images {
+        let (_, digest) = store.lookup(name)?;
+        let s = all
+            .iter()
+            .find(|s| s.record.manifest_digest == digest)
+            .with_context(|| format!("no such image: {name}"))?;
+        out.push(describe(s));
+    }
+    println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! `kiln rmi` / `kiln image rm`: untag or delete images, Docker's rules and output.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kiln_store::catalog::RemoveEvent;
+use kiln_store::Store;
+
+#[derive(Args)]
+pub struct RmiArgs {
+    /// Delete an image by id even when several repositories name it
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Images (names, ids or digests)
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// Removes each image in turn; all are tried, the first failure is reported.
+pub fn run(root: &Path, args: RmiArgs) -> Result<()> {
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let mut first_err = None;
+    for image in &args.images {
+        match store.remove_image(image, args.force) {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        RemoveEvent::Untagged(r) => println!("Untagged: {}", r.familiar()),
+                        RemoveEvent::Deleted(d) => println!("Deleted: {d}"),
+                    }
+                }
+            }
+            Err(e) if first_err.is_none() => first_err = Some(e),
+            Err(e) => eprintln!("kiln: also failed: {e}"),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}

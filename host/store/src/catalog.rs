@@ -1,0 +1,273 @@
+//! The image catalog: which images the store holds (named or not), which names point at them,
+//! and Docker's rules for tagging and removing them.
+//!
+//! An image is a manifest digest with a marker file `images/<hex>` (written by
+//! [`Store::write_image`] and by archive loads); names live in `refs.json`. Stores written before
+//! markers existed are still read: every manifest a name points at is an image too. A marker
+//! without a name is a dangling image (`<none>:<none>`), or an intermediate one when another
+//! image builds on its layers. Removing an image only drops its marker and names; the blobs go
+//! in the garbage collection that follows ([`crate::gc`]), under the same lock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+
+use crate::digest::Digest;
+use crate::error::IoContext;
+use crate::image::ImageRecord;
+use crate::ingest::sync_dir;
+use crate::store::StoreLock;
+use crate::{Reference, Store, StoreError};
+
+/// One image with what `images`, `inspect` and `rmi` need to know about it.
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    pub record: ImageRecord,
+    /// Names pointing at the image, sorted.
+    pub names: Vec<Reference>,
+    /// Whether another image's layers start with all of this image's layers.
+    pub has_children: bool,
+    /// Sum of the stored layer blobs' sizes.
+    pub size: u64,
+}
+
+impl ImageSummary {
+    /// Unnamed and nobody's parent: what `--filter dangling=true` and `prune` select.
+    pub fn dangling(&self) -> bool {
+        self.names.is_empty() && !self.has_children
+    }
+}
+
+/// What a removal did, in Docker's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveEvent {
+    Untagged(Reference),
+    /// An image (by its id, the config digest) or a layer blob that is gone.
+    Deleted(Digest),
+}
+
+/// Whether `child`'s layers strictly extend `parent`'s (and `parent` has any).
+fn is_parent(parent: &ImageRecord, child: &ImageRecord) -> bool {
+    let (p, c) = (&parent.config.rootfs.diff_ids, &child.config.rootfs.diff_ids);
+    !p.is_empty() && c.len() > p.len() && c.starts_with(p)
+}
+
+impl Store {
+    /// Marks `manifest` as an image of this store.
+    pub(crate) fn record_image(&self, manifest: &Digest) -> Result<(), StoreError> {
+        let path = self.images_dir().join(manifest.hex());
+        if !path.exists() {
+            fs::write(&path, b"").ctx(|| format!("recording image {manifest}"))?;
+            sync_dir(&self.images_dir())?;
+        }
+        Ok(())
+    }
+
+    /// Drops the marker of `manifest` (its names are dropped separately).
+    pub(crate) fn forget_image(&self, _lock: &StoreLock, manifest: &Digest) -> Result<(), StoreError> {
+        match fs::remove_file(self.images_dir().join(manifest.hex())) {
+            Ok(()) => sync_dir(&self.images_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(format!("removing image {manifest}"), e)),
+        }
+    }
+
+    /// Every image's manifest digest: marked ones and those a name points at.
+    pub fn image_digests(&self) -> Result<BTreeSet<Digest>, StoreError> {
+        let mut out: BTreeSet<Digest> = self.refs()?.into_values().collect();
+        let dir = self.images_dir();
+        for entry in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            // Anything that is not a digest (a temp file, say) is not an image.
+            if let Ok(d) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() {
+                out.insert(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every image with its names, sorted by name (unnamed last).
+    pub fn list_images(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let mut names: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
+        for (name, digest) in self.refs()? {
+            names.entry(digest).or_default().push(name.parse()?);
+        }
+        let mut records = Vec::new();
+        for digest in self.image_digests()? {
+            records.push(self.image(&digest)?);
+        }
+        let mut out: Vec<ImageSummary> = records
+            .iter()
+            .map(|r| ImageSummary {
+                names: names.remove(&r.manifest_digest).unwrap_or_default(),
+                has_children: records.iter().any(|c| is_parent(r, c)),
+                size: r.manifest.layers().iter().map(|l| l.size()).sum(),
+                record: r.clone(),
+            })
+            .collect();
+        out.sort_by_key(|s| (s.names.is_empty(), s.names.first().map(|n| n.to_string())));
+        Ok(out)
+    }
+
+    /// Finds an image by name, else by (a unique prefix of) its id or manifest digest.
+    /// Returns the name when it was found by one.
+    pub fn lookup(&self, name_or_id: &str) -> Result<(Option<Reference>, Digest), StoreError> {
+        if let Ok(reference) = name_or_id.parse::<Reference>() {
+            if let Some(d) = self.refs()?.get(&reference.to_string()) {
+                return Ok((Some(reference), d.clone()));
+            }
+        }
+        let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        let is_hex = !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_hex {
+            let mut found = BTreeSet::new();
+            for digest in self.image_digests()? {
+                if digest.hex().starts_with(hex) || self.image(&digest)?.config_digest.hex().starts_with(hex) {
+                    found.insert(digest);
+                }
+            }
+            match found.len() {
+                1 => return Ok((None, found.into_iter().next().ok_or_else(|| StoreError::NoSuchImage(name_or_id.into()))?)),
+                0 => {}
+                _ => return Err(StoreError::Conflict(format!("{name_or_id} is ambiguous: it matches {} images", found.len()))),
+            }
+        }
+        // A malformed name is reported as such rather than as absent.
+        name_or_id.parse::<Reference>()?;
+        Err(StoreError::NoSuchImage(name_or_id.to_string()))
+    }
+
+    /// Points `target` at the image `source` names. Returns the new name.
+    pub fn tag(&self, source: &str, target: &str) -> Result<Reference, StoreError> {
+        let target: Reference = target.parse()?;
+        if target.digest.is_some() {
+            return Err(StoreError::BadReference { reference: target.to_string(), why: "a tag cannot contain a digest".into() });
+        }
+        let lock = self.lock()?;
+        let (_, digest) = self.lookup(source)?;
+        self.set_ref_locked(&lock, &target, &digest)?;
+        Ok(target)
+    }
+
+    /// `rmi`: untags `target` when it is one name among several, else deletes the image
+    /// (Docker's rules; see the module docs). Blobs no image needs any more are removed.
+    pub fn remove_image(&self, target: &str, force: bool) -> Result<Vec<RemoveEvent>, StoreError> {
+        let lock = self.lock()?;
+        let (by_name, digest) = self.lookup(target)?;
+        let all = self.list_images()?;
+        let summary = all
+            .iter()
+            .find(|s| s.record.manifest_digest == digest)
+            .ok_or_else(|| StoreError::NoSuchImage(target.into()))?;
+        let mut events = Vec::new();
+        let mut refs = self.refs()?;
+        match by_name {
+            Some(name) if summary.names.len() > 1 || summary.has_children => {
+                refs.remove(&name.to_string());
+                self.write_refs(&refs)?;
+                events.push(RemoveEvent::Untagged(name));
+                return Ok(events);
+            }
+            Some(_) => {}
+            None => {
+                let repos: BTreeSet<String> = summary.names.iter().map(|n| n.repository()).collect();
+                if repos.len() > 1 && !force {
+                    return Err(StoreError::Conflict(format!(
+                        "unable to delete {target} (must be forced): image is referenced in multiple repositories"
+                    )));
+                }
+                if summary.has_children {
+                    return Err(StoreError::Conflict(format!(
+                        "unable to delete {target} (cannot be forced): image has dependent child images"
+                    )));
+                }
+            }
+        }
+        for name in &summary.names {
+            refs.remove(&name.to_string());
+            events.push(RemoveEvent::Untagged(name.clone()));
+        }
+        self.write_refs(&refs)?;
+        self.forget_image(&lock, &digest)?;
+        events.push(RemoveEvent::Deleted(summary.record.config_digest.clone()));
+        let gc = self.collect_garbage(&lock)?;
+        events.extend(gc.removed.into_iter().filter(|(d, _)| summary.record.layers.contains(d)).map(|(d, _)| RemoveEvent::Deleted(d)));
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::image::RunConfig;
+    use crate::NewImage;
+
+    fn layer_tar(name: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_cksum();
+        b.append_data(&mut h, name, &b"x"[..]).expect("append");
+        b.into_inner().expect("tar")
+    }
+
+    /// An image whose layers are one per name in `files`; named `name` if given.
+    pub(crate) fn make_image(store: &Store, files: &[&str], name: Option<&str>) -> Digest {
+        let layers = files.iter().map(|f| store.ingest_layer(layer_tar(f).as_slice()).expect("layer")).collect();
+        let image = NewImage {
+            layers,
+            config: RunConfig::default(),
+            history: vec![],
+            created: "2026-01-01T00:00:00Z".into(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+        };
+        let d = store.write_image(image).expect("image");
+        if let Some(n) = name {
+            store.set_ref(&n.parse().expect("ref"), &d).expect("tag");
+        }
+        d
+    }
+
+    #[test]
+    fn tag_then_rmi_untags_before_deleting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let d = make_image(&store, &["a"], Some("app:v1"));
+        store.tag("app:v1", "other/app:v2").expect("tag");
+        assert_eq!(store.lookup("other/app:v2").expect("lookup").1, d);
+        let ev = store.remove_image("app:v1", false).expect("rmi");
+        assert_eq!(ev, vec![RemoveEvent::Untagged("app:v1".parse().expect("ref"))]);
+        assert!(store.has_blob(&d));
+        let ev = store.remove_image("other/app:v2", false).expect("rmi");
+        assert!(matches!(ev[0], RemoveEvent::Untagged(_)));
+        assert!(ev.iter().any(|e| matches!(e, RemoveEvent::Deleted(_))));
+        assert!(!store.has_blob(&d), "manifest collected");
+        assert!(store.list_images().expect("list").is_empty());
+        assert_eq!(fs::read_dir(store.blobs_dir()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn by_id_needs_force_across_repositories_and_parents_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let base = make_image(&store, &["a"], Some("base"));
+        let child = make_image(&store, &["a", "b"], Some("child"));
+        store.tag("child", "again").expect("tag");
+        let id = store.image(&child).expect("img").config_digest.hex()[..12].to_string();
+        assert!(matches!(store.remove_image(&id, false), Err(StoreError::Conflict(_))));
+        let base_id = store.image(&base).expect("img").config_digest.hex()[..12].to_string();
+        let err = store.remove_image(&base_id, true).expect_err("parent");
+        assert!(err.to_string().contains("dependent child images"), "{err}");
+        // By name the parent is only untagged and stays as an intermediate image.
+        store.remove_image("base", false).expect("untag");
+        assert!(store.image_digests().expect("list").contains(&base));
+        store.remove_image(&id, true).expect("forced");
+        let left = store.list_images().expect("list");
+        assert_eq!(left.len(), 1);
+        assert!(left[0].dangling(), "the former parent is now dangling");
+        assert!(store.lookup("nosuch").is_err());
+        assert!(matches!(store.lookup("Bad:Ref:X"), Err(StoreError::BadReference { .. })));
+    }
+}
