@@ -2,6 +2,7 @@
 //! below, print results and one-line errors. No build or store logic lives here.
 
 mod build;
+mod dockerfile;
 mod history;
 mod humanize;
 mod image;
@@ -46,10 +47,18 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Show the history of an image
     History(history::HistoryArgs),
+    /// Inspect a Dockerfile (`parse`: BuildKit's parser dump)
+    Dockerfile(dockerfile::DockerfileArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Dockerfile(args) = cli.command {
+        return match dockerfile::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     install_signal_handler();
     let root = match paths::store_root(cli.root) {
         Ok(r) => r,
@@ -64,6 +73,7 @@ fn main() -> ExitCode {
         Command::Rmi(args) => rmi::run(&root, args),
         Command::Inspect(args) => inspect::run(&root, args),
         Command::History(args) => history::run(&root, args),
+        Command::Dockerfile(_) => Ok(()), // handled above: needs no store
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

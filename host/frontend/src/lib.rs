@@ -5,8 +5,10 @@
 //! instruction with its flags checked, [`plan`] groups them into the stage to build.
 //! Nothing here does I/O or knows about VMs, stores or registries.
 
+pub mod ast;
 pub mod error;
 pub mod instructions;
+pub mod shell;
 pub mod parser;
 pub mod plan;
 
