@@ -14,3 +14,4 @@ pub mod bus;
 pub mod hypervisor;
 pub mod serial;
 pub mod vcpu;
+pub mod virtio;
