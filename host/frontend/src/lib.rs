@@ -6,6 +6,7 @@
 //! Nothing here does I/O or knows about VMs, stores or registries.
 
 pub mod ast;
+pub mod command;
 pub mod error;
 pub mod instructions;
 pub mod shell;

@@ -15,7 +15,7 @@ mod heredoc;
 mod quote;
 mod scan;
 
-pub use heredoc::chomp_heredoc_content;
+pub use heredoc::{chomp_heredoc_content, parse_heredoc_word};
 pub use quote::go_quote;
 pub use scan::parse;
 
