@@ -4,6 +4,8 @@
 
 mod harness;
 
+use std::path::{Path, PathBuf};
+
 use harness::{assert_clean_error, text, TestEnv};
 
 fn ok(out: &std::process::Output) -> String {
@@ -85,4 +87,250 @@ fn tag_rmi_images_inspect_history_prune() {
     assert_eq!(ok(&env.kiln(&["images", "-a", "-q"])), "");
     let blobs = std::fs::read_dir(env.root.join("blobs/sha256")).expect("blobs").count();
     assert_eq!(blobs, 0, "every blob was unreferenced");
+}
+
+/// A rootfs tarball with busybox and a `sh` symlink, as `tar -C rootfs -c .` makes it.
+fn rootfs_tar(env: &TestEnv) -> PathBuf {
+    let dir = env.dir.path().join("rootfs");
+    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox");
+    let _ = std::os::unix::fs::symlink("busybox", dir.join("bin/sh"));
+    let tar = env.dir.path().join("rootfs.tar");
+    let st = std::process::Command::new("tar").arg("-C").arg(&dir).arg("-cf").arg(&tar).arg(".").status().expect("tar");
+    assert!(st.success());
+    env.give_to_user(&tar);
+    tar
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = std::process::Command::new("skopeo").args(args).output().expect("run skopeo");
+    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
+}
+
+#[test]
+fn import_save_load_round_trips_with_skopeo() {
+    harness::require_tool("skopeo");
+    let env = TestEnv::new("imgrt");
+    let rootfs = rootfs_tar(&env);
+    let id = ok(&env.kiln(&["import", "-c", "CMD [\"/bin/sh\"]", "-c", "ENV A=1", "-m", "from busybox", p(&rootfs), "bb:imported"]));
+    let id = id.trim();
+    let info = inspect(&env, "bb:imported");
+    assert_eq!(info["Id"], id);
+    assert_eq!(info["Config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+    assert!(info["Config"]["Env"].as_array().is_some_and(|e| e.contains(&serde_json::json!("A=1"))));
+    assert_eq!(info["Comment"], "from busybox");
+    let diff_ids = info["RootFS"]["Layers"].clone();
+
+    // kiln save (docker format by default, then oci) is read by skopeo both ways.
+    let docker_tar = env.dir.path().join("docker.tar");
+    let oci_tar = env.dir.path().join("oci.tar");
+    ok(&env.kiln(&["save", "-o", p(&docker_tar), "bb:imported"]));
+    ok(&env.kiln(&["save", "--format", "oci", "-o", p(&oci_tar), "bb:imported"]));
+    let sk: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &format!("docker-archive:{}", p(&docker_tar))])).expect("json");
+    assert_eq!(sk["Layers"], diff_ids, "skopeo reads the docker-archive's layers");
+    let sk_oci: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &format!("oci-archive:{}", p(&oci_tar))])).expect("json");
+    assert_eq!(sk_oci["Digest"], info["Descriptor"]["digest"], "the manifest digest survives the archive");
+    assert!(skopeo_fails(&["inspect", &format!("docker-archive:{}", p(&oci_tar))]), "--format oci has no manifest.json");
+    // -o - streams.
+    let out = env.kiln(&["save", "-o", "-", "bb:imported"]);
+    assert!(out.status.success() && out.stdout.len() as u64 == std::fs::metadata(&docker_tar).expect("stat").len());
+
+    // skopeo-written archives load with identical digests: docker-archive (old layout, layers
+    // as uncompressed tars behind symlinks), OCI (gzip), OCI (zstd), and through stdin.
+    let from_docker = env.dir.path().join("sk-docker.tar");
+    let from_oci = env.dir.path().join("sk-oci.tar");
+    let from_zstd = env.dir.path().join("sk-zstd.tar");
+    skopeo(&["copy", "-q", &format!("oci-archive:{}", p(&oci_tar)), &format!("docker-archive:{}:sk/docker:v1", p(&from_docker))]);
+    skopeo(&["copy", "-q", &format!("oci-archive:{}", p(&oci_tar)), &format!("oci-archive:{}:sk/oci:v1", p(&from_oci))]);
+    skopeo(&["copy", "-q", "--dest-compress-format", "zstd", &format!("oci-archive:{}", p(&oci_tar)), &format!("oci-archive:{}:sk/zstd:v1", p(&from_zstd))]);
+    for f in [&from_docker, &from_oci, &from_zstd] {
+        env.give_to_user(f);
+    }
+    let other = TestEnv::new("imgrt2");
+    assert_eq!(ok(&other.kiln(&["load", "-i", p(&from_docker)])).trim(), "Loaded image: sk/docker:v1");
+    assert_eq!(ok(&other.kiln(&["image", "load", "-i", p(&from_oci)])).trim(), "Loaded image: sk/oci:v1");
+    let stdin = std::fs::File::open(&from_zstd).expect("open");
+    let out = other.command(&["load"]).stdin(stdin).output().expect("kiln load <");
+    assert_eq!(ok(&out).trim(), "Loaded image: sk/zstd:v1");
+    for (name, archive) in [("sk/docker:v1", &from_docker), ("sk/oci:v1", &from_oci), ("sk/zstd:v1", &from_zstd)] {
+        let loaded = inspect(&other, name);
+        assert_eq!(loaded["Id"], id, "{name}: same config");
+        assert_eq!(loaded["RootFS"]["Layers"], diff_ids, "{name}: same diff ids");
+        let kind = if archive == &from_docker { "docker-archive" } else { "oci-archive" };
+        let sk: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &format!("{kind}:{}", p(archive))])).expect("json");
+        let theirs: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--raw", &format!("{kind}:{}", p(archive))])).expect("raw manifest");
+        let layer_digests: Vec<&serde_json::Value> = theirs["layers"].as_array().map(|l| l.iter().map(|d| &d["digest"]).collect()).unwrap_or_default();
+        let ours = inspect_manifest_layers(&other, name);
+        assert_eq!(ours.iter().collect::<Vec<_>>(), layer_digests, "{name}: layer blobs stored byte-identical");
+        if kind == "oci-archive" {
+            assert_eq!(loaded["Descriptor"]["digest"], sk["Digest"], "{name}: manifest digest as skopeo wrote it");
+        }
+    }
+    // A second load of the same archive changes nothing but is fine.
+    ok(&other.kiln(&["load", "-i", p(&from_oci)]));
+    // kiln's own archive loads back with the same manifest digest.
+    let third = TestEnv::new("imgrt3");
+    assert_eq!(ok(&third.kiln(&["load", "-i", p(&docker_tar)])).trim(), "Loaded image: bb:imported");
+    assert_eq!(inspect(&third, "bb:imported")["Descriptor"], info["Descriptor"]);
+}
+
+fn skopeo_fails(args: &[&str]) -> bool {
+    !std::process::Command::new("skopeo").args(args).output().expect("run skopeo").status.success()
+}
+
+/// The layer digests of an image's stored manifest, read from the store directly.
+fn inspect_manifest_layers(env: &TestEnv, name: &str) -> Vec<serde_json::Value> {
+    let manifest = inspect(env, name)["Descriptor"]["digest"].as_str().expect("digest").to_string();
+    let path = env.root.join("blobs/sha256").join(manifest.trim_start_matches("sha256:"));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("manifest blob")).expect("json");
+    m["layers"].as_array().expect("layers").iter().map(|l| l["digest"].clone()).collect()
+}
+
+/// One tar member for hand-made (possibly hostile) archives and layers.
+enum M<'a> {
+    File(&'a str, Vec<u8>),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+}
+
+/// A tar of `members`, names written raw so hostile ones get through.
+fn tar_of(members: &[M]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for m in members {
+        let mut h = tar::Header::new_old();
+        let (name, data, kind, link): (&str, &[u8], tar::EntryType, Option<&str>) = match m {
+            M::File(n, d) => (n, d, tar::EntryType::Regular, None),
+            M::Symlink(n, l) => (n, b"", tar::EntryType::Symlink, Some(l)),
+            M::Hardlink(n, l) => (n, b"", tar::EntryType::Link, Some(l)),
+        };
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(l) = link {
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn sha(bytes: &[u8]) -> String {
+    kiln_store::Digest::of(bytes).to_string()
+}
+
+fn config_for(diff_ids: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("json")
+}
+
+/// A docker-archive (old layout) holding `layer`, with `config` and `manifest` overridable.
+fn docker_archive(layer: &[u8], extra: Vec<M>, manifest: Option<&str>) -> Vec<u8> {
+    let config = config_for(&[sha(layer)]);
+    let default_manifest = r#"[{"Config":"config.json","RepoTags":["evil:latest"],"Layers":["l1/layer.tar"]}]"#;
+    let mut members = vec![
+        M::File("config.json", config),
+        M::File("l1/layer.tar", layer.to_vec()),
+        M::File("manifest.json", manifest.unwrap_or(default_manifest).as_bytes().to_vec()),
+    ];
+    members.extend(extra);
+    tar_of(&members)
+}
+
+#[test]
+fn hostile_and_broken_archives_are_rejected_and_leave_the_store_alone() {
+    let env = TestEnv::new("imghostile");
+    let good_layer = tar_of(&[M::File("etc/motd", b"hi".to_vec())]);
+    // The well-formed archive loads (so the cases below fail for their one defect).
+    let probe = TestEnv::new("imghostile-ok");
+    let good = env.dir.path().join("good.tar");
+    std::fs::write(&good, docker_archive(&good_layer, vec![], None)).expect("write");
+    env.give_to_user(&good);
+    assert_eq!(ok(&probe.kiln(&["load", "-i", p(&good)])).trim(), "Loaded image: evil:latest");
+
+    ok(&env.kiln(&["import", p(&rootfs_tar(&env)), "keep:me"]));
+    let before = env.store_snapshot();
+    let saved = env.dir.path().join("saved.tar");
+    ok(&env.kiln(&["save", "--format", "oci", "-o", p(&saved), "keep:me"]));
+    let saved_bytes = std::fs::read(&saved).expect("read");
+
+    let wrong_blob = {
+        // An OCI layout whose layer blob's content does not match its name.
+        let layer = good_layer.clone();
+        let config = config_for(&[sha(&layer)]);
+        let fake = "0".repeat(64);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{fake}"), "size": layer.len()}],
+        }))
+        .expect("json");
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len()}]}))
+        .expect("json");
+        let c = format!("blobs/sha256/{}", &sha(&config)[7..]);
+        let m = format!("blobs/sha256/{}", &sha(&manifest)[7..]);
+        let l = format!("blobs/sha256/{fake}");
+        tar_of(&[M::File(&c, config.clone()), M::File(&m, manifest.clone()), M::File(&l, layer), M::File("index.json", index)])
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("dotdot member", docker_archive(&good_layer, vec![M::File("../escape", b"x".to_vec())], None), "contains '..'"),
+        ("absolute member", docker_archive(&good_layer, vec![M::File("/etc/x", b"x".to_vec())], None), "absolute path"),
+        (
+            "symlink member escaping",
+            docker_archive(&good_layer, vec![M::Symlink("l2/layer.tar", "../../../etc/passwd")], Some(r#"[{"Config":"config.json","Layers":["l2/layer.tar"]}]"#)),
+            "points outside the archive",
+        ),
+        ("dotdot in a layer", docker_archive(&tar_of(&[M::File("a/../../x", b"x".to_vec())]), vec![], None), "contains '..'"),
+        ("absolute path in a layer", docker_archive(&tar_of(&[M::File("/etc/passwd", b"x".to_vec())]), vec![], None), "absolute path"),
+        ("hardlink escape in a layer", docker_archive(&tar_of(&[M::Hardlink("x", "../../etc/shadow")]), vec![], None), "hardlink x"),
+        (
+            "write through a symlink in a layer",
+            docker_archive(&tar_of(&[M::Symlink("a", "/etc"), M::File("a/passwd", b"x".to_vec())]), vec![], None),
+            "goes through the symlink",
+        ),
+        (
+            "absent config",
+            docker_archive(&good_layer, vec![], Some(r#"[{"Config":"missing.json","Layers":["l1/layer.tar"]}]"#)),
+            "missing.json is missing from the archive",
+        ),
+        (
+            "diff id mismatch",
+            tar_of(&[
+                M::File("config.json", config_for(&[sha(b"something else")])),
+                M::File("l.tar", good_layer.clone()),
+                M::File("manifest.json", br#"[{"Config":"config.json","Layers":["l.tar"]}]"#.to_vec()),
+            ]),
+            "the config says",
+        ),
+        ("wrong blob digest", wrong_blob, "digest mismatch"),
+        ("truncated", saved_bytes[..saved_bytes.len() / 2].to_vec(), "truncated"),
+        ("not an archive", b"hello, world".to_vec(), "invalid archive"),
+        ("duplicate member", docker_archive(&good_layer, vec![M::File("./config.json", b"{}".to_vec())], None), "appears twice"),
+    ];
+    for (what, bytes, needle) in cases {
+        let path = env.dir.path().join("hostile.tar");
+        std::fs::write(&path, &bytes).expect("write");
+        env.give_to_user(&path);
+        let out = env.kiln(&["load", "-i", p(&path)]);
+        eprintln!("{what}: {}", text(&out.stderr).trim());
+        assert_clean_error(&out, needle);
+        assert_eq!(env.store_snapshot(), before, "{what}: the store changed");
+    }
+    // Bad import input, too.
+    let junk = env.dir.path().join("junk.tar");
+    std::fs::write(&junk, tar_of(&[M::File("../../x", b"x".to_vec())])).expect("write");
+    env.give_to_user(&junk);
+    assert_clean_error(&env.kiln(&["import", p(&junk), "junk"]), "contains '..'");
+    assert_clean_error(&env.kiln(&["import", "-c", "RUN true", p(&junk), "junk"]), "only CMD, ENTRYPOINT, ENV and WORKDIR");
+    assert_eq!(env.store_snapshot(), before, "failed imports changed the store");
 }

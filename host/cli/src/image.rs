@@ -1,12 +1,12 @@
 //! `kiln image <command>`: Docker's `docker image ...` group, the same commands as the top-level
-//! ones (`images`, `rmi`, `inspect`, ...) under their `image` names.
+//! ones (`images`, `rmi`, `inspect`, `load`, ...) under their `image` names.
 
 use std::path::Path;
 
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::{history, images, inspect, prune, rmi, tag};
+use crate::{history, images, import, inspect, load, prune, rmi, save, tag};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -24,6 +24,12 @@ pub enum ImageCommand {
     History(history::HistoryArgs),
     /// Give an image another name
     Tag(tag::TagArgs),
+    /// Load images from a docker-archive or OCI archive
+    Load(load::LoadArgs),
+    /// Save images to a tar archive
+    Save(save::SaveArgs),
+    /// Create a one-layer image from a root filesystem tarball
+    Import(import::ImportArgs),
 }
 
 pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
@@ -34,5 +40,8 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Inspect(a) => inspect::run(root, a),
         ImageCommand::History(a) => history::run(root, a),
         ImageCommand::Tag(a) => tag::run(root, a),
+        ImageCommand::Load(a) => load::run(root, a),
+        ImageCommand::Save(a) => save::run(root, a),
+        ImageCommand::Import(a) => import::run(root, a),
     }
 }

@@ -7,7 +7,9 @@ mod history;
 mod humanize;
 mod image;
 mod images;
+mod import;
 mod inspect;
+mod load;
 mod paths;
 mod prune;
 mod rmi;
@@ -47,6 +49,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Show the history of an image
     History(history::HistoryArgs),
+    /// Load images from a docker-archive or OCI archive (file or stdin)
+    Load(load::LoadArgs),
+    /// Create a one-layer image from a root filesystem tarball
+    Import(import::ImportArgs),
     /// Inspect a Dockerfile (`parse`: BuildKit's parser dump)
     Dockerfile(dockerfile::DockerfileArgs),
 }
@@ -73,6 +79,8 @@ fn main() -> ExitCode {
         Command::Rmi(args) => rmi::run(&root, args),
         Command::Inspect(args) => inspect::run(&root, args),
         Command::History(args) => history::run(&root, args),
+        Command::Load(args) => load::run(&root, args),
+        Command::Import(args) => import::run(&root, args),
         Command::Dockerfile(_) => Ok(()), // handled above: needs no store
     };
     match result {

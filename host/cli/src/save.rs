@@ -1,4 +1,5 @@
-//! `kiln save`: images to one tar archive, written atomically (temp file + rename) or streamed.
+//! `kiln save`: images to one tar archive (docker-archive by default, `--format oci` for a pure
+//! OCI layout), written atomically (temp file + rename) or streamed to stdout.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,9 @@ pub struct SaveArgs {
     /// Write to a file instead of stdout ("-" for stdout)
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
+    /// Archive format: docker (OCI layout + manifest.json, as docker save writes) or oci
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    format: String,
     /// Images to save
     #[arg(required = true)]
     images: Vec<String>,
@@ -19,6 +23,7 @@ pub struct SaveArgs {
 
 pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let format = if args.format == "oci" { archive::Format::Oci } else { archive::Format::Docker };
     let mut images = Vec::new();
     for name in &args.images {
         images.push(store.image_by_name(name)?);
@@ -33,7 +38,7 @@ pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
                 .prefix(".kiln-save-")
                 .tempfile_in(&dir)
                 .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-            let mut file = archive::write_archive(&store, &images, std::io::BufWriter::new(tmp))?
+            let mut file = archive::write_archive_as(&store, &images, format, std::io::BufWriter::new(tmp))?
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .context("writing the archive")?;
@@ -46,7 +51,7 @@ pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
             if stdout.is_terminal() {
                 bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
             }
-            let mut out = archive::write_archive(&store, &images, std::io::BufWriter::new(stdout.lock()))?;
+            let mut out = archive::write_archive_as(&store, &images, format, std::io::BufWriter::new(stdout.lock()))?;
             out.flush().context("writing the archive to stdout")?;
         }
     }

@@ -1,6 +1,7 @@
 //! Writing image archives: one tar holding an OCI image layout (`oci-layout`, `index.json`,
-//! `blobs/sha256/…`) plus Docker's `manifest.json`, as current Docker's `docker save` writes,
-//! so both `oci-archive:` and `docker-archive:` readers accept it.
+//! `blobs/sha256/…`) plus, in the docker format (the default), Docker's `manifest.json` and
+//! `repositories` as current Docker's `docker save` writes, so both `oci-archive:` and
+//! `docker-archive:` readers accept it; [`Format::Oci`] leaves the Docker files out.
 //!
 //! Every blob is re-hashed while it is copied out; a blob that no longer matches its digest
 //! aborts the archive instead of exporting corrupt data.
@@ -62,8 +63,28 @@ fn append_blob<W: Write>(store: &Store, tar: &mut tar::Builder<W>, digest: &Dige
     Ok(())
 }
 
-/// Writes `images` (each with the name it is saved under) as one archive to `out`.
+/// Which archive to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// OCI layout plus `manifest.json` and `repositories` (what `docker save` writes).
+    #[default]
+    Docker,
+    /// A pure OCI image layout.
+    Oci,
+}
+
+/// Writes `images` (each with the name it is saved under) as one docker-format archive to `out`.
 pub fn write_archive<W: Write>(store: &Store, images: &[(Reference, ImageRecord)], out: W) -> Result<W, StoreError> {
+    write_archive_as(store, images, Format::Docker, out)
+}
+
+/// Writes `images` as one archive of the given format to `out`.
+pub fn write_archive_as<W: Write>(
+    store: &Store,
+    images: &[(Reference, ImageRecord)],
+    format: Format,
+    out: W,
+) -> Result<W, StoreError> {
     let mut tar = tar::Builder::new(out);
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut h = header(0, 0o755, tar::EntryType::Directory);
@@ -72,6 +93,7 @@ pub fn write_archive<W: Write>(store: &Store, images: &[(Reference, ImageRecord)
     let mut written = BTreeSet::new();
     let mut index_entries = Vec::new();
     let mut docker_manifest = Vec::new();
+    let mut repositories = serde_json::Map::new();
     for (name, img) in images {
         let blobs = std::iter::once(&img.config_digest).chain(&img.layers).chain(std::iter::once(&img.manifest_digest));
         for d in blobs {
@@ -91,6 +113,14 @@ pub fn write_archive<W: Write>(store: &Store, images: &[(Reference, ImageRecord)
             "annotations": annotations,
         }));
         let repo_tags: Vec<String> = if name.tag.is_some() { vec![name.familiar()] } else { vec![] };
+        if let Some(tag) = &name.tag {
+            let familiar = name.familiar();
+            let repo = familiar.strip_suffix(&format!(":{tag}")).unwrap_or(&familiar).to_string();
+            let tags = repositories.entry(repo).or_insert_with(|| json!({}));
+            if let Some(t) = tags.as_object_mut() {
+                t.insert(tag.clone(), json!(img.config_digest.hex()));
+            }
+        }
         docker_manifest.push(json!({
             "Config": format!("blobs/sha256/{}", img.config_digest.hex()),
             "RepoTags": repo_tags,
@@ -104,7 +134,10 @@ pub fn write_archive<W: Write>(store: &Store, images: &[(Reference, ImageRecord)
     });
     let encode = |v: &serde_json::Value| serde_json::to_vec(v).map_err(|e| StoreError::io("encoding archive index", e.into()));
     append_bytes(&mut tar, "index.json", &encode(&index)?)?;
-    append_bytes(&mut tar, "manifest.json", &encode(&serde_json::Value::Array(docker_manifest))?)?;
+    if format == Format::Docker {
+        append_bytes(&mut tar, "manifest.json", &encode(&serde_json::Value::Array(docker_manifest))?)?;
+        append_bytes(&mut tar, "repositories", &encode(&serde_json::Value::Object(repositories))?)?;
+    }
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     tar.into_inner().map_err(io_err("finishing archive"))
 }

@@ -58,7 +58,7 @@ pub fn check_member_path(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn check_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), StoreError> {
+pub(crate) fn check_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), StoreError> {
     let hostile = StoreError::HostileLayer;
     let path = entry.path().map_err(|e| hostile(format!("unreadable path: {e}")))?;
     check_member_path(&path).map_err(hostile)?;

@@ -13,6 +13,7 @@
 //! nothing of builds or VMs: it stores what it is given, checking what it cannot trust.
 
 pub mod archive;
+mod archive_read;
 pub mod catalog;
 pub mod digest;
 pub mod error;
@@ -20,6 +21,8 @@ pub mod gc;
 pub mod image;
 pub mod ingest;
 pub mod layer;
+pub mod layer_verify;
+pub mod load;
 pub mod reference;
 pub mod refs;
 mod staging;

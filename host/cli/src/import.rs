@@ -1,0 +1,127 @@
+//! `kiln import FILE|- [NAME]`: a root filesystem tarball (plain, gzip or zstd) becomes a
+//! one-layer image, with `--change` instructions applied to its config and `-m` as comment.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_frontend::{Instruction, ShellOrExec};
+use kiln_store::image::{History, RunConfig};
+use kiln_store::{layer_verify, NewImage, Reference, Store};
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, WORKDIR); repeatable
+    #[arg(short = 'c', long = "change")]
+    changes: Vec<String>,
+    /// Commit message recorded in the image history
+    #[arg(short = 'm', long = "message")]
+    message: Option<String>,
+    /// Platform of the image: os/arch (default linux and this machine's architecture)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Tarball to import, or "-" for stdin
+    file: String,
+    /// Name for the image: [host/]repository[:tag]
+    name: Option<String>,
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+fn argv(cmd: &ShellOrExec) -> Vec<String> {
+    cmd.argv(&["/bin/sh".to_string(), "-c".to_string()])
+}
+
+/// Applies `--change` lines, parsed with the Dockerfile frontend.
+fn apply_changes(config: &mut RunConfig, changes: &[String]) -> Result<()> {
+    for change in changes {
+        let plan = kiln_frontend::parse_dockerfile(&format!("FROM scratch\n{change}\n"))
+            .map_err(|e| anyhow::anyhow!("--change {change:?}: {}", e.to_string().replace("Dockerfile:2: ", "")))?;
+        for step in plan.steps {
+            match step.instruction {
+                Instruction::Cmd(c) => config.cmd = Some(argv(&c)),
+                Instruction::Entrypoint(c) => {
+                    config.entrypoint = Some(argv(&c));
+                    config.cmd = None;
+                }
+                Instruction::Env(pairs) => {
+                    let env = config.env.get_or_insert_with(Vec::new);
+                    for (k, v) in pairs {
+                        env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                        env.push(format!("{k}={v}"));
+                    }
+                }
+                Instruction::Workdir(dir) => {
+                    if !dir.starts_with('/') {
+                        bail!("--change {change:?}: WORKDIR must be absolute here");
+                    }
+                    config.working_dir = Some(dir);
+                }
+                _ => bail!("--change {change:?}: only CMD, ENTRYPOINT, ENV and WORKDIR can be changed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
+    if args.file.contains("://") {
+        bail!("importing from a URL is not supported yet: download {} first", args.file);
+    }
+    let name = match &args.name {
+        Some(n) => {
+            let r: Reference = n.parse().with_context(|| format!("image name {n:?}"))?;
+            if r.digest.is_some() {
+                bail!("image name {n:?}: an imported image cannot be named by digest");
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let (os, architecture) = match args.platform.as_deref() {
+        None => ("linux".to_string(), host_arch().to_string()),
+        Some(p) => match p.split('/').collect::<Vec<_>>().as_slice() {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => (os.to_string(), arch.to_string()),
+            _ => bail!("--platform {p:?}: expected os/arch, e.g. linux/amd64"),
+        },
+    };
+    let mut config = RunConfig {
+        env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]),
+        ..Default::default()
+    };
+    apply_changes(&mut config, &args.changes)?;
+    let created = kiln_solver::time::rfc3339(kiln_solver::time::created_seconds().map_err(anyhow::Error::msg)?);
+
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let input: Box<dyn Read> = if args.file == "-" {
+        if std::io::stdin().is_terminal() {
+            bail!("requested import from stdin, but stdin is a terminal");
+        }
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file))?)
+    };
+    let staging = store.staging()?;
+    let (plain, _) = layer_verify::decompress(input).with_context(|| format!("importing {}", args.file))?;
+    let layer = staging.store().ingest_layer(plain).with_context(|| format!("importing {}", args.file))?;
+    let source = if args.file == "-" { "-".to_string() } else { args.file.clone() };
+    let history = vec![History {
+        created: Some(created.clone()),
+        created_by: Some(format!("kiln import {source}")),
+        comment: Some(args.message.clone().unwrap_or_else(|| format!("Imported from {source}"))),
+        empty_layer: false,
+    }];
+    let image = NewImage { layers: vec![layer], config, history, created, architecture, os };
+    let names: Vec<Reference> = name.into_iter().collect();
+    let manifest = staging.commit(image, &names)?;
+    println!("{}", store.image(&manifest)?.config_digest);
+    Ok(())
+}

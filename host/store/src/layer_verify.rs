@@ -1,0 +1,276 @@
+//! Checking a layer blob that is stored as it came (a load keeps layers byte-identical, so
+//! digests match what the archive's writer recorded): uncompressed, gzip or zstd.
+//!
+//! One pass over the blob computes its digest and size, decompresses it, computes the diff id
+//! of the tar inside and checks every entry: everything [`crate::layer`] rejects (`..`,
+//! absolute paths, hardlinks out of the layer, device nodes, unknown types), and also entries
+//! that pass through a symlink the same layer created (`a -> /etc`, then `a/passwd`). The host
+//! never extracts the layer; it only reads headers.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use tar::EntryType;
+
+use crate::digest::Digest;
+use crate::layer::check_entry;
+use crate::StoreError;
+
+/// How a layer blob is compressed, judged by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI media type of a layer so compressed.
+    pub fn oci_media_type(self) -> &'static str {
+        match self {
+            Self::None => "application/vnd.oci.image.layer.v1.tar",
+            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// What a (Docker or OCI) layer media type says the compression is, if it is a layer type.
+    pub fn from_media_type(media: &str) -> Option<Self> {
+        if media.ends_with("+gzip") || media.ends_with(".tar.gzip") {
+            Some(Self::Gzip)
+        } else if media.ends_with("+zstd") || media.ends_with(".tar.zstd") {
+            Some(Self::Zstd)
+        } else if media.ends_with(".tar") || media.ends_with("diff.tar") {
+            Some(Self::None)
+        } else {
+            None
+        }
+    }
+
+    fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+}
+
+/// What checking a layer blob found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedLayer {
+    /// Digest and size of the blob as given.
+    pub digest: Digest,
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    pub compression: Compression,
+}
+
+/// Hashes and counts what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, hasher: Sha256::new(), len: 0 }
+    }
+
+    fn digest(self) -> (Digest, u64, R) {
+        let hex = hex::encode(self.hasher.finalize());
+        // A sha256 in lowercase hex always parses.
+        let digest = format!("sha256:{hex}").parse().unwrap_or_else(|_| Digest::of(b""));
+        (digest, self.len, self.inner)
+    }
+}
+
+fn hostile(why: impl Into<String>) -> StoreError {
+    StoreError::HostileLayer(why.into())
+}
+
+/// Rejects entries that would be written through a symlink this layer made.
+struct SymlinkGuard {
+    links: BTreeSet<PathBuf>,
+}
+
+impl SymlinkGuard {
+    fn check(&mut self, path: &Path, kind: EntryType, link: Option<&Path>) -> Result<(), StoreError> {
+        let norm = |p: &Path| -> PathBuf { p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect() };
+        let path = norm(path);
+        for candidate in [Some(path.as_path()), link].into_iter().flatten() {
+            let candidate = norm(candidate);
+            for ancestor in candidate.ancestors().skip(1) {
+                if self.links.contains(ancestor) {
+                    return Err(hostile(format!("{} goes through the symlink {}", candidate.display(), ancestor.display())));
+                }
+            }
+            if kind != EntryType::Link {
+                break; // Only a hardlink's target is a path inside the layer.
+            }
+        }
+        if kind == EntryType::Symlink {
+            self.links.insert(path);
+        } else {
+            self.links.remove(&path);
+        }
+        Ok(())
+    }
+}
+
+fn check_tar(reader: impl Read) -> Result<(), StoreError> {
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| hostile(format!("not a tar stream: {e}")))?;
+    let mut guard = SymlinkGuard { links: BTreeSet::new() };
+    for entry in entries {
+        let entry = entry.map_err(|e| hostile(format!("corrupt tar stream: {e}")))?;
+        check_entry(&entry)?;
+        let path = entry.path().map_err(|e| hostile(format!("unreadable path: {e}")))?.into_owned();
+        let link = match entry.header().entry_type() {
+            EntryType::Link => entry.link_name().ok().flatten().map(|l| l.into_owned()),
+            _ => None,
+        };
+        guard.check(&path, entry.header().entry_type(), link.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Decompresses a zstd stream with `ruzstd` (a small pure-Rust decoder: no C toolchain, and
+/// the store only ever needs to read zstd, never write it). Frame checksums are verified.
+fn zstd_reader<'a>(inner: Box<dyn BufRead + 'a>) -> Result<Box<dyn Read + 'a>, StoreError> {
+    let decoder = ruzstd::decoding::StreamingDecoder::new(inner)
+        .map_err(|e| hostile(format!("corrupt zstd stream: {e}")))?;
+    Ok(Box::new(decoder))
+}
+
+/// Undoes gzip or zstd around a stream (judged by its first bytes); an empty stream is an error.
+pub fn decompress<'a>(reader: impl Read + 'a) -> Result<(Box<dyn Read + 'a>, Compression), StoreError> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
+    let head = buffered.fill_buf().map_err(|e| StoreError::io("reading a tar stream", e))?;
+    if head.is_empty() {
+        return Err(hostile("the stream is empty"));
+    }
+    let compression = Compression::sniff(head);
+    let plain: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => zstd_reader(Box::new(buffered))?,
+    };
+    Ok((plain, compression))
+}
+
+/// Reads a layer blob through: its digest, size and diff id, every entry checked.
+pub fn check_layer(reader: impl Read) -> Result<CheckedLayer, StoreError> {
+    let mut raw = BufReader::with_capacity(256 * 1024, Hashing::new(reader));
+    let head = raw.fill_buf().map_err(|e| StoreError::io("reading a layer", e))?;
+    let compression = Compression::sniff(head);
+    let (diff_id, _) = {
+        let raw_ref: Box<dyn BufRead + '_> = Box::new(&mut raw);
+        let plain: Box<dyn Read + '_> = match compression {
+            Compression::None => raw_ref,
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw_ref)),
+            Compression::Zstd => zstd_reader(raw_ref)?,
+        };
+        let mut plain = Hashing::new(plain);
+        check_tar(&mut plain)?;
+        // Whatever follows the end-of-archive blocks is part of the tar the diff id covers.
+        io::copy(&mut plain, &mut io::sink()).map_err(|e| hostile(format!("corrupt layer stream: {e}")))?;
+        let (d, n, _) = plain.digest();
+        (d, n)
+    };
+    // Trailing bytes after a compressed stream still belong to the blob's digest.
+    io::copy(&mut raw, &mut io::sink()).map_err(|e| StoreError::io("reading a layer", e))?;
+    let (digest, size, _) = raw.into_inner().digest();
+    Ok(CheckedLayer { digest, size, diff_id, compression })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn entry(b: &mut tar::Builder<Vec<u8>>, name: &str, ty: EntryType, link: Option<&str>, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(ty);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if let Some(l) = link {
+            h.set_link_name(l).expect("link");
+        }
+        h.set_path(name).expect("path");
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+
+    fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn plain_and_gzip_layers_keep_their_digests() {
+        let tar = tar_of(|b| {
+            entry(b, "bin/sh", EntryType::Symlink, Some("/bin/busybox"), b"");
+            entry(b, "etc/hosts", EntryType::Regular, None, b"127.0.0.1 localhost\n");
+        });
+        let plain = check_layer(tar.as_slice()).expect("plain");
+        assert_eq!((plain.digest.clone(), plain.diff_id.clone()), (Digest::of(&tar), Digest::of(&tar)));
+        assert_eq!(plain.compression, Compression::None);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let c = check_layer(gz.as_slice()).expect("gzip");
+        assert_eq!((c.digest, c.size, c.diff_id, c.compression), (Digest::of(&gz), gz.len() as u64, Digest::of(&tar), Compression::Gzip));
+    }
+
+    #[test]
+    fn zstd_layers_are_read() {
+        let tar = tar_of(|b| entry(b, "f", EntryType::Regular, None, b"zstd"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src, dst) = (dir.path().join("l.tar"), dir.path().join("l.tar.zst"));
+        std::fs::write(&src, &tar).expect("write");
+        let ok = std::process::Command::new("zstd").arg("-q").arg(&src).arg("-o").arg(&dst).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            eprintln!("zstd(1) not available: skipping");
+            return;
+        }
+        let zst = std::fs::read(&dst).expect("read");
+        let c = check_layer(zst.as_slice()).expect("zstd layer");
+        assert_eq!((c.digest, c.diff_id, c.compression), (Digest::of(&zst), Digest::of(&tar), Compression::Zstd));
+        assert!(check_layer(&zst[..zst.len() - 6]).is_err(), "truncated zstd");
+    }
+
+    #[test]
+    fn escapes_through_symlinks_are_rejected() {
+        let through = tar_of(|b| {
+            entry(b, "a", EntryType::Symlink, Some("/etc"), b"");
+            entry(b, "a/passwd", EntryType::Regular, None, b"x");
+        });
+        assert!(matches!(check_layer(through.as_slice()), Err(StoreError::HostileLayer(_))));
+        let hardlink = tar_of(|b| {
+            entry(b, "a", EntryType::Symlink, Some("/etc"), b"");
+            entry(b, "b", EntryType::Link, Some("a/shadow"), b"");
+        });
+        assert!(matches!(check_layer(hardlink.as_slice()), Err(StoreError::HostileLayer(_))));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&through).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        assert!(check_layer(&gz[..gz.len() / 2]).is_err(), "truncated gzip");
+    }
+}

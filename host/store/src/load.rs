@@ -1,0 +1,277 @@
+//! Loading image archives: docker-archive (`manifest.json`, the old layout with `<id>/layer.tar`
+//! and the new one with an OCI layout inside) and OCI archives (`index.json`).
+//!
+//! Blobs are kept byte-identical — layers are not recompressed — so manifest, config and layer
+//! digests stay what the archive's writer (skopeo, Docker, kiln) recorded. Everything is
+//! verified before anything reaches the store: blob digests and sizes against their
+//! descriptors, that manifests name configs that exist, that every layer's diff id matches the
+//! config's `rootfs.diff_ids`, and every layer entry (see [`crate::layer_verify`]). All of it
+//! happens in a staging area; only a fully verified archive is committed, under the store lock.
+//! A docker-archive carries no manifest, so one (OCI) is written for it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::archive_read::{read_members, Member, Members};
+use crate::digest::Digest;
+use crate::image::ImageConfig;
+use crate::layer_verify::{check_layer, Compression};
+use crate::{Reference, StagedImage, Staging, Store, StoreError};
+
+/// One image an archive held.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub manifest: Digest,
+    /// The image id.
+    pub config: Digest,
+    pub names: Vec<Reference>,
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: Option<String>,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    #[serde(default)]
+    media_type: Option<String>,
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+fn bad(why: impl Into<String>) -> StoreError {
+    StoreError::BadArchive(why.into())
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("{what} is not valid: {e}")))
+}
+
+struct Loader<'a> {
+    staging: &'a Staging,
+    members: Members,
+}
+
+impl Loader<'_> {
+    fn stage(&self) -> &Store {
+        self.staging.store()
+    }
+
+    fn read_member(&self, member: &Member) -> Result<Vec<u8>, StoreError> {
+        self.stage().read_blob(&member.digest)
+    }
+
+    /// The OCI layout blob a descriptor names, its digest and size checked.
+    fn blob(&self, d: &Descriptor) -> Result<(Digest, &Member), StoreError> {
+        let digest: Digest = d.digest.parse().map_err(|_| bad(format!("unsupported or invalid digest {:?}", d.digest)))?;
+        let member = self.members.get(&format!("blobs/sha256/{}", digest.hex()))?;
+        if member.digest != digest {
+            return Err(StoreError::DigestMismatch { expected: digest.to_string(), actual: member.digest.to_string() });
+        }
+        if member.size != d.size {
+            return Err(bad(format!("blob {digest} is {} bytes, its descriptor says {}", member.size, d.size)));
+        }
+        Ok((digest, member))
+    }
+
+    /// Checks the layers against the config's diff ids; returns (digest, size, compression).
+    fn check_layers(&self, config: &ImageConfig, layers: &[(&Member, Option<&str>)]) -> Result<Vec<(Digest, u64, Compression)>, StoreError> {
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != layers.len() {
+            return Err(bad(format!("the config lists {} layers, the manifest {}", diff_ids.len(), layers.len())));
+        }
+        let mut out = Vec::new();
+        for ((member, media), want) in layers.iter().zip(diff_ids) {
+            let file = self.stage().open_blob(&member.digest)?;
+            let checked = check_layer(file).map_err(|e| match e {
+                StoreError::HostileLayer(why) => StoreError::HostileLayer(format!("layer {}: {why}", member.digest)),
+                other => other,
+            })?;
+            if checked.diff_id != *want {
+                return Err(bad(format!("layer {} has diff id {}, the config says {want}", member.digest, checked.diff_id)));
+            }
+            if let Some(media) = media {
+                match Compression::from_media_type(media) {
+                    Some(c) if c == checked.compression => {}
+                    Some(c) => return Err(bad(format!("layer {} is {:?}-compressed, its media type {media} says {c:?}", member.digest, checked.compression))),
+                    None => return Err(StoreError::Unsupported(format!("layer media type {media}"))),
+                }
+            }
+            out.push((checked.digest, checked.size, checked.compression));
+        }
+        Ok(out)
+    }
+
+    fn config(&self, member: &Member) -> Result<ImageConfig, StoreError> {
+        let bytes = self.read_member(member)?;
+        parse_json(&bytes, &format!("image config {}", member.digest))
+    }
+
+    /// Images of a docker-archive's `manifest.json`; a manifest is written for each.
+    fn docker(&self) -> Result<Vec<StagedImage>, StoreError> {
+        let bytes = self.read_member(self.members.get("manifest.json")?)?;
+        let entries: Vec<DockerEntry> = parse_json(&bytes, "manifest.json")?;
+        let mut out = Vec::new();
+        for e in entries {
+            let config_member = self.members.get(&e.config)?;
+            let config = self.config(config_member)?;
+            let layer_members = e.layers.iter().map(|l| Ok((self.members.get(l)?, None))).collect::<Result<Vec<_>, StoreError>>()?;
+            let layers = self.check_layers(&config, &layer_members)?;
+            let manifest = json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_member.digest.to_string(),
+                    "size": config_member.size,
+                },
+                "layers": layers.iter().map(|(d, size, c)| json!({
+                    "mediaType": c.oci_media_type(), "digest": d.to_string(), "size": size,
+                })).collect::<Vec<_>>(),
+            });
+            let bytes = serde_json::to_vec(&manifest).map_err(|e| StoreError::io("encoding a manifest", e.into()))?;
+            let manifest = self.stage().write_blob(&bytes)?;
+            let names = e.repo_tags.unwrap_or_default().iter().map(|t| parse_name(t)).collect::<Result<_, _>>()?;
+            let blobs = std::iter::once(config_member.digest.clone()).chain(layers.into_iter().map(|l| l.0)).collect();
+            out.push(StagedImage { manifest, blobs, names });
+        }
+        Ok(out)
+    }
+
+    /// Images an OCI `index.json` (or a nested index) lists.
+    fn oci(&self, index: &Index, depth: usize, out: &mut Vec<StagedImage>) -> Result<(), StoreError> {
+        for d in &index.manifests {
+            let (digest, member) = self.blob(d)?;
+            let bytes = self.read_member(member)?;
+            let media = d.media_type.as_deref().unwrap_or_default();
+            if media == OCI_INDEX || media == DOCKER_LIST {
+                if depth > 2 {
+                    return Err(bad("indexes nested too deeply"));
+                }
+                self.oci(&parse_json(&bytes, &format!("index {digest}"))?, depth + 1, out)?;
+                continue;
+            }
+            let manifest: Manifest = parse_json(&bytes, &format!("manifest {digest}"))?;
+            if let Some(m) = manifest.media_type.as_deref().filter(|m| *m == OCI_INDEX || *m == DOCKER_LIST) {
+                return Err(bad(format!("{digest} is a {m}, its descriptor says a manifest")));
+            }
+            let (config_digest, config_member) = self.blob(&manifest.config).map_err(|e| match e {
+                StoreError::BadArchive(why) => bad(format!("manifest {digest} names config {}: {why}", manifest.config.digest)),
+                other => other,
+            })?;
+            let config = self.config(config_member)?;
+            let mut layer_members = Vec::new();
+            for l in &manifest.layers {
+                layer_members.push((self.blob(l)?.1, l.media_type.as_deref()));
+            }
+            let layers = self.check_layers(&config, &layer_members)?;
+            let mut names = Vec::new();
+            if let Some(a) = &d.annotations {
+                if let Some(n) = a.get("io.containerd.image.name") {
+                    names.push(parse_name(n)?);
+                } else if let Some(n) = a.get("org.opencontainers.image.ref.name").filter(|n| n.contains(':') || n.contains('/')) {
+                    // A bare tag ("v1") names no repository: only full references are used.
+                    names.push(parse_name(n)?);
+                }
+            }
+            let blobs = std::iter::once(config_digest).chain(layers.into_iter().map(|l| l.0)).collect();
+            out.push(StagedImage { manifest: digest, blobs, names });
+        }
+        Ok(())
+    }
+
+    /// `RepoTags` of a docker `manifest.json` next to an OCI layout, by config digest.
+    fn docker_names(&self) -> Result<BTreeMap<Digest, Vec<Reference>>, StoreError> {
+        let mut out: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
+        if !self.members.has("manifest.json") {
+            return Ok(out);
+        }
+        let bytes = self.read_member(self.members.get("manifest.json")?)?;
+        let entries: Vec<DockerEntry> = parse_json(&bytes, "manifest.json")?;
+        for e in entries {
+            let config = self.members.get(&e.config)?.digest.clone();
+            for t in e.repo_tags.unwrap_or_default() {
+                out.entry(config.clone()).or_default().push(parse_name(&t)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_name(name: &str) -> Result<Reference, StoreError> {
+    let r: Reference = name.parse()?;
+    if r.tag.is_none() {
+        return Err(bad(format!("image name {name} has no tag")));
+    }
+    Ok(Reference { digest: None, ..r })
+}
+
+/// Loads every image of an archive read from `reader`. On any error the store is unchanged.
+pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>, StoreError> {
+    let staging = store.staging()?;
+    let members = read_members(staging.store(), reader)?;
+    let loader = Loader { staging: &staging, members };
+    let mut images = Vec::new();
+    if loader.members.has("index.json") {
+        let bytes = loader.read_member(loader.members.get("index.json")?)?;
+        loader.oci(&parse_json(&bytes, "index.json")?, 0, &mut images)?;
+        let docker_names = loader.docker_names()?;
+        for img in &mut images {
+            let config = img.blobs.first().cloned();
+            if let Some(names) = config.and_then(|c| docker_names.get(&c)) {
+                for n in names {
+                    if !img.names.contains(n) {
+                        img.names.push(n.clone());
+                    }
+                }
+            }
+        }
+    } else if loader.members.has("manifest.json") {
+        images = loader.docker()?;
+    } else {
+        return Err(bad("neither index.json (OCI) nor manifest.json (docker-archive) found"));
+    }
+    if images.is_empty() {
+        return Err(bad("the archive holds no images"));
+    }
+    let loaded = images
+        .iter()
+        .map(|i| {
+            let config = i.blobs.first().cloned().ok_or_else(|| bad("an image without a config"))?;
+            Ok(LoadedImage { manifest: i.manifest.clone(), config, names: i.names.clone() })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    drop(loader);
+    staging.commit_staged(&images)?;
+    Ok(loaded)
+}
