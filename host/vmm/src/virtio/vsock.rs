@@ -1,1 +1,0 @@
-//! virtio-vsock (placeholder while the device is written).
