@@ -334,3 +334,59 @@ fn hostile_and_broken_archives_are_rejected_and_leave_the_store_alone() {
     assert_clean_error(&env.kiln(&["import", "-c", "RUN true", p(&junk), "junk"]), "only CMD, ENTRYPOINT, ENV and WORKDIR");
     assert_eq!(env.store_snapshot(), before, "failed imports changed the store");
 }
+
+#[test]
+fn system_check_finds_and_repairs_corruption() {
+    let env = TestEnv::new("imgfsck");
+    let rootfs = rootfs_tar(&env);
+    ok(&env.kiln(&["import", p(&rootfs), "victim:1"]));
+    let other = env.dir.path().join("other.tar");
+    std::fs::write(&other, tar_of(&[M::File("hello", b"hello".to_vec())])).expect("write");
+    env.give_to_user(&other);
+    ok(&env.kiln(&["import", p(&other), "healthy:1"]));
+    let out = ok(&env.kiln(&["system", "check"]));
+    assert!(out.contains("0 problems"), "{out}");
+
+    let info = inspect(&env, "victim:1");
+    let manifest = info["Descriptor"]["digest"].as_str().expect("digest").trim_start_matches("sha256:").to_string();
+    let layer = inspect_manifest_layers(&env, "victim:1")[0].as_str().expect("layer").trim_start_matches("sha256:").to_string();
+    let blob = env.root.join("blobs/sha256").join(&layer);
+    std::fs::write(&blob, b"bit rot").expect("corrupt a layer");
+    env.give_to_user(&blob);
+    let before = env.store_snapshot();
+    let out = env.kiln(&["system", "check"]);
+    assert_clean_error(&out, "run `kiln system check --repair`");
+    assert!(text(&out.stdout).contains(&format!("blob sha256:{layer} is corrupt")), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(&format!("image sha256:{manifest} (docker.io/library/victim:1) is broken")));
+    assert_eq!(env.store_snapshot(), before, "a check without --repair changes nothing");
+
+    let out = ok(&env.kiln(&["system", "check", "--repair"]));
+    assert!(out.contains("(repaired)"), "{out}");
+    assert!(ok(&env.kiln(&["system", "check"])).contains("0 problems"));
+    assert_clean_error(&env.kiln(&["inspect", "victim:1"]), "no such image");
+    ok(&env.kiln(&["inspect", "healthy:1"]));
+}
+
+#[test]
+fn concurrent_imports_and_prunes_keep_the_store_consistent() {
+    let env = TestEnv::new("imgconc");
+    let rootfs = rootfs_tar(&env);
+    ok(&env.kiln(&["import", p(&rootfs), "seed"]));
+    ok(&env.kiln(&["rmi", "seed"]));
+    let mut children = Vec::new();
+    for i in 0..4 {
+        children.push(env.spawn(&["import", p(&rootfs), &format!("app:{i}")]));
+        children.push(env.spawn(&["image", "prune", "-f"]));
+    }
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        ok(&out);
+    }
+    assert!(ok(&env.kiln(&["system", "check"])).contains("0 problems"));
+    let listing = ok(&env.kiln(&["images", "--format", "json"]));
+    assert_eq!(listing.lines().count(), 4, "{listing}");
+    for i in 0..4 {
+        let layers = inspect_manifest_layers(&env, &format!("app:{i}"));
+        assert!(env.root.join("blobs/sha256").join(layers[0].as_str().expect("d").trim_start_matches("sha256:")).is_file());
+    }
+}

@@ -14,6 +14,7 @@ mod paths;
 mod prune;
 mod rmi;
 mod save;
+mod system;
 mod tag;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     Load(load::LoadArgs),
     /// Create a one-layer image from a root filesystem tarball
     Import(import::ImportArgs),
+    /// Manage the store (check)
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Inspect a Dockerfile (`parse`: BuildKit's parser dump)
     Dockerfile(dockerfile::DockerfileArgs),
 }
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::History(args) => history::run(&root, args),
         Command::Load(args) => load::run(&root, args),
         Command::Import(args) => import::run(&root, args),
+        Command::System(cmd) => system::run(&root, cmd),
         Command::Dockerfile(_) => Ok(()), // handled above: needs no store
     };
     match result {
