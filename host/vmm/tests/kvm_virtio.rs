@@ -12,6 +12,8 @@ use common::*;
 use kiln_vmm::vcpu::RunOutcome;
 use kiln_vmm::virtio::block::Block;
 use kiln_vmm::virtio::mmio::{reg, MmioTransport, MMIO_WINDOW};
+use kiln_vmm::virtio::vsock::packet::{op, Header, HOST_CID, TYPE_STREAM};
+use kiln_vmm::virtio::vsock::Vsock;
 use kiln_vmm::virtio::Interrupt;
 
 /// Below 2 GiB so a sign-extended disp32 reaches it.
@@ -117,4 +119,106 @@ fn ring0_guest_reads_a_block_sector_through_virtio_mmio() {
     assert_eq!(t.last_error(), None);
     assert_eq!(vm.output(), "hello0", "sector 1 then status OK");
     eprintln!("virtio-blk guest: {} exits", stats.exits);
+}
+
+/// Guest code that sets queue `q` up: 8 entries at `base` (desc), `base+0x100` (avail),
+/// `base+0x200` (used).
+fn queue_setup(q: u32, base: u32) -> Vec<u8> {
+    let r = |off: u64| DEV + off as u32;
+    [
+        mov32(r(reg::QUEUE_SEL), q),
+        mov32(r(reg::QUEUE_NUM), 8),
+        mov32(r(reg::QUEUE_DESC_LOW), base),
+        mov32(r(reg::QUEUE_DRIVER_LOW), base + 0x100),
+        mov32(r(reg::QUEUE_DEVICE_LOW), base + 0x200),
+        mov32(r(reg::QUEUE_READY), 1),
+    ]
+    .concat()
+}
+
+/// A descriptor in the table at `table`.
+fn desc_at(table: u32, index: u32, addr: u32, len: u32, flags: u16) -> Vec<u8> {
+    let at = table + 16 * index;
+    [mov64(at, addr), mov32(at + 8, len), mov16(at + 12, flags), mov16(at + 14, 0)].concat()
+}
+
+#[test]
+fn ring0_guest_connects_over_vsock_to_a_host_unix_socket_with_ioeventfd_kicks() {
+    const RXQ: u32 = 0x20000;
+    const TXQ: u32 = 0x21000;
+    const REQ: u32 = 0x30000;
+    const RW: u32 = 0x31000;
+    const RXBUF: u32 = 0x40000;
+    let mut vm = tiny_vm();
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let host = std::os::unix::net::UnixListener::bind(format!("{}_52", uds.display())).unwrap();
+    let vsock = Vsock::new(3, &uds).unwrap();
+    let transport = MmioTransport::new(Box::new(vsock), vm.mem.clone(), Arc::new(Interrupt::new(None))).unwrap();
+    // Queue notifications go straight from KVM to the vsock worker, without a vCPU exit.
+    for (fd, offset, value) in transport.ioeventfds() {
+        vm.vm.register_ioeventfd(&fd, u64::from(DEV) + offset, value).expect("ioeventfd");
+    }
+    let transport = Arc::new(Mutex::new(transport));
+    vm.buses.mmio.insert(u64::from(DEV), MMIO_WINDOW, transport.clone()).unwrap();
+
+    // The guest's packets, as static data next to its code.
+    let hdr = |op_: u16, len: u32| Header {
+        src_cid: 3, dst_cid: HOST_CID, src_port: 1024, dst_port: 52, len, type_: TYPE_STREAM, op: op_, flags: 0,
+        buf_alloc: 65536, fwd_cnt: 0,
+    };
+    vm.load(u64::from(REQ), &hdr(op::REQUEST, 0).to_bytes());
+    let mut rw = hdr(op::RW, 5).to_bytes().to_vec();
+    rw.extend(b"hello");
+    vm.load(u64::from(RW), &rw);
+
+    let r = |off: u64| DEV + off as u32;
+    let mut code = Vec::new();
+    code.extend(mov32(r(reg::STATUS), 1));
+    code.extend(mov32(r(reg::STATUS), 3));
+    code.extend(mov32(r(reg::DRIVER_FEATURES_SEL), 1));
+    code.extend(mov32(r(reg::DRIVER_FEATURES), 1));
+    code.extend(mov32(r(reg::STATUS), 11));
+    code.extend(queue_setup(0, RXQ));
+    code.extend(queue_setup(1, TXQ));
+    code.extend(mov32(r(reg::STATUS), 15));
+    // One 4 KiB rx buffer; notify queue 0.
+    code.extend(desc_at(RXQ, 0, RXBUF, 4096, 2));
+    code.extend(mov16(RXQ + 0x104, 0));
+    code.extend(mov16(RXQ + 0x102, 1));
+    code.extend(mov32(r(reg::QUEUE_NOTIFY), 0));
+    // REQUEST and RW as two chains; notify queue 1.
+    code.extend(desc_at(TXQ, 0, REQ, 44, 0));
+    code.extend(desc_at(TXQ, 1, RW, 49, 0));
+    code.extend(mov16(TXQ + 0x104, 0));
+    code.extend(mov16(TXQ + 0x106, 1));
+    code.extend(mov16(TXQ + 0x102, 2));
+    code.extend(mov32(r(reg::QUEUE_NOTIFY), 1));
+    // Wait for the device's answer in the rx used ring, print '0' + its op, halt:
+    // 66 8B 04 25 disp32   mov ax, [RXQ+0x202]     (used idx)
+    // 66 85 C0             test ax, ax
+    // 74 F3                jz back (-13)
+    // 8A 04 25 disp32      mov al, [RXBUF+30]      (op, low byte)
+    // 04 30                add al, '0'
+    // 66 BA F8 03          mov dx, 0x3f8
+    // EE                   out dx, al
+    // F4                   hlt
+    code.extend([0x66, 0x8b, 0x04, 0x25]);
+    code.extend((RXQ + 0x202).to_le_bytes());
+    code.extend([0x66, 0x85, 0xc0, 0x74, 0xf3]);
+    code.extend([0x8a, 0x04, 0x25]);
+    code.extend((RXBUF + 30).to_le_bytes());
+    code.extend([0x04, 0x30, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xf4]);
+
+    vm.load(CODE_ADDR, &code);
+    vm.enter_long_mode(CODE_ADDR, false);
+    let (outcome, stats) = vm.run(Duration::from_secs(30)).expect("run");
+    assert_eq!(outcome, RunOutcome::Halted);
+    assert_eq!(transport.lock().unwrap().last_error(), None);
+    assert_eq!(vm.output(), "2", "the guest saw RESPONSE (op 2)");
+    let (mut conn, _) = host.accept().unwrap();
+    let mut buf = [0u8; 5];
+    std::io::Read::read_exact(&mut conn, &mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    eprintln!("vsock guest: {} exits", stats.exits);
 }

@@ -109,6 +109,12 @@ impl MmioTransport {
         self.last_error.as_deref()
     }
 
+    /// The device's queue-notification eventfds with the `QueueNotify` offset and value that
+    /// should signal each: `(fd, offset, queue_index)`, for `HvVm::register_ioeventfd`.
+    pub fn ioeventfds(&self) -> Vec<(vmm_sys_util::eventfd::EventFd, u64, u32)> {
+        self.device.queue_eventfds().into_iter().map(|(q, fd)| (fd, reg::QUEUE_NOTIFY, u32::from(q))).collect()
+    }
+
     fn selected_queue(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(self.queue_sel as usize)
     }

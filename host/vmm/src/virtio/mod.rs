@@ -119,6 +119,13 @@ pub trait VirtioDevice: Send {
     fn queue_notify(&mut self, index: u16) -> Result<(), VirtioError>;
     /// Returns to the state before activation (drops queues and memory).
     fn reset(&mut self);
+    /// Eventfds the device watches for queue notifications, by queue index. The VMM may have
+    /// the hypervisor signal them directly on a `QueueNotify` write of that index (ioeventfd),
+    /// so notifications skip the vCPU exit. Devices that process notifications synchronously
+    /// return none.
+    fn queue_eventfds(&self) -> Vec<(u16, EventFd)> {
+        Vec::new()
+    }
 }
 
 /// Copies `src` (a config-space image) at `offset` into `data`, zero past the end.

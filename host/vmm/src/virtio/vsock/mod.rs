@@ -29,7 +29,6 @@ const TOKEN_TX_KICK: u64 = 2;
 const TOKEN_STOP: u64 = 3;
 
 struct Worker {
-    kicks: [EventFd; 2],
     stop: EventFd,
     thread: JoinHandle<(Muxer, Option<String>)>,
 }
@@ -39,6 +38,8 @@ pub struct Vsock {
     guest_cid: u64,
     uds_path: PathBuf,
     muxer: Option<Muxer>,
+    /// rx and tx kick eventfds: written by `queue_notify`, or by KVM directly (ioeventfd).
+    kicks: [EventFd; 2],
     worker: Option<Worker>,
     /// Why the worker stopped, if it failed.
     pub worker_error: Option<String>,
@@ -53,7 +54,8 @@ impl Vsock {
     /// connection is offered to the guest when its driver is ready).
     pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Self, VirtioError> {
         let muxer = Muxer::new(guest_cid, uds_path)?;
-        Ok(Vsock { guest_cid, uds_path: uds_path.to_path_buf(), muxer: Some(muxer), worker: None, worker_error: None })
+        let kicks = [eventfd("rx kick")?, eventfd("tx kick")?];
+        Ok(Vsock { guest_cid, uds_path: uds_path.to_path_buf(), muxer: Some(muxer), kicks, worker: None, worker_error: None })
     }
 
     pub fn uds_path(&self) -> &Path {
@@ -105,7 +107,7 @@ impl VirtioDevice for Vsock {
             return Err(VirtioError::QueueCount { got: a.queues.len(), want: QUEUE_SIZES.len() });
         }
         let muxer = self.muxer.take().ok_or(VirtioError::NotActivated)?;
-        let kicks = [eventfd("rx kick")?, eventfd("tx kick")?];
+        let kicks = &self.kicks;
         let stop = eventfd("stop")?;
         let clone = |fd: &EventFd| fd.try_clone().map_err(|source| VirtioError::Io { context: "cloning an eventfd".into(), source });
         let fds = (clone(&kicks[RX])?, clone(&kicks[TX])?, clone(&stop)?);
@@ -116,14 +118,16 @@ impl VirtioDevice for Vsock {
             .name("kiln-vsock".into())
             .spawn(move || run_worker(muxer, mem, queues, interrupt, fds))
             .map_err(|source| VirtioError::Io { context: "starting the vsock worker thread".into(), source })?;
-        self.worker = Some(Worker { kicks, stop, thread });
+        self.worker = Some(Worker { stop, thread });
         Ok(())
     }
 
     fn queue_notify(&mut self, index: u16) -> Result<(), VirtioError> {
-        let w = self.worker.as_ref().ok_or(VirtioError::NotActivated)?;
+        if self.worker.is_none() {
+            return Err(VirtioError::NotActivated);
+        }
         match usize::from(index) {
-            i @ (RX | TX) => w.kicks[i].write(1).map_err(|source| VirtioError::Io { context: "kicking the vsock worker".into(), source }),
+            i @ (RX | TX) => self.kicks[i].write(1).map_err(|source| VirtioError::Io { context: "kicking the vsock worker".into(), source }),
             2 => Ok(()),
             _ => Err(VirtioError::NoSuchQueue(index)),
         }
@@ -131,6 +135,10 @@ impl VirtioDevice for Vsock {
 
     fn reset(&mut self) {
         self.stop_worker();
+    }
+
+    fn queue_eventfds(&self) -> Vec<(u16, EventFd)> {
+        self.kicks.iter().enumerate().filter_map(|(i, k)| Some((i as u16, k.try_clone().ok()?))).collect()
     }
 }
 
