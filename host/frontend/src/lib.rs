@@ -1,18 +1,31 @@
-//! The Dockerfile frontend: bytes in, a typed build plan out.
+//! The Dockerfile frontend: bytes in, a typed build graph out. Pure: no I/O, no VMs, no
+//! stores, no registries.
 //!
-//! Three layers, imports in one direction: [`parser`] splits the text into logical lines
-//! (comments, continuations, JSON vs shell form), [`instructions`] turns each into a typed
-//! instruction with its flags checked, [`plan`] groups them into the stage to build.
-//! Nothing here does I/O or knows about VMs, stores or registries.
+//! The full language, in layers with imports in one direction:
+//! - [`ast`]: text -> syntax tree, exactly as BuildKit's parser splits it (directives,
+//!   comments, continuations, JSON vs shell form, flags, heredocs, ONBUILD); [`ast::Ast::dump`]
+//!   prints BuildKit's golden s-expression format.
+//! - [`shell`]: word and variable expansion with BuildKit's shell-lexer semantics.
+//! - [`command`]: syntax tree -> typed [`command::Command`]s, every instruction and flag checked.
+//! - [`graph`]: commands -> stages, ARG scoping, stage references, `--target` pruning
+//!   ([`parse_full`] then [`graph::Dockerfile::resolve`]).
+//! - [`dockerignore`]: the context filter.
+//!
+//! The original single-stage API ([`parse_dockerfile`] -> [`BuildPlan`] of [`Instruction`]s,
+//! in [`parser`], [`instructions`], [`plan`]) is what the executor uses today; it rejects
+//! what the executor cannot run yet, naming the line.
 
 pub mod ast;
 pub mod command;
+pub mod dockerignore;
 pub mod error;
+pub mod graph;
 pub mod instructions;
-pub mod shell;
 pub mod parser;
 pub mod plan;
+pub mod shell;
 
 pub use error::ParseError;
+pub use graph::parse_full;
 pub use instructions::{Instruction, ShellOrExec};
 pub use plan::{parse_dockerfile, Base, BuildPlan, Step};
