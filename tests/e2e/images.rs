@@ -136,6 +136,19 @@ fn import_save_load_round_trips_with_skopeo() {
     let sk_oci: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &format!("oci-archive:{}", p(&oci_tar))])).expect("json");
     assert_eq!(sk_oci["Digest"], info["Descriptor"]["digest"], "the manifest digest survives the archive");
     assert!(skopeo_fails(&["inspect", &format!("docker-archive:{}", p(&oci_tar))]), "--format oci has no manifest.json");
+    // umoci unpacks the OCI archive's layout.
+    harness::require_tool("umoci");
+    let layout = env.dir.path().join("layout");
+    std::fs::create_dir(&layout).expect("mkdir");
+    let st = std::process::Command::new("tar").arg("-C").arg(&layout).arg("-xf").arg(&oci_tar).status().expect("tar");
+    assert!(st.success());
+    let bundle = env.dir.path().join("bundle");
+    let out = std::process::Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &format!("{}:imported", p(&layout)), p(&bundle)])
+        .output()
+        .expect("umoci");
+    assert!(out.status.success(), "umoci: {}", text(&out.stderr));
+    assert!(bundle.join("rootfs/bin/busybox").is_file());
     // -o - streams.
     let out = env.kiln(&["save", "-o", "-", "bb:imported"]);
     assert!(out.status.success() && out.stdout.len() as u64 == std::fs::metadata(&docker_tar).expect("stat").len());
@@ -196,6 +209,8 @@ enum M<'a> {
     File(&'a str, Vec<u8>),
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
+    /// A header of the given type claiming `size` bytes, with no data after it.
+    Claim(&'a str, tar::EntryType, u64),
 }
 
 /// A tar of `members`, names written raw so hostile ones get through.
@@ -207,6 +222,26 @@ fn tar_of(members: &[M]) -> Vec<u8> {
             M::File(n, d) => (n, d, tar::EntryType::Regular, None),
             M::Symlink(n, l) => (n, b"", tar::EntryType::Symlink, Some(l)),
             M::Hardlink(n, l) => (n, b"", tar::EntryType::Link, Some(l)),
+            M::Claim(n, kind, size) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_path(n).expect("path");
+                h.set_mode(0o644);
+                h.set_entry_type(*kind);
+                if *kind == tar::EntryType::GNUSparse {
+                    // A sparse file claiming 10 GB of (implicit) zeros in no data at all.
+                    let real = format!("{:012o}", 10u64 << 30);
+                    h.as_gnu_mut().expect("gnu").realsize.copy_from_slice(real.as_bytes());
+                    h.set_size(0);
+                } else {
+                    h.set_size(*size);
+                }
+                h.set_cksum();
+                // Only the header: the data it claims never comes.
+                let mut raw = b.get_ref().clone();
+                raw.extend_from_slice(h.as_bytes());
+                *b.get_mut() = raw;
+                continue;
+            }
         };
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         if let Some(l) = link {
@@ -315,6 +350,9 @@ fn hostile_and_broken_archives_are_rejected_and_leave_the_store_alone() {
         ("wrong blob digest", wrong_blob, "digest mismatch"),
         ("truncated", saved_bytes[..saved_bytes.len() / 2].to_vec(), "truncated"),
         ("not an archive", b"hello, world".to_vec(), "invalid archive"),
+        ("device node in a layer", docker_archive(&tar_of(&[M::Claim("dev/sda", tar::EntryType::Block, 0)]), vec![], None), "device node"),
+        ("10 GB sparse file in a layer", docker_archive(&tar_of(&[M::Claim("big", tar::EntryType::GNUSparse, 0)]), vec![], None), "rejected layer"),
+        ("10 GB claim", tar_of(&[M::File("config.json", b"{}".to_vec()), M::Claim("l.tar", tar::EntryType::Regular, 10 << 30)]), "truncated"),
         ("duplicate member", docker_archive(&good_layer, vec![M::File("./config.json", b"{}".to_vec())], None), "appears twice"),
     ];
     for (what, bytes, needle) in cases {

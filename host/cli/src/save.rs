@@ -25,8 +25,20 @@ pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let format = if args.format == "oci" { archive::Format::Oci } else { archive::Format::Docker };
     let mut images = Vec::new();
+    let refs = store.refs()?;
     for name in &args.images {
-        images.push(store.image_by_name(name)?);
+        // A name is saved under itself; an id under the image's first name.
+        let (found, digest) = store.lookup(name)?;
+        let reference = match found {
+            Some(r) => r,
+            None => refs
+                .iter()
+                .find(|(_, d)| **d == digest)
+                .map(|(n, _)| n.parse())
+                .transpose()?
+                .with_context(|| format!("image {name} has no name: tag it first (kiln tag {name} NAME)"))?,
+        };
+        images.push((reference, store.image(&digest)?));
     }
     match args.output.as_deref() {
         Some(p) if p != Path::new("-") => {

@@ -275,3 +275,78 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
     staging.commit_staged(&images)?;
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{write_archive_as, Format};
+    use crate::catalog::tests::make_image;
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::Path;
+
+    fn snapshot(root: &Path) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for sub in ["blobs/sha256", "images", "ingest"] {
+            for e in fs::read_dir(root.join(sub)).expect("ls").flatten() {
+                out.insert(format!("{sub}/{}", e.file_name().to_string_lossy()), e.metadata().map(|m| m.len()).unwrap_or(0));
+            }
+        }
+        out.insert("refs.json".into(), fs::metadata(root.join("refs.json")).map(|m| m.len()).unwrap_or(0));
+        out
+    }
+
+    fn archive(format: Format) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        make_image(&store, &["a", "b"], Some("src:1"));
+        let img = store.image_by_name("src:1").expect("image");
+        write_archive_as(&store, &[img], format, Vec::new()).expect("archive")
+    }
+
+    #[test]
+    fn own_archives_load_in_both_formats() {
+        for format in [Format::Docker, Format::Oci] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path()).expect("open");
+            let loaded = load_archive(&store, archive(format).as_slice()).expect("load");
+            assert_eq!(loaded.len(), 1);
+            assert_eq!(loaded[0].names, vec!["src:1".parse::<Reference>().expect("ref")]);
+            assert!(store.image_by_name("src:1").is_ok());
+        }
+    }
+
+    /// A poor man's fuzzer that runs with the unit tests: corrupted and truncated archives
+    /// must fail cleanly (no panic, store unchanged) or load something that verifies.
+    #[test]
+    fn mutated_archives_fail_cleanly_or_load_verified_images() {
+        for format in [Format::Docker, Format::Oci] {
+            let good = archive(format);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path()).expect("open");
+            let mut cases: Vec<Vec<u8>> = Vec::new();
+            for cut in (0..good.len()).step_by(397) {
+                cases.push(good[..cut].to_vec());
+            }
+            for pos in (0..good.len()).step_by(211) {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bad = good.clone();
+                    bad[pos] ^= flip;
+                    cases.push(bad);
+                }
+            }
+            for (i, case) in cases.iter().enumerate() {
+                let before = snapshot(dir.path());
+                match load_archive(&store, case.as_slice()) {
+                    Ok(_) => {
+                        for d in store.image_digests().expect("images") {
+                            store.image(&d).unwrap_or_else(|e| panic!("case {i}: loaded a broken image: {e}"));
+                        }
+                        assert!(store.check(false).expect("check").problems.is_empty(), "case {i}");
+                    }
+                    Err(_) => assert_eq!(snapshot(dir.path()), before, "case {i}: a failed load changed the store"),
+                }
+            }
+        }
+    }
+}
