@@ -12,7 +12,7 @@
 //! - [`dockerignore`]: the context filter.
 //!
 //! The original single-stage API ([`parse_dockerfile`] -> [`BuildPlan`] of [`Instruction`]s,
-//! in [`parser`], [`instructions`], [`plan`]) is what the executor uses today; it rejects
+//! in [`instructions`] and [`plan`], built on the full frontend) is what the executor uses today; it rejects
 //! what the executor cannot run yet, naming the line.
 
 pub mod ast;
@@ -21,7 +21,6 @@ pub mod dockerignore;
 pub mod error;
 pub mod graph;
 pub mod instructions;
-pub mod parser;
 pub mod plan;
 pub mod shell;
 
