@@ -85,12 +85,45 @@ fn put(mem: &GuestMemoryMmap, what: &'static str, addr: u64, value: u64) -> Resu
     mem.write_obj(value, GuestAddress(addr)).map_err(|source| WriteError { what, addr, source })
 }
 
-/// Writes the GDT and an empty IDT.
+/// Writes the long-mode GDT and an empty IDT.
 pub fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), WriteError> {
-    for (i, entry) in gdt().iter().enumerate() {
+    write_gdt_table(mem, &gdt())
+}
+
+/// Writes `table` as the GDT and an empty IDT.
+pub fn write_gdt_table(mem: &GuestMemoryMmap, table: &[u64]) -> Result<(), WriteError> {
+    for (i, entry) in table.iter().enumerate() {
         put(mem, "GDT", GDT_ADDR + 8 * i as u64, *entry)?;
     }
     put(mem, "IDT", IDT_ADDR, 0)
+}
+
+/// The GDT for a PVH entry: flat 32-bit code (0x08) and data (0x10), and a TSS (0x18).
+pub fn pvh_gdt() -> [u64; 4] {
+    [0, gdt_entry(0xc09b, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x008b, 0, 0x67)]
+}
+
+/// Register state for the PVH entry point: 32-bit protected mode, paging off (the PVH boot
+/// ABI, xen/include/public/arch-x86/hvm/start_info.h).
+pub fn protected_mode_sregs() -> SpecialRegs {
+    let table = pvh_gdt();
+    let seg = |sel: u16| segment_from_entry(table[usize::from(sel >> 3)], sel);
+    let data = seg(KERNEL_DATA);
+    SpecialRegs {
+        cs: seg(KERNEL_CODE),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: seg(TSS),
+        gdt: TableReg { base: GDT_ADDR, limit: (table.len() * 8 - 1) as u16 },
+        idt: TableReg { base: IDT_ADDR, limit: 7 },
+        cr0: 1 | (1 << 4),
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+    }
 }
 
 /// Writes page tables identity-mapping 0..4 GiB with 2 MiB pages, user-accessible (so ring-3
