@@ -24,6 +24,9 @@ pub mod instructions;
 pub mod plan;
 pub mod shell;
 
+#[cfg(test)]
+mod robustness;
+
 pub use error::ParseError;
 pub use graph::parse_full;
 pub use instructions::{Instruction, ShellOrExec};
