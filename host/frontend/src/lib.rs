@@ -9,6 +9,7 @@
 //! - [`command`]: syntax tree -> typed [`command::Command`]s, every instruction and flag checked.
 //! - [`graph`]: commands -> stages, ARG scoping, stage references, `--target` pruning
 //!   ([`parse_full`] then [`graph::Dockerfile::resolve`]).
+//! - [`config`]: what metadata instructions do to the image config, and history lines.
 //! - [`dockerignore`]: the context filter.
 //!
 //! The original single-stage API ([`parse_dockerfile`] -> [`BuildPlan`] of [`Instruction`]s,
@@ -17,6 +18,7 @@
 
 pub mod ast;
 pub mod command;
+pub mod config;
 pub mod dockerignore;
 pub mod error;
 pub mod graph;
