@@ -12,6 +12,9 @@
 pub mod boot;
 pub mod bus;
 pub mod hypervisor;
+pub mod legacy;
+pub mod machine;
+pub mod probe;
 pub mod serial;
 pub mod vcpu;
 pub mod virtio;

@@ -1,0 +1,119 @@
+//! Full boot of kiln's guest (images/out/kernel + initramfs.cpio) under the built-in VMM, and
+//! the probe that decides whether that can work on this host.
+//!
+//! The boot test runs only when the probe says Linux guests can boot here; otherwise it prints
+//! "skipped: <reason>" (never a silent pass). On kiln's CI machines (nested PVM KVM) it skips.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kiln_vmm::hypervisor;
+use kiln_vmm::machine::{Machine, MachineConfig, MachineExit, VsockConfig};
+use kiln_vmm::probe::probe;
+use kiln_vmm::serial::SharedBuffer;
+
+const AGENT_PORT: u32 = 1024;
+
+fn guest_dir() -> PathBuf {
+    std::env::var_os("KILN_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../images/out"))
+}
+
+fn config(dir: &std::path::Path, console: SharedBuffer) -> MachineConfig {
+    MachineConfig {
+        mem_size: 512 << 20,
+        vcpus: 1,
+        kernel: guest_dir().join("kernel"),
+        initrd: Some(guest_dir().join("initramfs.cpio")),
+        cmdline: format!("console=ttyS0 panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=vsock:{AGENT_PORT}"),
+        console: Box::new(console),
+        vsock: Some(VsockConfig { guest_cid: 3, uds_path: dir.join("vsock") }),
+        disks: vec![],
+    }
+}
+
+#[test]
+fn probe_gives_a_reason_and_a_start_figure() {
+    let report = probe();
+    eprintln!("probe: {report:?}");
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        let reason = report.linux_boot.as_ref().expect_err("PVM cannot boot Linux");
+        assert!(reason.contains("emulated") || reason.contains("PVM"), "{reason}");
+    }
+    if let Some(t) = report.start_to_first_instruction {
+        eprintln!("VMM start (open /dev/kvm) to first guest instruction: {t:?}");
+        assert!(t < Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn guest_boots_and_its_agent_answers_over_vsock() {
+    if !guest_dir().join("kernel").exists() {
+        eprintln!("skipped: no guest kernel at {} (run images/build.sh)", guest_dir().display());
+        return;
+    }
+    if let Err(reason) = probe().linux_boot {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let console = SharedBuffer::default();
+    let hv = hypervisor::open_default().unwrap();
+    let start = Instant::now();
+    let machine = Machine::start(hv.as_ref(), config(dir.path(), console.clone())).expect("start");
+    let path = machine.vsock_path.clone().unwrap();
+    // The agent listens on AGENT_PORT once it runs; retry until it accepts.
+    let connected = loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "agent never answered; console:\n{}", String::from_utf8_lossy(&console.contents()));
+        if let Some(exit) = machine.wait(Duration::from_millis(0)) {
+            panic!("guest stopped early: {exit:?}; console:\n{}", String::from_utf8_lossy(&console.contents()));
+        }
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut reader = BufReader::new(s);
+        if reader.read_line(&mut line).is_ok() && line.starts_with("OK ") {
+            break reader;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("VMM start to agent connection: {:?}", start.elapsed());
+    drop(connected);
+    let out = String::from_utf8_lossy(&console.contents()).into_owned();
+    assert!(out.contains("Linux version"), "{out}");
+    let exit = machine.stop();
+    assert!(matches!(exit, MachineExit::Stopped | MachineExit::GuestReset), "{exit:?}");
+}
+
+#[test]
+fn a_guest_that_cannot_run_is_reported_not_hung() {
+    // Wherever Linux cannot boot (here: nested PVM), the attempt must end in a report.
+    if probe().linux_boot.is_ok() {
+        eprintln!("skipped: this host boots Linux guests, so there is no failure to report");
+        return;
+    }
+    if !guest_dir().join("kernel").exists() {
+        eprintln!("skipped: no guest kernel at {}", guest_dir().display());
+        return;
+    }
+    let Ok(hv) = hypervisor::open_default() else {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let console = SharedBuffer::default();
+    let machine = Machine::start(hv.as_ref(), config(dir.path(), console.clone())).expect("start");
+    let exit = machine.wait(Duration::from_secs(60));
+    eprintln!("boot attempt ended: {exit:?}");
+    eprintln!("console: {}", String::from_utf8_lossy(&console.contents()));
+    let exit = match exit {
+        Some(e) => e,
+        None => machine.stop(),
+    };
+    // Either the guest failed (reported) or was stopped by us: never a hang or a crash.
+    assert!(!matches!(exit, MachineExit::GuestReset), "{exit:?}");
+}
