@@ -9,6 +9,9 @@
 //!
 //! This crate knows nothing of images, builds or the agent protocol.
 
+// Tests unwrap freely: a failed unwrap there is a failed test, not a guest-triggered panic.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod boot;
 pub mod bus;
 pub mod hypervisor;

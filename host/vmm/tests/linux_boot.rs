@@ -3,6 +3,7 @@
 //!
 //! The boot test runs only when the probe says Linux guests can boot here; otherwise it prints
 //! "skipped: <reason>" (never a silent pass). On kiln's CI machines (nested PVM KVM) it skips.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

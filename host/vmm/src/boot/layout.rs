@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn fixed_structures_do_not_overlap() {
         use crate::boot::cpu::{GDT_ADDR, IDT_ADDR, PD_ADDR, PML4_ADDR};
-        let mut spans = vec![
+        let mut spans = [
             (GDT_ADDR, IDT_ADDR + 8),
             (PVH_INFO_START, PVH_MEMMAP_START + 24 * 8),
             (ZERO_PAGE_START, ZERO_PAGE_START + 0x1000),
@@ -178,6 +178,6 @@ mod tests {
         for w in spans.windows(2) {
             assert!(w[0].1 <= w[1].0, "{:x?} overlaps {:x?}", w[0], w[1]);
         }
-        assert!(BOOT_STACK_POINTER < PML4_ADDR && BOOT_STACK_POINTER > ZERO_PAGE_START + 0x1000);
+        const { assert!(BOOT_STACK_POINTER < PML4_ADDR && BOOT_STACK_POINTER > ZERO_PAGE_START + 0x1000) };
     }
 }

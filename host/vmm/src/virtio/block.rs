@@ -99,7 +99,7 @@ impl Block {
         let sector: u64 = reader.read_obj().map_err(|_| bad("request header shorter than 16 bytes"))?;
         let capacity = self.capacity_sectors * SECTOR_SIZE;
         let range = |len: usize| -> Result<u64, RequestError> {
-            if len as u64 % SECTOR_SIZE != 0 {
+            if !(len as u64).is_multiple_of(SECTOR_SIZE) {
                 return Err(RequestError::Malformed(format!("data length {len} is not a whole number of sectors")));
             }
             let start = sector.checked_mul(SECTOR_SIZE).filter(|s| s.checked_add(len as u64).is_some_and(|e| e <= capacity));

@@ -249,11 +249,9 @@ impl MmioTransport {
             reg::QUEUE_DRIVER_HIGH if writable => self.with_queue(|q| q.set_avail_ring_address(None, Some(v))),
             reg::QUEUE_DEVICE_LOW if writable => self.with_queue(|q| q.set_used_ring_address(Some(v), None)),
             reg::QUEUE_DEVICE_HIGH if writable => self.with_queue(|q| q.set_used_ring_address(None, Some(v))),
-            reg::QUEUE_NOTIFY => {
-                if self.activated && self.status & status::DEVICE_NEEDS_RESET == 0 {
-                    if let Err(e) = self.device.queue_notify(v as u16) {
-                        self.fail(format!("queue {v}: {e}"));
-                    }
+            reg::QUEUE_NOTIFY if self.activated && self.status & status::DEVICE_NEEDS_RESET == 0 => {
+                if let Err(e) = self.device.queue_notify(v as u16) {
+                    self.fail(format!("queue {v}: {e}"));
                 }
             }
             reg::INTERRUPT_ACK => self.interrupt.ack(v),
@@ -276,7 +274,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         // Registers are 32-bit wide and aligned; anything else reads as zero.
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             return;
         }
@@ -290,7 +288,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else { return };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return;
         }
         self.write_reg(offset, u32::from_le_bytes(bytes));
