@@ -39,7 +39,11 @@ impl Command {
                     .map(|d| Ok(super::ArgDef { name: w(&d.name)?, default: opt(&d.default)? }))
                     .collect::<R<Vec<_>>>()?,
             ),
-            Command::Add(c) => Command::Add(copy_like(c, lx, env)?),
+            Command::Add(c) => {
+                let c = copy_like(c, lx, env)?;
+                check_add(&c)?;
+                Command::Add(c)
+            }
             Command::Copy(c) => Command::Copy(copy_like(c, lx, env)?),
             Command::Expose(ports) => {
                 let mut out = Vec::new();
@@ -78,6 +82,23 @@ impl Command {
             other => other.clone(),
         })
     }
+}
+
+/// ADD-only rules that need expanded values: `--checksum` only for remote sources.
+fn check_add(c: &CopyLike) -> R<()> {
+    if let Some(sum) = &c.checksum {
+        let local = c.srcs.iter().any(|s| match s {
+            Source::Path(p) => values::add_source_kind(p) == values::AddSourceKind::Local,
+            Source::Inline(_) => true,
+        });
+        if local {
+            return Err("checksum can't be specified for non-HTTP(S) sources".into());
+        }
+        if c.srcs.iter().all(|s| matches!(s, Source::Path(p) if values::add_source_kind(p) == values::AddSourceKind::Url)) {
+            values::check_digest(sum)?;
+        }
+    }
+    Ok(())
 }
 
 fn copy_like(c: &CopyLike, lx: &Lexer, env: &dyn Env) -> R<CopyLike> {

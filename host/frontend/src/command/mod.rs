@@ -19,7 +19,7 @@ mod tests;
 
 pub use mount::{Mount, MountType, Sharing};
 pub use parse::{parse_command, parse_commands};
-pub use values::{Chmod, PortSpec};
+pub use values::{add_source_kind, AddSourceKind, Chmod, PortSpec};
 
 use crate::ShellOrExec;
 

@@ -160,6 +160,13 @@ fn expansion_of_typed_commands() {
     let Command::Copy(c) = x("COPY <<one <<'two' /d/\nv=$V \"q\"\none\nv=$V\ntwo").expect("heredoc") else { panic!() };
     assert_eq!(c.srcs[0], Source::Inline(InlineFile { name: s("one"), data: s("v=1.2 \"q\"\n"), expand: true }));
     assert_eq!(c.srcs[1], Source::Inline(InlineFile { name: s("two"), data: s("v=$V\n"), expand: false }));
+    assert_eq!(
+        x("ADD --checksum=sha256:abc local.tgz /d").expect_err("local checksum"),
+        "checksum can't be specified for non-HTTP(S) sources"
+    );
+    assert!(x("ADD --checksum=sha256:abc https://x/y.tgz /d").expect_err("short").contains("invalid checksum digest"));
+    let sum = format!("ADD --checksum=sha256:{} https://x/y-$V.tgz /d", "0".repeat(64));
+    assert!(x(&sum).is_ok());
     let e = one("WORKDIR ${V:?}x${NOPE:?unset}");
     let located = Located { line: 7, end_line: 7, text: s("WORKDIR"), command: e };
     assert_eq!(located.expand(&lx, &env).expect_err("unset").to_string(), "Dockerfile:7: failed to process \"${V:?}x${NOPE:?unset}\": NOPE: unset");

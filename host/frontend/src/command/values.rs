@@ -139,9 +139,61 @@ pub fn check_stage_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// What an ADD source names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddSourceKind {
+    /// A path in the build context (local archives are extracted).
+    Local,
+    /// An http(s) URL (downloaded, never extracted).
+    Url,
+    /// A git repository (`git@host:repo`, `git://`, `ssh://`, or an http(s) URL ending in `.git`).
+    Git,
+}
+
+/// Classifies an (expanded) ADD source the way BuildKit does.
+pub fn add_source_kind(src: &str) -> AddSourceKind {
+    let lower = src.to_ascii_lowercase();
+    if lower.starts_with("git@") || lower.starts_with("git://") || lower.starts_with("ssh://") {
+        return AddSourceKind::Git;
+    }
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let path = lower.split('#').next().unwrap_or_default();
+        return if path.ends_with(".git") { AddSourceKind::Git } else { AddSourceKind::Url };
+    }
+    AddSourceKind::Local
+}
+
+/// `--checksum=sha256:<64 hex>` (or sha384/sha512), as OCI digests are written.
+pub fn check_digest(s: &str) -> Result<(), String> {
+    let bad = || format!("invalid checksum digest format: {s}");
+    let (alg, hex) = s.split_once(':').ok_or_else(bad)?;
+    let len = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err(format!("unsupported checksum algorithm {alg:?}")),
+    };
+    if hex.len() != len || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_sources() {
+        assert_eq!(add_source_kind("app.tar.gz"), AddSourceKind::Local);
+        assert_eq!(add_source_kind("https://example.com/x.tgz"), AddSourceKind::Url);
+        assert_eq!(add_source_kind("https://github.com/moby/buildkit.git#v0.10.1"), AddSourceKind::Git);
+        assert_eq!(add_source_kind("git@github.com:moby/buildkit.git"), AddSourceKind::Git);
+        assert!(check_digest(&format!("sha256:{}", "a".repeat(64))).is_ok());
+        assert!(check_digest("sha256:abc").is_err());
+        assert!(check_digest("md5:abc").is_err());
+    }
+
 
     #[test]
     fn ports() {
