@@ -118,3 +118,26 @@ fn a_guest_that_cannot_run_is_reported_not_hung() {
     // Either the guest failed (reported) or was stopped by us: never a hang or a crash.
     assert!(!matches!(exit, MachineExit::GuestReset), "{exit:?}");
 }
+
+#[test]
+fn a_running_machine_stops_cleanly_and_quickly() {
+    if !guest_dir().join("kernel").exists() {
+        eprintln!("skipped: no guest kernel at {}", guest_dir().display());
+        return;
+    }
+    let Ok(hv) = hypervisor::open_default() else {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::start(hv.as_ref(), config(dir.path(), SharedBuffer::default())).expect("start");
+    eprintln!("Machine::start (memory, irqchip, devices, kernel load, vCPU thread): {:?}", machine.started.elapsed());
+    let sock = machine.vsock_path.clone().unwrap();
+    assert!(sock.exists(), "vsock socket is listening while the VM runs");
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let exit = machine.stop();
+    eprintln!("stop: {exit:?} in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(!sock.exists(), "socket removed with the VM");
+}
