@@ -1,5 +1,6 @@
 //! `kiln images` / `kiln image ls`: the images in the store, Docker's columns and flags.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -122,12 +123,14 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
             }
         }
     }
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
     if args.quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in out.iter().filter(|r| seen.insert(r.id.clone())) {
-            println!("{}", r.id);
+            writeln!(w, "{}", r.id)?;
         }
-        return Ok(());
+        return w.flush().context("writing to stdout");
     }
     if json {
         for r in &out {
@@ -141,24 +144,25 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
                 "Tag": r.tag,
                 "Size": humanize::size(r.size),
             });
-            println!("{v}");
+            writeln!(w, "{v}")?;
         }
-        return Ok(());
+        return w.flush().context("writing to stdout");
     }
     let digest_col = if args.digests { format!("{:<72}  ", "DIGEST") } else { String::new() };
-    println!("{:<40}  {:<15}  {digest_col}{:<14}  {:<24}  SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+    writeln!(w, "{:<40}  {:<15}  {digest_col}{:<14}  {:<24}  SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
     for r in &out {
         let digest_col = if args.digests { format!("{:<72}  ", r.digest) } else { String::new() };
-        println!(
+        writeln!(
+            w,
             "{:<40}  {:<15}  {digest_col}{:<14}  {:<24}  {}",
             r.repo,
             r.tag,
             r.id,
             humanize::ago(r.created.as_deref()),
             humanize::size(r.size)
-        );
+        )?;
     }
-    Ok(())
+    w.flush().context("writing to stdout")
 }
 
 #[cfg(test)]

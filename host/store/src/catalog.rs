@@ -117,6 +117,12 @@ impl Store {
             if let Some(d) = self.refs()?.get(&reference.to_string()) {
                 return Ok((Some(reference), d.clone()));
             }
+            // `name@sha256:...` names an image by manifest digest, as Docker allows.
+            if let Some(d) = reference.digest.as_ref().filter(|d| self.has_blob(d)) {
+                if self.image_digests()?.contains(d) {
+                    return Ok((None, d.clone()));
+                }
+            }
         }
         let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
         let is_hex = !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -268,6 +274,7 @@ pub(crate) mod tests {
         assert_eq!(left.len(), 1);
         assert!(left[0].dangling(), "the former parent is now dangling");
         assert!(store.lookup("nosuch").is_err());
+        assert_eq!(store.lookup(&format!("anything@{base}")).expect("by digest").1, base);
         assert!(matches!(store.lookup("Bad:Ref:X"), Err(StoreError::BadReference { .. })));
     }
 }

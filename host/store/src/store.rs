@@ -69,9 +69,11 @@ impl Store {
 
     /// Reads a small blob (JSON) whole, verifying its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        let mut bytes = Vec::new();
-        self.open_blob(digest)?
-            .take(MAX_JSON_BYTES + 1)
+        let file = self.open_blob(digest)?;
+        // Sized up front: one read per small document instead of a growing buffer's several.
+        let len = file.metadata().map(|m| m.len().min(MAX_JSON_BYTES + 1)).unwrap_or(0);
+        let mut bytes = Vec::with_capacity(len as usize + 1);
+        file.take(MAX_JSON_BYTES + 1)
             .read_to_end(&mut bytes)
             .ctx(|| format!("reading blob {digest}"))?;
         if bytes.len() as u64 > MAX_JSON_BYTES {
