@@ -428,3 +428,32 @@ fn concurrent_imports_and_prunes_keep_the_store_consistent() {
         assert!(env.root.join("blobs/sha256").join(layers[0].as_str().expect("d").trim_start_matches("sha256:")).is_file());
     }
 }
+
+#[test]
+fn a_load_killed_midway_leaves_nothing_half_imported() {
+    let env = TestEnv::new("imgkill");
+    let rootfs = rootfs_tar(&env);
+    ok(&env.kiln(&["import", p(&rootfs), "keep:1"]));
+    let archive = env.dir.path().join("a.tar");
+    ok(&env.kiln(&["save", "-o", p(&archive), "keep:1"]));
+    let bytes = std::fs::read(&archive).expect("read");
+    let other = TestEnv::new("imgkill2");
+    ok(&other.kiln(&["images"]));
+    let outside_ingest = |env: &TestEnv| -> Vec<String> {
+        env.store_snapshot().into_keys().filter(|k| !k.starts_with("ingest/")).collect()
+    };
+    let before = outside_ingest(&other);
+    let mut child = other.command(&["load"]).stdin(std::process::Stdio::piped()).spawn().expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&bytes[..bytes.len() * 3 / 4]).expect("feed");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        child.kill().expect("kill -9");
+        drop(stdin);
+    }
+    let _ = child.wait();
+    assert_eq!(outside_ingest(&other), before, "a killed load must not change blobs, images or names");
+    assert!(ok(&other.kiln(&["system", "check"])).contains("0 problems"));
+    assert_eq!(ok(&other.kiln(&["load", "-i", p(&archive)])).trim(), "Loaded image: keep:1");
+}
