@@ -11,6 +11,7 @@
 //!   ([`parse_full`] then [`graph::Dockerfile::resolve`]).
 //! - [`config`]: what metadata instructions do to the image config, and history lines.
 //! - [`dockerignore`]: the context filter.
+//! - [`lint`]: BuildKit's build checks and the `# check=` directive.
 //!
 //! The original single-stage API ([`parse_dockerfile`] -> [`BuildPlan`] of [`Instruction`]s,
 //! in [`instructions`] and [`plan`], built on the full frontend) is what the executor uses today; it rejects
@@ -23,6 +24,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod graph;
 pub mod instructions;
+pub mod lint;
 pub mod plan;
 pub mod shell;
 
