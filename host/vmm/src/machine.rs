@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::boot::{layout, linux};
+use crate::boot::{layout, linux, mptable};
 use crate::hypervisor::{HvError, HvVm, Hypervisor, VcpuKicker};
 use crate::legacy::{I8042, I8042_PORT, I8042_PORTS};
 use crate::serial::{IrqLine, SerialDevice, COM1_IRQ, COM1_PORT, PORT_COUNT};
@@ -72,8 +72,10 @@ pub enum MachineError {
     Device(#[from] VirtioError),
     #[error("{0}")]
     Setup(String),
-    #[error("{0} vCPUs requested: more than one needs an MP table, which kiln does not write yet")]
-    TooManyVcpus(u8),
+    #[error("{0} vCPUs requested: between 1 and {max} are supported", max = mptable::MAX_VCPUS)]
+    VcpuCount(u8),
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
 }
 
 /// Why a machine stopped.
@@ -109,8 +111,8 @@ impl Machine {
     /// Builds the VM, boots the kernel, and starts every vCPU.
     pub fn start(hv: &dyn Hypervisor, cfg: MachineConfig) -> Result<Machine, MachineError> {
         let started = Instant::now();
-        if cfg.vcpus != 1 {
-            return Err(MachineError::TooManyVcpus(cfg.vcpus));
+        if cfg.vcpus == 0 || cfg.vcpus > mptable::MAX_VCPUS {
+            return Err(MachineError::VcpuCount(cfg.vcpus));
         }
         let ranges = layout::ram_ranges(cfg.mem_size)?;
         let mem = Arc::new(
@@ -162,6 +164,7 @@ impl Machine {
             mem_size: cfg.mem_size,
         };
         let boot = linux::load(&mem, &spec)?;
+        mptable::write(&mem, cfg.vcpus)?;
 
         let (tx, exits) = mpsc::channel();
         let mut kickers = Vec::new();
@@ -203,10 +206,11 @@ impl Machine {
                         Err(VcpuError::Timeout(..)) => MachineExit::Stopped,
                         Err(e) => MachineExit::Failed(format!("vCPU {id}: {e}")),
                     };
-                    // One vCPU ending ends the machine.
+                    // One vCPU ending ends the machine. Report first, so the cause (not the
+                    // other vCPUs' "stopped") is what `wait` sees first.
+                    let _ = tx.send(exit);
                     stop.store(true, Ordering::SeqCst);
                     kickers.iter().for_each(|k| k.kick());
-                    let _ = tx.send(exit);
                 })
                 .map_err(|e| MachineError::Setup(format!("starting vCPU thread {id}: {e}")))?;
             threads.push(thread);

@@ -3,3 +3,4 @@
 pub mod cpu;
 pub mod layout;
 pub mod linux;
+pub mod mptable;
