@@ -20,7 +20,8 @@ use crate::error::{Context, Error, Result};
 use crate::xattr;
 
 /// Writes the layer tar of `upper` into `out`; returns the number of tar entries written.
-pub fn write_diff(upper: &Path, out: impl Write) -> Result<u64> {
+/// With `clamp_mtime`, entries newer than it are dated `clamp_mtime` (SOURCE_DATE_EPOCH).
+pub fn write_diff(upper: &Path, out: impl Write, clamp_mtime: Option<i64>) -> Result<u64> {
     let meta = fs::symlink_metadata(upper).ctx(|| format!("lstat {}", upper.display()))?;
     if !meta.is_dir() {
         return Err(Error::msg(format!(
@@ -32,6 +33,7 @@ pub fn write_diff(upper: &Path, out: impl Write) -> Result<u64> {
         builder: tar::Builder::new(out),
         links: HashMap::new(),
         entries: 0,
+        clamp_mtime,
     };
     w.walk_dir(upper, b"")?;
     w.builder
@@ -45,6 +47,7 @@ struct Walker<W: Write> {
     /// (dev, ino) of multiply-linked files already written, with their tar path.
     links: HashMap<(u64, u64), PathBuf>,
     entries: u64,
+    clamp_mtime: Option<i64>,
 }
 
 fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -57,13 +60,17 @@ fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
 }
 
-fn header_for(meta: &Metadata, kind: EntryType) -> Header {
+fn header_for(meta: &Metadata, kind: EntryType, clamp_mtime: Option<i64>) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(meta.mode() & 0o7777);
     h.set_uid(u64::from(meta.uid()));
     h.set_gid(u64::from(meta.gid()));
-    h.set_mtime(meta.mtime().max(0) as u64);
+    let mtime = match clamp_mtime {
+        Some(c) => meta.mtime().min(c),
+        None => meta.mtime(),
+    };
+    h.set_mtime(mtime.max(0) as u64);
     h.set_size(0);
     h
 }
@@ -131,7 +138,7 @@ impl<W: Write> Walker<W> {
             return Ok(());
         }
         if is_whiteout(meta) {
-            let mut h = header_for(meta, EntryType::Regular);
+            let mut h = header_for(meta, EntryType::Regular, self.clamp_mtime);
             let wh = [prefix, b".wh.", name].concat();
             self.builder
                 .append_data(&mut h, OsStr::from_bytes(&wh), io::empty())
@@ -142,7 +149,7 @@ impl<W: Write> Walker<W> {
         if !ft.is_dir() && meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.links.get(&key) {
-                let mut h = header_for(meta, EntryType::Link);
+                let mut h = header_for(meta, EntryType::Link, self.clamp_mtime);
                 let first = first.clone();
                 self.builder.append_link(&mut h, rel, first).ctx(what)?;
                 self.entries += 1;
@@ -157,14 +164,14 @@ impl<W: Write> Walker<W> {
                 .ctx(what)?;
         }
         if ft.is_dir() {
-            let mut h = header_for(meta, EntryType::Directory);
+            let mut h = header_for(meta, EntryType::Directory, self.clamp_mtime);
             let dir_path = [rel_bytes, b"/"].concat();
             self.builder
                 .append_data(&mut h, OsStr::from_bytes(&dir_path), io::empty())
                 .ctx(what)?;
             self.entries += 1;
             if is_opaque(path)? {
-                let mut h = header_for(meta, EntryType::Regular);
+                let mut h = header_for(meta, EntryType::Regular, self.clamp_mtime);
                 h.set_mode(0o644);
                 let marker = [rel_bytes, b"/.wh..wh..opq"].concat();
                 self.builder
@@ -173,7 +180,7 @@ impl<W: Write> Walker<W> {
                 self.entries += 1;
             }
         } else if ft.is_file() {
-            let mut h = header_for(meta, EntryType::Regular);
+            let mut h = header_for(meta, EntryType::Regular, self.clamp_mtime);
             h.set_size(meta.len());
             let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
             // A file that changes size while being read would corrupt the tar: take exactly
@@ -195,7 +202,7 @@ impl<W: Write> Walker<W> {
             self.entries += 1;
         } else if ft.is_symlink() {
             let target = fs::read_link(path).ctx(|| format!("readlink {}", path.display()))?;
-            let mut h = header_for(meta, EntryType::Symlink);
+            let mut h = header_for(meta, EntryType::Symlink, self.clamp_mtime);
             self.builder.append_link(&mut h, rel, target).ctx(what)?;
             self.entries += 1;
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
@@ -206,7 +213,7 @@ impl<W: Write> Walker<W> {
             } else {
                 EntryType::Fifo
             };
-            let mut h = header_for(meta, kind);
+            let mut h = header_for(meta, kind, self.clamp_mtime);
             if kind != EntryType::Fifo {
                 h.set_device_major(libc::major(meta.rdev())).ctx(what)?;
                 h.set_device_minor(libc::minor(meta.rdev())).ctx(what)?;

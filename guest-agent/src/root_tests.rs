@@ -230,7 +230,7 @@ fn diff_of_an_overlay_upper_is_an_oci_layer() {
     fs::remove_dir_all(merged.join("opaque")).expect("rm -r");
     fs::create_dir(merged.join("opaque")).expect("mkdir");
     let mut out = Vec::new();
-    let n = crate::diff::write_diff(&upper, &mut out).expect("diff");
+    let n = crate::diff::write_diff(&upper, &mut out, None).expect("diff");
     crate::mounts::unmount(&p(&merged)).expect("unmount");
     let entries = list_tar(&out);
     assert_eq!(n as usize, entries.len(), "{entries:?}");

@@ -103,10 +103,10 @@ impl Server {
             } => mounts::mount_overlay(&lowers, &upper, &work, &target).map(|()| Response::Done),
             Request::Unmount { target } => mounts::unmount(&target).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
-            Request::Diff { upper, stream } => {
+            Request::Diff { upper, stream, clamp_mtime } => {
                 let mut writer =
                     std::io::BufWriter::with_capacity(64 * 1024, self.mux.open_writer(stream));
-                match diff::write_diff(Path::new(&upper), &mut writer) {
+                match diff::write_diff(Path::new(&upper), &mut writer, clamp_mtime) {
                     Ok(entries) => {
                         let w = writer.into_inner().map_err(|e| {
                             Error::io(format!("diff {upper}: flush"), e.into_error())

@@ -164,3 +164,28 @@ fn interrupt_during_run_stops_the_vm_and_changes_nothing() {
     assert_eq!(after.keys().filter(|k| k.starts_with("blobs/sha256/") && !k.ends_with('/')).count(), 0, "{after:?}");
     assert_eq!(after.get("refs.json"), before.get("refs.json"));
 }
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let env = TestEnv::new("repro");
+    let ctx = env.context(
+        "ctx",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir /d && /bin/busybox touch /d/f\"]\nCOPY note.txt /\n",
+        &[("note.txt", "n\n")],
+        true,
+    );
+    let ctx_s = ctx.to_str().expect("utf8");
+    let build = || {
+        let out = env.kiln_with(&["build", "--no-cache", "-q", "-t", "repro", ctx_s], &[("SOURCE_DATE_EPOCH", "1700000000")]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    let first = build();
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = build();
+    assert!(first.starts_with("sha256:"), "{first}");
+    assert_eq!(first, second, "same inputs + SOURCE_DATE_EPOCH must give the same image id");
+    let out = env.kiln_with(&["build", "--no-cache", "-q", "-t", "repro", ctx_s], &[("SOURCE_DATE_EPOCH", "soon")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("invalid SOURCE_DATE_EPOCH"), "{}", text(&out.stderr));
+}

@@ -31,8 +31,14 @@ pub enum Request {
     Run(RunSpec),
     /// Write an OCI layer tar of overlay upper dir `upper` to data stream `stream`
     /// (guest to host), overlayfs whiteouts turned back into OCI whiteouts. Answered by
-    /// [`Response::Diffed`] after the stream's end.
-    Diff { upper: String, stream: u32 },
+    /// [`Response::Diffed`] after the stream's end. With `clamp_mtime`, no entry is dated
+    /// later than that many seconds since the epoch (reproducible builds, SOURCE_DATE_EPOCH).
+    Diff {
+        upper: String,
+        stream: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clamp_mtime: Option<i64>,
+    },
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
     PowerOff,
 }

@@ -170,16 +170,18 @@ impl AgentClient {
     }
 
     /// Streams the OCI layer diff of `upper` into `consume`, which must read it to the end.
+    /// With `clamp_mtime`, no entry is dated later than it (reproducible builds).
     pub fn diff<T>(
         &self,
         upper: &str,
+        clamp_mtime: Option<i64>,
         consume: impl FnOnce(&mut StreamReader) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
         let stream = self.mux.next_id();
         let mut reader = self.mux.open_reader(stream);
         let mux = self.mux.clone();
         let upper_owned = upper.to_string();
-        let call = thread::spawn(move || mux.call(&Request::Diff { upper: upper_owned, stream }, None));
+        let call = thread::spawn(move || mux.call(&Request::Diff { upper: upper_owned, stream, clamp_mtime }, None));
         let consumed = consume(&mut reader);
         if consumed.is_err() {
             // Drain so the agent can finish and answer; the connection stays usable.

@@ -38,15 +38,26 @@ fn err(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
+/// What one COPY copies, and how.
+pub struct CopySpec<'a> {
+    pub srcs: &'a [String],
+    pub dst: &'a str,
+    pub workdir: &'a str,
+    pub chmod: Option<u32>,
+    /// No entry is dated later than this (SOURCE_DATE_EPOCH), when set.
+    pub clamp_mtime: Option<i64>,
+}
+
 /// Writes the layer tar for `COPY srcs dst` to `out`.
-pub fn copy_layer<W: Write>(context: &Path, srcs: &[String], dst: &str, workdir: &str, chmod: Option<u32>, out: W) -> io::Result<W> {
+pub fn copy_layer<W: Write>(context: &Path, spec: &CopySpec<'_>, out: W) -> io::Result<W> {
+    let CopySpec { srcs, dst, workdir, chmod, clamp_mtime } = *spec;
     let context = fs::canonicalize(context).map_err(|e| io::Error::new(e.kind(), format!("build context {}: {e}", context.display())))?;
     let (dest, dest_is_dir) = destination(dst, workdir);
     if srcs.len() > 1 && !dest_is_dir {
         return Err(err(format!("when using COPY with more than one source file, the destination must be a directory and end with a /: {dst}")));
     }
-    let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
+    let mut tar = Clamped { tar: tar::Builder::new(out), clamp_mtime };
+    tar.tar.follow_symlinks(false);
     for src in srcs {
         if src.contains(['*', '?', '[']) {
             return Err(err(format!("COPY {src}: wildcards are not supported by kiln yet")));
@@ -74,7 +85,31 @@ pub fn copy_layer<W: Write>(context: &Path, srcs: &[String], dst: &str, workdir:
             append_file(&mut tar, &resolved, &name, &meta, chmod)?;
         }
     }
-    tar.into_inner()
+    tar.tar.into_inner()
+}
+
+/// A tar builder that dates no entry later than `clamp_mtime`.
+struct Clamped<W: Write> {
+    tar: tar::Builder<W>,
+    clamp_mtime: Option<i64>,
+}
+
+impl<W: Write> Clamped<W> {
+    fn clamp(&self, h: &mut tar::Header) {
+        if let (Some(c), Ok(m)) = (self.clamp_mtime, h.mtime()) {
+            h.set_mtime(m.min(u64::try_from(c).unwrap_or(0)));
+        }
+    }
+
+    fn append_data(&mut self, h: &mut tar::Header, path: &Path, data: impl io::Read) -> io::Result<()> {
+        self.clamp(h);
+        self.tar.append_data(h, path, data)
+    }
+
+    fn append_link(&mut self, h: &mut tar::Header, path: &Path, target: PathBuf) -> io::Result<()> {
+        self.clamp(h);
+        self.tar.append_link(h, path, target)
+    }
 }
 
 fn base_header(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -88,7 +123,7 @@ fn base_header(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
     h
 }
 
-fn append_dir_entry<W: Write>(tar: &mut tar::Builder<W>, path: &Path, meta: &fs::Metadata, chmod: Option<u32>) -> io::Result<()> {
+fn append_dir_entry<W: Write>(tar: &mut Clamped<W>, path: &Path, meta: &fs::Metadata, chmod: Option<u32>) -> io::Result<()> {
     if path.as_os_str().is_empty() {
         return Ok(()); // The root directory itself is never an entry.
     }
@@ -97,7 +132,7 @@ fn append_dir_entry<W: Write>(tar: &mut tar::Builder<W>, path: &Path, meta: &fs:
     tar.append_data(&mut h, path, io::empty())
 }
 
-fn append_file<W: Write>(tar: &mut tar::Builder<W>, src: &Path, path: &Path, meta: &fs::Metadata, chmod: Option<u32>) -> io::Result<()> {
+fn append_file<W: Write>(tar: &mut Clamped<W>, src: &Path, path: &Path, meta: &fs::Metadata, chmod: Option<u32>) -> io::Result<()> {
     let mut h = base_header(meta, tar::EntryType::Regular);
     if let Some(m) = chmod {
         h.set_mode(m);
@@ -107,7 +142,7 @@ fn append_file<W: Write>(tar: &mut tar::Builder<W>, src: &Path, path: &Path, met
     tar.append_data(&mut h, path, f)
 }
 
-fn copy_tree<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, dest: &Path, chmod: Option<u32>) -> io::Result<()> {
+fn copy_tree<W: Write>(tar: &mut Clamped<W>, dir: &Path, dest: &Path, chmod: Option<u32>) -> io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -142,6 +177,11 @@ mod tests {
     use std::io::Read;
     use std::os::unix::fs::symlink;
 
+    fn copy(ctx: &Path, srcs: &[&str], dst: &str, workdir: &str, chmod: Option<u32>) -> io::Result<Vec<u8>> {
+        let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+        copy_layer(ctx, &CopySpec { srcs: &srcs, dst, workdir, chmod, clamp_mtime: None }, Vec::new())
+    }
+
     fn entries(tar: &[u8]) -> Vec<(String, u32)> {
         let mut a = tar::Archive::new(tar);
         a.entries()
@@ -170,12 +210,12 @@ mod tests {
         fs::create_dir(ctx.path().join("d")).expect("mkdir");
         fs::write(ctx.path().join("d/f"), "F").expect("write");
         symlink("/etc/passwd", ctx.path().join("d/l")).expect("symlink");
-        let tar = copy_layer(ctx.path(), &["a".into()], "/bin/", "/", None, Vec::new()).expect("copy");
+        let tar = copy(ctx.path(), &["a"], "/bin/", "/", None).expect("copy");
         assert_eq!(entries(&tar), vec![("bin/a".into(), 0o644)]);
-        let tar = copy_layer(ctx.path(), &["d".into()], "/srv", "/", Some(0o700), Vec::new()).expect("copy");
+        let tar = copy(ctx.path(), &["d"], "/srv", "/", Some(0o700)).expect("copy");
         let got: Vec<String> = entries(&tar).into_iter().map(|e| e.0).collect();
         assert_eq!(got, vec!["srv", "srv/f", "srv/l"]);
-        let tar = copy_layer(ctx.path(), &["a".into()], "renamed", "/w", Some(0o750), Vec::new()).expect("copy");
+        let tar = copy(ctx.path(), &["a"], "renamed", "/w", Some(0o750)).expect("copy");
         assert_eq!(entries(&tar), vec![("w/renamed".into(), 0o750)]);
     }
 
@@ -187,11 +227,18 @@ mod tests {
         fs::write(outer.path().join("secret"), "s").expect("write");
         symlink("../secret", ctx.join("link")).expect("symlink");
         fs::write(ctx.join("a"), "A").expect("write");
-        assert!(copy_layer(&ctx, &["link".into()], "/x", "/", None, Vec::new()).is_err());
+        assert!(copy(&ctx, &["link"], "/x", "/", None).is_err());
         // `..` is clamped at the context root: ../secret means <context>/secret, which is absent.
-        assert!(copy_layer(&ctx, &["../secret".into()], "/x", "/", None, Vec::new()).is_err());
-        assert!(copy_layer(&ctx, &["missing".into()], "/x", "/", None, Vec::new()).is_err());
-        assert!(copy_layer(&ctx, &["a".into(), "a".into()], "/x", "/", None, Vec::new()).is_err());
-        assert!(copy_layer(&ctx, &["*.txt".into()], "/x/", "/", None, Vec::new()).is_err());
+        assert!(copy(&ctx, &["../secret"], "/x", "/", None).is_err());
+        assert!(copy(&ctx, &["missing"], "/x", "/", None).is_err());
+        assert!(copy(&ctx, &["a", "a"], "/x", "/", None).is_err());
+        // SOURCE_DATE_EPOCH: entries are dated no later than the clamp.
+        let srcs = vec!["a".to_string()];
+        let spec = CopySpec { srcs: &srcs, dst: "/x", workdir: "/", chmod: None, clamp_mtime: Some(1000) };
+        let tar = copy_layer(&ctx, &spec, Vec::new()).expect("copy");
+        let mut a = tar::Archive::new(tar.as_slice());
+        let mtimes: Vec<u64> = a.entries().expect("entries").map(|e| e.expect("entry").header().mtime().expect("mtime")).collect();
+        assert_eq!(mtimes, vec![1000]);
+        assert!(copy(&ctx, &["*.txt"], "/x/", "/", None).is_err());
     }
 }

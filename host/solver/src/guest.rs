@@ -52,6 +52,7 @@ impl GuestSession {
         layers: &[LayerInfo],
         config: &RunConfig,
         argv: &[String],
+        clamp_mtime: Option<i64>,
         out: &mut Reporter,
     ) -> Result<LayerInfo, BuildError> {
         self.upload(staging, layers)?;
@@ -77,7 +78,7 @@ impl GuestSession {
         if !status.success() {
             return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: argv.to_vec(), status, tail: tail.render() });
         }
-        let layer = agent.diff(&upper, |stream| {
+        let layer = agent.diff(&upper, clamp_mtime, |stream| {
             staging.store().ingest_layer(stream).map_err(|e| SandboxError::Agent(format!("layer from the guest rejected: {e}")))
         })?;
         if !is_empty_layer(&layer) {

@@ -124,6 +124,9 @@ fn shell_argv(cmd: &ShellOrExec) -> Vec<String> {
 /// Runs the whole build.
 pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mut Reporter) -> Result<BuildOutcome, BuildError> {
     let created = time::created_seconds().map_err(BuildError::Invalid)?;
+    // With SOURCE_DATE_EPOCH, layer entries are clamped to it too, so the same inputs give the
+    // same image digest (BuildKit's rewrite-timestamp).
+    let clamp_mtime = time::source_date_epoch().map_err(BuildError::Invalid)?;
     let created_text = time::rfc3339(created);
     let staging = store.staging()?;
     let mut state = base_state(store, &opts.plan.base)?;
@@ -148,7 +151,8 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
         let result = match &step.instruction {
             Instruction::Copy { srcs, dst, chmod } => {
                 let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
-                let tar = copy::copy_layer(&opts.context, srcs, dst, &workdir, *chmod, Vec::new())
+                let spec = copy::CopySpec { srcs, dst, workdir: &workdir, chmod: *chmod, clamp_mtime };
+                let tar = copy::copy_layer(&opts.context, &spec, Vec::new())
                     .map_err(|source| BuildError::Copy { line: step.line, text: step.text.clone(), source })?;
                 key = key.child(&["COPY", &Digest::of(&tar).to_string()]);
                 match lookup(&key) {
@@ -166,7 +170,9 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
                 let argv = shell_argv(cmd);
                 let env = state.config.env.clone().unwrap_or_default();
                 let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
-                key = key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &workdir]);
+                // The clamp changes the layer's bytes, so it is part of the key.
+                let clamp = clamp_mtime.map(|c| c.to_string()).unwrap_or_default();
+                key = key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &workdir, &clamp]);
                 match lookup(&key) {
                     Some(hit) => {
                         out.step_cached(i + 2, total, &step.text);
@@ -178,7 +184,7 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
                             guest = Some(guest::GuestSession::start(backend, &opts.vm, out)?);
                         }
                         let session = guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
-                        let layer = session.run_step(&staging, &state.layers, &state.config, &argv, out).map_err(|e| match e {
+                        let layer = session.run_step(&staging, &state.layers, &state.config, &argv, clamp_mtime, out).map_err(|e| match e {
                             BuildError::StepFailed { status, tail, .. } => {
                                 BuildError::StepFailed { line: step.line, text: step.text.clone(), argv: argv.clone(), status, tail }
                             }
