@@ -6,17 +6,20 @@
 //! args, target stage, platforms): it expands each FROM with the global args, links stages
 //! (FROM <stage>, COPY --from, RUN --mount from=), keeps only the stages the target needs and
 //! reports unused build args. Commands stay unexpanded: the executor expands each one with
-//! the environment of its stage at that point (base image ENV included), which only it knows.
+//! the environment of its stage at that point (base image ENV included), which only it knows,
+//! keeping the ARG scope with [`Scope`].
 //!
 //! No I/O: images are named, never pulled.
 
 mod platform;
 mod resolve;
+pub mod scope;
 #[cfg(test)]
 mod tests;
 
 pub use platform::{is_platform_arg, Platform, PROXY_ARGS};
 pub use resolve::{BuildGraph, BuildOptions, ResolvedStage, StageBase};
+pub use scope::Scope;
 
 use crate::ast::{self, Directives};
 use crate::command::{parse_commands, Command, Located};
