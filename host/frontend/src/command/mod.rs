@@ -9,6 +9,7 @@
 //! This module never looks at files, images or the network.
 
 mod expand;
+pub mod chown;
 pub mod flags;
 pub mod mount;
 pub mod parse;

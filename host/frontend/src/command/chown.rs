@@ -1,0 +1,80 @@
+//! `--chown=user[:group]` to numeric ids, with the rules of BuildKit's file operations: names
+//! come from the image's own `/etc/passwd` and `/etc/group` (their text is passed in; this
+//! module reads no files); a numeric user without a group gets gid = uid; a named user without
+//! a group gets its primary group from passwd.
+
+/// Resolved owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Looks a name up in passwd (`name:x:uid:gid:...`) or group (`name:x:gid:...`) text.
+fn lookup<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+}
+
+fn id(field: Option<&&str>, what: &str) -> Result<u32, String> {
+    field.and_then(|f| f.parse().ok()).ok_or_else(|| format!("malformed {what} entry"))
+}
+
+/// Resolves a `--chown` value against the image's passwd and group files (None if absent).
+pub fn resolve_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<Owner, String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err(format!("invalid chown {spec:?}: empty user"));
+    }
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => {
+            let entry = passwd
+                .and_then(|p| lookup(p, user))
+                .ok_or_else(|| format!("unable to find user {user}: no matching entries in passwd file"))?;
+            (id(entry.get(2), "passwd")?, id(entry.get(3), "passwd")?)
+        }
+    };
+    let gid = match grp {
+        None => primary_gid,
+        Some("") => return Err(format!("invalid chown {spec:?}: empty group")),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let entry = group
+                    .and_then(|t| lookup(t, g))
+                    .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?;
+                id(entry.get(2), "group")?
+            }
+        },
+    };
+    Ok(Owner { uid, gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\napp:x:1000:1001::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:app\napp:x:1001:\n";
+
+    #[test]
+    fn chown_rules() {
+        let r = |s: &str| resolve_chown(s, Some(PASSWD), Some(GROUP));
+        assert_eq!(r("1234"), Ok(Owner { uid: 1234, gid: 1234 }));
+        assert_eq!(r("1234:5"), Ok(Owner { uid: 1234, gid: 5 }));
+        assert_eq!(r("app"), Ok(Owner { uid: 1000, gid: 1001 }));
+        assert_eq!(r("app:staff"), Ok(Owner { uid: 1000, gid: 50 }));
+        assert_eq!(r("0:app"), Ok(Owner { uid: 0, gid: 1001 }));
+        assert_eq!(r("nobody").expect_err("user"), "unable to find user nobody: no matching entries in passwd file");
+        assert_eq!(r("app:wheel").expect_err("group"), "unable to find group wheel: no matching entries in group file");
+        assert!(resolve_chown("app", None, None).is_err(), "scratch images have no passwd");
+        assert!(r(":x").is_err() && r("x:").is_err());
+    }
+}
