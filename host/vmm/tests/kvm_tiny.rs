@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(20);
 
 #[test]
 fn real_mode_guest_writes_hello_and_halts() {
-    let mut vm = tiny_vm();
+    let Some(mut vm) = tiny_vm() else { return };
     // mov dx, 0x3f8        BA F8 03
     // (mov al, c; out dx, al) x5
     // hlt                  F4
@@ -34,7 +34,7 @@ fn real_mode_guest_writes_hello_and_halts() {
 
 #[test]
 fn long_mode_ring0_guest_writes_hello_and_halts() {
-    let mut vm = tiny_vm();
+    let Some(mut vm) = tiny_vm() else { return };
     // 66 BA F8 03          mov dx, 0x3f8
     // (B0 c; EE) x5        mov al, c; out dx, al
     // F4                   hlt
@@ -52,7 +52,7 @@ fn long_mode_ring0_guest_writes_hello_and_halts() {
 
 #[test]
 fn long_mode_ring3_guest_writes_hello_and_reports_its_end_through_mmio() {
-    let mut vm = tiny_vm();
+    let Some(mut vm) = tiny_vm() else { return };
     // Ring 3 with IOPL 3 may use out; it may not hlt, so it ends by writing an unclaimed MMIO
     // address, which the run loop reports.
     // 66 BA F8 03               mov dx, 0x3f8
@@ -77,7 +77,7 @@ fn long_mode_ring3_guest_writes_hello_and_reports_its_end_through_mmio() {
 
 #[test]
 fn triple_fault_is_reported_as_shutdown() {
-    let mut vm = tiny_vm();
+    let Some(mut vm) = tiny_vm() else { return };
     // 0F 0B   ud2   -> #UD with an empty IDT -> #DF -> triple fault
     vm.load(CODE_ADDR, &[0x0f, 0x0b]);
     vm.enter_long_mode(CODE_ADDR, false);
@@ -91,7 +91,7 @@ fn triple_fault_is_reported_as_shutdown() {
 
 #[test]
 fn spinning_guest_is_stopped_by_the_deadline() {
-    let mut vm = tiny_vm();
+    let Some(mut vm) = tiny_vm() else { return };
     // EB FE   jmp $   (ring 3, so it spins natively even on nested PVM)
     vm.load(CODE_ADDR, &[0xeb, 0xfe]);
     vm.enter_long_mode(CODE_ADDR, true);
@@ -103,7 +103,7 @@ fn spinning_guest_is_stopped_by_the_deadline() {
 
 #[test]
 fn unclaimed_port_is_reported() {
-    let mut vm = tiny_vm();
+    let Some(mut vm) = tiny_vm() else { return };
     // 66 BA 34 12   mov dx, 0x1234 ; EC   in al, dx
     vm.load(CODE_ADDR, &[0x66, 0xba, 0x34, 0x12, 0xec]);
     vm.enter_long_mode(CODE_ADDR, false);
