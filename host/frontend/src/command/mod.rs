@@ -19,7 +19,7 @@ pub mod values;
 mod tests;
 
 pub use mount::{Mount, MountType, Sharing};
-pub use parse::{parse_command, parse_commands};
+pub use parse::{parse_command, parse_commands, parse_onbuild_triggers};
 pub use values::{add_source_kind, AddSourceKind, Chmod, PortSpec};
 
 use crate::ShellOrExec;

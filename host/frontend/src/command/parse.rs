@@ -284,3 +284,26 @@ fn onbuild(node: &Node) -> R<Command> {
     }
     Ok(Command::Onbuild { expression, trigger: Box::new(trigger) })
 }
+
+/// Parses the ONBUILD triggers of a base image (its config's `OnBuild` texts) for a stage
+/// whose FROM is on `from_line`; they run right after the FROM, in order. Errors name the
+/// FROM line and the trigger.
+pub fn parse_onbuild_triggers(triggers: &[String], from_line: usize) -> Result<Vec<Located>, ParseError> {
+    let mut out = Vec::new();
+    for t in triggers {
+        let fail = |m: String| ParseError::new(from_line, format!("ONBUILD trigger {}: {m}", crate::ast::go_quote(t)));
+        let tree = crate::ast::parse(t).map_err(|e| fail(e.message))?;
+        for node in &tree.nodes {
+            match node.command().as_str() {
+                "ONBUILD" => return Err(fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())),
+                k @ ("FROM" | "MAINTAINER") => return Err(fail(format!("{k} isn't allowed as an ONBUILD trigger"))),
+                _ => {}
+            }
+            let mut located = parse_command(node).map_err(|e| fail(e.message))?;
+            located.line = from_line;
+            located.end_line = from_line;
+            out.push(located);
+        }
+    }
+    Ok(out)
+}

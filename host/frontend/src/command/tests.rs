@@ -171,3 +171,18 @@ fn expansion_of_typed_commands() {
     let located = Located { line: 7, end_line: 7, text: s("WORKDIR"), command: e };
     assert_eq!(located.expand(&lx, &env).expect_err("unset").to_string(), "Dockerfile:7: failed to process \"${V:?}x${NOPE:?unset}\": NOPE: unset");
 }
+
+#[test]
+fn onbuild_triggers_round_trip() {
+    let Command::Onbuild { expression, .. } = one("ONBUILD RUN <<EOF\necho $HOME\nEOF") else { panic!() };
+    assert_eq!(expression, "RUN <<EOF\necho $HOME\nEOF");
+    let triggers = vec![expression, "COPY . /app".to_string()];
+    let parsed = parse_onbuild_triggers(&triggers, 4).expect("triggers");
+    assert_eq!(parsed.len(), 2);
+    let Command::Run(r) = &parsed[0].command else { panic!() };
+    assert_eq!(r.program(), RunProgram::Command(ShellOrExec::Shell(s("echo $HOME\n"))));
+    assert_eq!(parsed[1].line, 4);
+    let e = parse_onbuild_triggers(&[s("FROM x")], 9).expect_err("from");
+    assert_eq!(e.to_string(), "Dockerfile:9: ONBUILD trigger \"FROM x\": FROM isn't allowed as an ONBUILD trigger");
+    assert!(parse_onbuild_triggers(&[s("COPY a")], 1).is_err());
+}
