@@ -6,8 +6,9 @@
 
 use super::Heredoc;
 
-/// Shell-like words with quotes and escapes kept as written.
-fn raw_words(line: &str) -> Vec<String> {
+/// Shell-like words with quotes and escapes kept as written; None if a quote is unterminated
+/// (BuildKit then finds no heredoc on the line).
+fn raw_words(line: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut quote: Option<char> = None;
@@ -19,7 +20,7 @@ fn raw_words(line: &str) -> Vec<String> {
                     out.push(std::mem::take(&mut word));
                 }
             }
-            None if c == '\\' => {
+            None | Some('"') if c == '\\' => {
                 word.push(c);
                 if let Some(n) = chars.next() {
                     word.push(n);
@@ -29,12 +30,6 @@ fn raw_words(line: &str) -> Vec<String> {
                 quote = Some(c);
                 word.push(c);
             }
-            Some('"') if c == '\\' => {
-                word.push(c);
-                if let Some(n) = chars.next() {
-                    word.push(n);
-                }
-            }
             Some(q) if c == q => {
                 quote = None;
                 word.push(c);
@@ -42,33 +37,49 @@ fn raw_words(line: &str) -> Vec<String> {
             _ => word.push(c),
         }
     }
+    if quote.is_some() {
+        return None;
+    }
     if !word.is_empty() {
         out.push(word);
     }
-    out
+    Some(out)
 }
 
-/// Removes quotes and backslash escapes from a delimiter word.
-fn unquote(word: &str) -> String {
+/// Removes quotes and backslash escapes from a delimiter word; also says whether any part
+/// was quoted (escaped quote characters do not count).
+fn unquote(word: &str) -> (String, bool) {
     let mut out = String::new();
     let mut quote: Option<char> = None;
+    let mut quoted = false;
     let mut chars = word.chars();
     while let Some(c) = chars.next() {
         match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                quoted = true;
+            }
             (Some(q), c) if c == q => quote = None,
-            (None | Some('"'), '\\') => {
+            (None, '\\') => {
                 if let Some(n) = chars.next() {
                     out.push(n);
                 }
             }
+            (Some('"'), '\\') => match chars.next() {
+                Some(n @ ('"' | '\\' | '$')) => out.push(n),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => {}
+            },
             (_, c) => out.push(c),
         }
     }
-    out
+    (out, quoted)
 }
 
-/// Parses one word as a heredoc opener, if it is one.
+/// Parses one word as a heredoc opener (`[fd]<<[-][ ]DELIM`), if it is one.
 pub fn parse_heredoc_word(word: &str) -> Option<Heredoc> {
     let digits = word.chars().take_while(char::is_ascii_digit).count();
     let after = word[digits..].strip_prefix("<<")?;
@@ -76,21 +87,38 @@ pub fn parse_heredoc_word(word: &str) -> Option<Heredoc> {
         Some(r) => (true, r),
         None => (false, after),
     };
-    if rest.is_empty() || rest.contains('<') {
+    let rest = rest.trim_start();
+    if rest.is_empty() || rest.contains('<') || raw_words(rest)?.len() != 1 {
         return None;
     }
-    let name = unquote(rest);
-    if name.is_empty() || raw_words(&name).len() != 1 {
+    let (name, quoted) = unquote(rest);
+    if name.is_empty() {
         return None;
     }
     let fd = if digits == 0 { 0 } else { word[..digits].parse().ok()? };
-    let expand = !rest.contains(['"', '\'', '\\']);
-    Some(Heredoc { name, fd, expand, chomp, content: String::new() })
+    Some(Heredoc { name, fd, expand: !quoted, chomp, content: String::new() })
 }
 
-/// Every heredoc opened on this line, in order.
+/// Every heredoc opened on this line, in order. A bare `<<` or `<<-` word takes the next
+/// word as its delimiter (`RUN <<  EOF`).
 pub(super) fn heredocs_in_line(line: &str) -> Vec<Heredoc> {
-    raw_words(line).iter().filter_map(|w| parse_heredoc_word(w)).collect()
+    let words = raw_words(line).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let bare = w.trim_start_matches(|c: char| c.is_ascii_digit());
+        if (bare == "<<" || bare == "<<-") && i + 1 < words.len() {
+            if let Some(h) = parse_heredoc_word(&format!("{w} {}", words[i + 1])) {
+                out.push(h);
+                i += 2;
+                continue;
+            }
+        }
+        out.extend(parse_heredoc_word(w));
+        i += 1;
+    }
+    out
 }
 
 /// Strips leading tabs from every line of a `<<-` heredoc body.
@@ -113,6 +141,19 @@ mod tests {
         assert!(h("RUN cat<<EOF").is_empty());
         assert!(h("RUN echo <<").is_empty());
         assert!(h("RUN echo a <<<b").is_empty());
+        // Spacing, escaped quotes, quoted spaces, unterminated quotes.
+        assert_eq!(h("RUN <<  EOF  > out"), vec![("EOF".into(), 0, true, false)]);
+        assert_eq!(h("RUN <<- EOF"), vec![("EOF".into(), 0, true, true)]);
+        assert_eq!(h("RUN << -EOF"), vec![("-EOF".into(), 0, true, false)]);
+        assert_eq!(h("RUN <<ab\\'c"), vec![("ab'c".into(), 0, true, false)]);
+        assert_eq!(h("RUN <<'a'b\\'c"), vec![("ab'c".into(), 0, false, false)]);
+        assert_eq!(h("RUN <<x'y'"), vec![("xy".into(), 0, false, false)]);
+        assert_eq!(h("RUN <<'two words'"), vec![("two words".into(), 0, false, false)]);
+        assert_eq!(h("RUN <<$NAME"), vec![("$NAME".into(), 0, true, false)]);
+        assert!(h("RUN <<'EOF").is_empty());
+        assert!(h("RUN '<<EOF'").is_empty());
+        assert!(parse_heredoc_word("<<EOF sh").is_none());
+        assert!(parse_heredoc_word("<<-").is_none());
     }
 
     #[test]
