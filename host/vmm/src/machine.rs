@@ -93,6 +93,7 @@ pub enum MachineExit {
 /// A running microVM.
 pub struct Machine {
     vm: Box<dyn HvVm>,
+    mem: Arc<GuestMemoryMmap>,
     stop: Arc<AtomicBool>,
     kickers: Vec<Arc<dyn VcpuKicker>>,
     threads: Vec<JoinHandle<()>>,
@@ -179,8 +180,9 @@ impl Machine {
         // The i8042 reset stops every vCPU.
         let all_kickers = kickers.clone();
         let reset_stop = stop.clone();
+        let reset_requested = Arc::new(AtomicBool::new(false));
         let i8042 = I8042::new(
-            Arc::new(AtomicBool::new(false)),
+            reset_requested.clone(),
             Box::new(move || {
                 reset_stop.store(true, Ordering::SeqCst);
                 all_kickers.iter().for_each(|k| k.kick());
@@ -190,6 +192,7 @@ impl Machine {
 
         for (id, mut vcpu) in vcpus.into_iter().enumerate() {
             let (buses, stop, tx, kickers) = (buses.clone(), stop.clone(), tx.clone(), kickers.clone());
+            let reset_requested = reset_requested.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("kiln-vcpu{id}"))
                 .spawn(move || {
@@ -201,6 +204,8 @@ impl Machine {
                     };
                     let exit = match run_vcpu(vcpu.as_mut(), &buses, &limits, &stop) {
                         Ok((RunOutcome::Shutdown, _)) => MachineExit::GuestReset,
+                        // An i8042 reset (reboot=k) stops the vCPUs through the stop flag.
+                        Ok((RunOutcome::Stopped, _)) if reset_requested.load(Ordering::SeqCst) => MachineExit::GuestReset,
                         Ok((RunOutcome::Stopped, _)) => MachineExit::Stopped,
                         Ok((RunOutcome::Halted, _)) => MachineExit::Failed(format!("vCPU {id} halted with interrupts off")),
                         Err(VcpuError::Timeout(..)) => MachineExit::Stopped,
@@ -216,7 +221,7 @@ impl Machine {
             threads.push(thread);
         }
         let vsock_path = cfg.vsock.map(|v| v.uds_path);
-        Ok(Machine { vm, stop, kickers, threads, exits, transports, started, vsock_path })
+        Ok(Machine { vm, mem, stop, kickers, threads, exits, transports, started, vsock_path })
     }
 
     /// Waits up to `timeout` for the machine to stop by itself.
@@ -240,6 +245,11 @@ impl Machine {
             let _ = t.join();
         }
         self.exits.try_recv().ok()
+    }
+
+    /// Guest memory (for diagnostics and measurements, e.g. resident guest pages).
+    pub fn guest_memory(&self) -> &Arc<GuestMemoryMmap> {
+        &self.mem
     }
 
     /// The hypervisor VM (for diagnostics).

@@ -123,3 +123,13 @@ fn linux64_kernel_gets_the_zero_page_in_rsi_prints_and_resets_with_two_vcpus() {
     assert!(matches!(exit, MachineExit::GuestReset), "{exit:?}");
     assert_eq!(out, "hello");
 }
+
+#[test]
+fn i8042_reset_is_reported_as_a_guest_reset() {
+    // 64-bit Linux protocol, no check:
+    // B0 FE        mov al, 0xfe
+    // E6 64        out 0x64, al     (keyboard controller: pulse reset, as reboot=k does)
+    // EB FE        jmp $            (never reached if the reset is honoured)
+    let Some((exit, _)) = boot(&tiny_elf(&[0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe], false), 1) else { return };
+    assert!(matches!(exit, MachineExit::GuestReset), "{exit:?}");
+}
