@@ -6,9 +6,9 @@
 //! means and never rejects an unknown keyword (that is the job of [`crate::command`]): its
 //! output, printed with [`Ast::dump`], must match BuildKit's parser dump line for line.
 //!
-//! Layout: [`scan`] walks physical lines (directives, comments, continuations, heredoc bodies),
-//! [`args`] splits one logical line into keyword, flags and arguments, [`heredoc`] finds
-//! `<<EOF` words, [`quote`] prints strings the way Go's `strconv.Quote` does.
+//! Layout: `scan` walks physical lines (directives, comments, continuations, heredoc bodies),
+//! `args` splits one logical line into keyword, flags and arguments, `heredoc` finds
+//! `<<EOF` words, `quote` prints strings the way Go's `strconv.Quote` does.
 
 mod args;
 mod heredoc;

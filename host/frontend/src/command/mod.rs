@@ -1,4 +1,4 @@
-//! Typed instructions: one [`Command`] per syntax-tree [`Node`], every argument and flag
+//! Typed instructions: one [`Command`] per syntax-tree [`crate::ast::Node`], every argument and flag
 //! checked, errors as `Dockerfile:LINE: message`.
 //!
 //! Values are kept as written (quotes included where the parser keeps them): expansion needs

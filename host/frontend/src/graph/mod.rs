@@ -4,7 +4,7 @@
 //! ARGs (before the first FROM, usable only in FROM lines) and the stages with their typed
 //! commands, still unexpanded. [`Dockerfile::resolve`] applies the build's options (build
 //! args, target stage, platforms): it expands each FROM with the global args, links stages
-//! (FROM <stage>, COPY --from, RUN --mount from=), keeps only the stages the target needs and
+//! (`FROM <stage>`, `COPY --from`, `RUN --mount from=`), keeps only the stages the target needs and
 //! reports unused build args. Commands stay unexpanded: the executor expands each one with
 //! the environment of its stage at that point (base image ENV included), which only it knows,
 //! keeping the ARG scope with [`Scope`].
