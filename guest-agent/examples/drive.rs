@@ -139,7 +139,7 @@ fn diff(mux: &Mux, upper: &str) -> R<(Vec<u8>, BTreeMap<String, EntryType>)> {
     let mut r = mux.open_reader(stream);
     let m2 = mux.clone();
     let up = upper.to_string();
-    let caller = std::thread::spawn(move || call(&m2, &Request::Diff { upper: up, stream }));
+    let caller = std::thread::spawn(move || call(&m2, &Request::Diff { upper: up, stream, clamp_mtime: None }));
     let mut data = Vec::new();
     r.read_to_end(&mut data)
         .map_err(|e| format!("diff stream: {e}"))?;
