@@ -13,6 +13,20 @@
 //! - [`dockerignore`]: the context filter.
 //! - [`lint`]: BuildKit's build checks and the `# check=` directive.
 //!
+//! How an executor drives the full language (one stage, after [`parse_full`] and
+//! [`graph::Dockerfile::resolve`], stages in the graph's order):
+//! 1. start from the base (scratch, an earlier stage's result, or an image) and its config:
+//!    [`config::StageConfig::from_base`]; run the base image's ONBUILD triggers first
+//!    ([`command::parse_onbuild_triggers`]);
+//! 2. keep the ARG scope with [`graph::Scope::new`]; for each command: an `ARG` goes to
+//!    [`graph::Scope::declare`]; any other is expanded with
+//!    `located.expand(&Lexer::new(escape), &scope.expansion_env(&config.env_pairs()))`;
+//! 3. metadata commands go to [`config::StageConfig::apply`]; RUN runs
+//!    [`command::Run::program`] through [`config::ImageConfig::argv`] with the environment
+//!    [`graph::Scope::run_env`]; COPY/ADD resolve `--chown` with [`command::chown`];
+//! 4. each step's history line is [`config::created_by`] (RUN: with
+//!    [`graph::Scope::history_args`]).
+//!
 //! The original single-stage API ([`parse_dockerfile`] -> [`BuildPlan`] of [`Instruction`]s,
 //! in [`instructions`] and [`plan`], built on the full frontend) is what the executor uses today; it rejects
 //! what the executor cannot run yet, naming the line.
