@@ -161,6 +161,51 @@ fn go_list(v: &[String]) -> String {
     format!("[{}]", v.iter().map(|s| crate::ast::go_quote(s)).collect::<Vec<_>>().join(" "))
 }
 
+/// Go's `time.Duration.String()`: `1m30s`, `500ms`, `0s`, `1h0m0s`.
+pub fn go_duration(ns: u64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = if ns < 1_000 { ("ns", 1) } else if ns < 1_000_000 { ("µs", 1_000) } else { ("ms", 1_000_000) };
+        return format!("{}{unit}", trim_fraction(ns, div));
+    }
+    let secs = ns / 1_000_000_000;
+    let frac = ns % 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let s_text = trim_fraction(s * 1_000_000_000 + frac, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{s_text}s"),
+        (0, m) => format!("{m}m{s_text}s"),
+        (h, m) => format!("{h}h{m}m{s_text}s"),
+    }
+}
+
+/// `v / div` with its decimal fraction, trailing zeros removed.
+fn trim_fraction(v: u64, div: u64) -> String {
+    let whole = v / div;
+    let frac = v % div;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Go's `%q` of an integer: the quoted rune (`'\x03'`, `'A'`).
+fn go_quote_rune(n: u32) -> String {
+    match char::from_u32(n) {
+        Some('\'') => "'\\''".to_string(),
+        Some('"') => "'\"'".to_string(),
+        Some(c) => {
+            let q = crate::ast::go_quote(&c.to_string());
+            format!("'{}'", &q[1..q.len() - 1])
+        }
+        None => format!("'\\u{n:04x}'"),
+    }
+}
+
 /// The history `created_by` BuildKit writes for a command (after it was applied to `config`).
 /// `run_args` are the build args in scope of a RUN (`RUN |2 A=1 B=2 /bin/sh -c ...`).
 pub fn created_by(command: &Command, config: &ImageConfig, text: &str, run_args: &[(String, String)]) -> String {
@@ -183,7 +228,10 @@ pub fn created_by(command: &Command, config: &ImageConfig, text: &str, run_args:
             "ARG {}",
             defs.iter().map(|d| d.default.as_ref().map_or(d.name.clone(), |v| format!("{}={v}", d.name))).collect::<Vec<_>>().join(" ")
         ),
-        Command::Expose(_) => format!("EXPOSE map[{}]", config.exposed_ports.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" ")),
+        Command::Expose(ports) => {
+            let set: BTreeSet<String> = ports.iter().filter_map(|p| values::parse_port(p).ok()).flat_map(|p| p.config_keys()).collect();
+            format!("EXPOSE map[{}]", set.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" "))
+        }
         Command::Volume(v) => format!("VOLUME [{}]", v.join(" ")),
         Command::Shell(s) => format!("SHELL [{}]", s.join(" ")),
         Command::Workdir(_) => format!("WORKDIR {}", config.working_dir.as_deref().unwrap_or("/")),
@@ -191,7 +239,20 @@ pub fn created_by(command: &Command, config: &ImageConfig, text: &str, run_args:
         Command::StopSignal(s) => format!("STOPSIGNAL {s}"),
         Command::Maintainer(m) => format!("MAINTAINER {m}"),
         Command::Onbuild { expression, .. } => format!("ONBUILD {expression}"),
-        Command::Healthcheck(_) | Command::From(_) => text.to_string(),
+        Command::Healthcheck(_) => {
+            let h = config.healthcheck.clone().unwrap_or_default();
+            let d = |ns: Option<u64>| crate::ast::go_quote(&go_duration(ns.unwrap_or(0)));
+            format!(
+                "HEALTHCHECK &{{{} {} {} {} {} {}}}",
+                go_list(&h.test),
+                d(h.interval_ns),
+                d(h.timeout_ns),
+                d(h.start_period_ns),
+                d(h.start_interval_ns),
+                go_quote_rune(h.retries.unwrap_or(0))
+            )
+        }
+        Command::From(_) => text.to_string(),
     }
 }
 

@@ -90,3 +90,24 @@ fn history_lines_like_buildkit() {
         ]
     );
 }
+
+#[test]
+fn go_formats() {
+    assert_eq!(go_duration(0), "0s");
+    assert_eq!(go_duration(5_000_000_000), "5s");
+    assert_eq!(go_duration(90_000_000_000), "1m30s");
+    assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+    assert_eq!(go_duration(1_500_000_000), "1.5s");
+    assert_eq!(go_duration(500_000_000), "500ms");
+    assert_eq!(go_duration(1_500), "1.5µs");
+    let mut st = StageConfig::default();
+    let hc = commands("HEALTHCHECK --interval=30s --timeout=3s --retries=3 CMD curl -f http://localhost/").remove(0);
+    st.apply(&hc).expect("apply");
+    assert_eq!(
+        created_by(&hc, &st.config, "", &[]),
+        "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f http://localhost/\"] \"30s\" \"3s\" \"0s\" \"0s\" '\\x03'}"
+    );
+    let ex = commands("EXPOSE 443 80").remove(0);
+    st.apply(&commands("EXPOSE 9000").remove(0)).expect("apply");
+    assert_eq!(created_by(&ex, &st.config, "", &[]), "EXPOSE map[443/tcp:{} 80/tcp:{}]", "only this instruction's ports");
+}

@@ -17,11 +17,12 @@ use crate::shell::{Env, Lexer};
 pub struct Scope {
     build_args: Vec<(String, String)>,
     global: Vec<(String, String)>,
-    /// Declared args with a value, in declaration order (a redeclaration replaces in place).
-    args: Vec<(String, String)>,
+    /// Declared args, in declaration order (a redeclaration replaces in place); None when
+    /// declared without any value.
+    args: Vec<(String, Option<String>)>,
 }
 
-fn set(list: &mut Vec<(String, String)>, k: &str, v: String) {
+fn set<V>(list: &mut Vec<(String, V)>, k: &str, v: V) {
     match list.iter_mut().find(|(n, _)| n == k) {
         Some(slot) => slot.1 = v,
         None => list.push((k.to_string(), v)),
@@ -43,16 +44,14 @@ impl Scope {
                 (None, Some(def)) => Some(lexer.process_word(def, &self.expansion_env(config_env)).map_err(|e| e.to_string())?),
                 (None, None) => self.global.iter().rev().find(|(k, _)| *k == d.name).map(|(_, v)| v.clone()),
             };
-            if let Some(v) = value {
-                set(&mut self.args, &d.name, v);
-            }
+            set(&mut self.args, &d.name, value);
         }
         Ok(())
     }
 
     /// What instructions expand with: the args in scope, overridden by the image's ENV.
     pub fn expansion_env(&self, config_env: &[(String, String)]) -> Vec<(String, String)> {
-        let mut env = self.args.clone();
+        let mut env: Vec<(String, String)> = self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect();
         for (k, v) in config_env {
             set(&mut env, k, v.clone());
         }
@@ -63,18 +62,23 @@ impl Scope {
     /// by it, then proxy build args not otherwise set.
     pub fn run_env(&self, config_env: &[(String, String)]) -> Vec<String> {
         let mut env: Vec<(String, String)> = config_env.to_vec();
-        for (k, v) in self.args.iter().chain(self.build_args.iter().filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))) {
-            if env.lookup(k).is_none() {
-                env.push((k.clone(), v.clone()));
+        let args = self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?)));
+        for (k, v) in args.chain(self.build_args.iter().filter(|(k, _)| PROXY_ARGS.contains(&k.as_str())).cloned()) {
+            if env.lookup(&k).is_none() {
+                env.push((k, v));
             }
         }
         env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
 
-    /// The args a RUN's history line records (`RUN |N K=V ...`): in scope, not shadowed by
-    /// ENV, proxies never.
+    /// The args a RUN's history line records (`RUN |N K=V ...`): every ARG declared so far,
+    /// valued from ENV when ENV sets the same name, `K=` when it has no value (BuildKit's
+    /// `runCommandString`).
     pub fn history_args(&self, config_env: &[(String, String)]) -> Vec<(String, String)> {
-        self.args.iter().filter(|(k, _)| config_env.lookup(k).is_none()).cloned().collect()
+        self.args
+            .iter()
+            .map(|(k, v)| (k.clone(), config_env.lookup(k).or_else(|| v.clone()).unwrap_or_default()))
+            .collect()
     }
 }
 
@@ -90,7 +94,7 @@ mod tests {
 
     #[test]
     fn arg_scope_rules() {
-        let df = parse_full("ARG G=global\nFROM a\nARG G\nARG A=1 B=${A}2 C\nARG TARGETOS\n").expect("parse");
+        let df = parse_full("ARG G=global\nFROM a\nARG G\nARG A=1 B=${A}2 C\nARG TARGETOS NOVALUE\n").expect("parse");
         let opts = BuildOptions {
             build_args: [("C", "from-cli"), ("HTTP_PROXY", "http://p"), ("UNUSED", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             ..BuildOptions::default()
@@ -112,10 +116,12 @@ mod tests {
         assert_eq!(env.lookup("C").as_deref(), Some("from-cli"));
         assert_eq!(env.lookup("TARGETOS").as_deref(), Some("linux"));
         assert_eq!(env.lookup("UNUSED"), None);
+        assert_eq!(env.lookup("NOVALUE"), None);
         let run = scope.run_env(&image_env);
         assert!(run.contains(&"A=from-env".to_string()) && run.contains(&"G=global".to_string()));
         assert!(run.contains(&"HTTP_PROXY=http://p".to_string()));
-        let hist: Vec<String> = scope.history_args(&image_env).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(hist, vec!["G", "B", "C", "TARGETOS"]);
+        let hist: Vec<String> = scope.history_args(&image_env).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(hist, vec!["G=global", "A=from-env", "B=from-env2", "C=from-cli", "TARGETOS=linux", "NOVALUE="]);
+        assert!(!run.iter().any(|e| e.starts_with("NOVALUE")));
     }
 }
