@@ -189,3 +189,38 @@ fn source_date_epoch_makes_builds_reproducible() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("invalid SOURCE_DATE_EPOCH"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn copy_only_build_boots_no_vm_and_honours_dockerignore_labels_and_iidfile() {
+    let env = TestEnv::new("copyonly");
+    let ctx = env.context(
+        "ctx",
+        "FROM scratch\nCOPY . /app/\nCMD [\"/app/run\"]\n",
+        &[("run", "#!/bin/sh\n"), ("notes.md", "x"), ("README.md", "r"), ("build/out.o", "o"), (".dockerignore", "*.md\n!README.md\nbuild\n")],
+        false,
+    );
+    let iid = env.dir.path().join("iid");
+    let out = env.kiln(&[
+        "build", "-t", "copyonly", "--label", "org.example.team=kiln", "--iidfile",
+        iid.to_str().expect("utf8"), ctx.to_str().expect("utf8"),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no VM needed") && !stderr.contains("VM ready"), "{stderr}");
+    let id = fs::read_to_string(&iid).expect("iidfile");
+    assert!(stderr.contains(&format!("writing image {id}")), "iidfile {id} vs {stderr}");
+
+    let archive = env.dir.path().join("c.tar");
+    assert!(env.kiln(&["save", "-o", archive.to_str().expect("utf8"), "copyonly"]).status.success());
+    let config = run_ok(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{}", archive.display())]));
+    let config: serde_json::Value = serde_json::from_str(&config).expect("json");
+    assert_eq!(config["config"]["Labels"]["org.example.team"], "kiln");
+    let layout = env.dir.path().join("layout");
+    fs::create_dir(&layout).expect("mkdir");
+    run_ok(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout));
+    let bundle = env.dir.path().join("bundle");
+    run_ok(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:latest", layout.display())).arg(&bundle));
+    let mut files: Vec<String> = fs::read_dir(bundle.join("rootfs/app")).expect("app").map(|e| e.expect("e").file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, vec![".dockerignore", "Dockerfile", "README.md", "run"], ".dockerignore must hide *.md (but README.md) and build/");
+}

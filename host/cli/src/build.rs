@@ -23,6 +23,12 @@ pub struct BuildArgs {
     /// Do not use the build cache: run every step
     #[arg(long)]
     no_cache: bool,
+    /// Write the image id to this file
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Set a label on the image (KEY=VALUE); may be given several times
+    #[arg(long = "label")]
+    labels: Vec<String>,
     /// Guest memory in MiB
     #[arg(long, default_value_t = 2048, env = "KILN_VM_MEMORY")]
     memory: u32,
@@ -55,6 +61,15 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     if args.cpus == 0 || args.cpus > 64 {
         bail!("--cpus must be between 1 and 64");
     }
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("invalid --label {l:?}: expected KEY=VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ignore = read_dockerignore(&file, &args.context)?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -62,9 +77,14 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         tags,
         vm: VmConfig { memory_mib: args.memory, cpus: args.cpus, cache_dir: crate::paths::cache_dir()?, debug: args.debug },
         no_cache: args.no_cache,
+        ignore,
+        labels,
     };
     let mut reporter = Reporter::new(args.quiet);
     let outcome = kiln_solver::build(&store, &QemuBackend::default(), &opts, &mut reporter)?;
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, outcome.config.to_string()).with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
     if args.quiet {
         println!("{}", outcome.config);
     } else {
@@ -76,4 +96,22 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         eprintln!("#done stored in {}", root.display());
     }
     Ok(())
+}
+
+/// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` next to the Dockerfile, else
+/// `.dockerignore` at the context root.
+fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<kiln_frontend::dockerignore::Dockerignore>> {
+    let beside = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+    for candidate in [beside, context.join(".dockerignore")] {
+        match std::fs::read_to_string(&candidate) {
+            Ok(text) => {
+                let ig = kiln_frontend::dockerignore::Dockerignore::parse(&text)
+                    .map_err(|(line, why)| anyhow::anyhow!("{}:{line}: {why}", candidate.display()))?;
+                return Ok(Some(ig));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", candidate.display())),
+        }
+    }
+    Ok(None)
 }

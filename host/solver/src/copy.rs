@@ -11,6 +11,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use kiln_frontend::dockerignore::Dockerignore;
+
 /// Cleans `p` as a path rooted at `/`: no `..` above the root, no `.`, no empty parts.
 pub fn clean_rooted(p: &str) -> PathBuf {
     let mut out = PathBuf::new();
@@ -46,11 +48,13 @@ pub struct CopySpec<'a> {
     pub chmod: Option<u32>,
     /// No entry is dated later than this (SOURCE_DATE_EPOCH), when set.
     pub clamp_mtime: Option<i64>,
+    /// The context's `.dockerignore`: excluded paths are invisible to COPY.
+    pub ignore: Option<&'a Dockerignore>,
 }
 
 /// Writes the layer tar for `COPY srcs dst` to `out`.
 pub fn copy_layer<W: Write>(context: &Path, spec: &CopySpec<'_>, out: W) -> io::Result<W> {
-    let CopySpec { srcs, dst, workdir, chmod, clamp_mtime } = *spec;
+    let CopySpec { srcs, dst, workdir, chmod, clamp_mtime, ignore } = *spec;
     let context = fs::canonicalize(context).map_err(|e| io::Error::new(e.kind(), format!("build context {}: {e}", context.display())))?;
     let (dest, dest_is_dir) = destination(dst, workdir);
     if srcs.len() > 1 && !dest_is_dir {
@@ -68,11 +72,16 @@ pub fn copy_layer<W: Write>(context: &Path, spec: &CopySpec<'_>, out: W) -> io::
         if !resolved.starts_with(&context) {
             return Err(err(format!("COPY {src}: resolves to a path outside the build context")));
         }
+        let walker = Walker { context: &context, ignore, chmod };
+        let excluded = walker.excluded(&resolved);
         let meta = fs::metadata(&resolved)?;
+        if excluded && !(meta.is_dir() && ignore.is_some_and(Dockerignore::has_exceptions)) {
+            return Err(err(format!("COPY {src}: not found in the build context (excluded by .dockerignore)")));
+        }
         if meta.is_dir() {
             // A directory's contents are copied into the destination directory.
             append_dir_entry(&mut tar, &dest, &meta, None)?;
-            copy_tree(&mut tar, &resolved, &dest, chmod)?;
+            walker.copy_tree(&mut tar, &resolved, &dest, &mut Vec::new())?;
         } else {
             let name = match (dest_is_dir, resolved.file_name()) {
                 (true, Some(n)) => dest.join(n),
@@ -142,33 +151,75 @@ fn append_file<W: Write>(tar: &mut Clamped<W>, src: &Path, path: &Path, meta: &f
     tar.append_data(&mut h, path, f)
 }
 
-fn copy_tree<W: Write>(tar: &mut Clamped<W>, dir: &Path, dest: &Path, chmod: Option<u32>) -> io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let target = dest.join(entry.file_name());
-        let meta = fs::symlink_metadata(&path)?;
-        let ft = meta.file_type();
-        if ft.is_symlink() {
-            let mut h = base_header(&meta, tar::EntryType::Symlink);
-            h.set_mode(0o777);
-            let link = fs::read_link(&path)?;
-            tar.append_link(&mut h, &target, link)?;
-        } else if ft.is_dir() {
-            let mut h = base_header(&meta, tar::EntryType::Directory);
-            if let Some(m) = chmod {
-                h.set_mode(m);
-            }
-            tar.append_data(&mut h, &target, io::empty())?;
-            copy_tree(tar, &path, &target, chmod)?;
-        } else if ft.is_file() {
-            append_file(tar, &path, &target, &meta, chmod)?;
-        } else {
-            return Err(err(format!("COPY: {} is not a regular file, directory or symlink", path.display())));
+/// Walks a source directory, honouring `.dockerignore`.
+struct Walker<'a> {
+    context: &'a Path,
+    ignore: Option<&'a Dockerignore>,
+    chmod: Option<u32>,
+}
+
+impl Walker<'_> {
+    fn excluded(&self, path: &Path) -> bool {
+        match (self.ignore, path.strip_prefix(self.context)) {
+            (Some(ig), Ok(rel)) if !rel.as_os_str().is_empty() => ig.excludes(&rel.to_string_lossy()),
+            _ => false,
         }
     }
-    Ok(())
+
+    /// Copies `dir`'s entries to `dest`. `pending` holds directory entries not written yet
+    /// because `.dockerignore` excluded them: they are written only if something below them is
+    /// re-included by an exception, so a wholly excluded directory leaves no trace.
+    fn copy_tree<W: Write>(
+        &self,
+        tar: &mut Clamped<W>,
+        dir: &Path,
+        dest: &Path,
+        pending: &mut Vec<(PathBuf, tar::Header)>,
+    ) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        let may_reinclude = self.ignore.is_some_and(Dockerignore::has_exceptions);
+        for entry in entries {
+            let path = entry.path();
+            let target = dest.join(entry.file_name());
+            let meta = fs::symlink_metadata(&path)?;
+            let ft = meta.file_type();
+            let excluded = self.excluded(&path);
+            if excluded && !(ft.is_dir() && may_reinclude) {
+                continue;
+            }
+            if !excluded {
+                // Something is written below these directories: write them first.
+                for (p, mut h) in pending.drain(..) {
+                    tar.append_data(&mut h, &p, io::empty())?;
+                }
+            }
+            if ft.is_symlink() {
+                let mut h = base_header(&meta, tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                let link = fs::read_link(&path)?;
+                tar.append_link(&mut h, &target, link)?;
+            } else if ft.is_dir() {
+                let mut h = base_header(&meta, tar::EntryType::Directory);
+                if let Some(m) = self.chmod {
+                    h.set_mode(m);
+                }
+                let depth = pending.len();
+                if excluded {
+                    pending.push((target.clone(), h));
+                } else {
+                    tar.append_data(&mut h, &target, io::empty())?;
+                }
+                self.copy_tree(tar, &path, &target, pending)?;
+                pending.truncate(depth);
+            } else if ft.is_file() {
+                append_file(tar, &path, &target, &meta, self.chmod)?;
+            } else {
+                return Err(err(format!("COPY: {} is not a regular file, directory or symlink", path.display())));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +230,7 @@ mod tests {
 
     fn copy(ctx: &Path, srcs: &[&str], dst: &str, workdir: &str, chmod: Option<u32>) -> io::Result<Vec<u8>> {
         let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
-        copy_layer(ctx, &CopySpec { srcs: &srcs, dst, workdir, chmod, clamp_mtime: None }, Vec::new())
+        copy_layer(ctx, &CopySpec { srcs: &srcs, dst, workdir, chmod, clamp_mtime: None, ignore: None }, Vec::new())
     }
 
     fn entries(tar: &[u8]) -> Vec<(String, u32)> {
@@ -220,6 +271,26 @@ mod tests {
     }
 
     #[test]
+    fn dockerignore_hides_paths_and_exceptions_reinclude() {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        for f in ["app/main.c", "app/notes.md", "app/README.md", "app/build/out.o", "app/logs/x.log", "secret.key"] {
+            let p = ctx.path().join(f);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(&p, "x").expect("write");
+        }
+        let ig = Dockerignore::parse("*.key\napp/**/*.md\n!app/README.md\napp/build\napp/logs\n!app/logs/x.log\n").expect("ignore");
+        let srcs = vec!["app".to_string()];
+        let spec = CopySpec { srcs: &srcs, dst: "/src", workdir: "/", chmod: None, clamp_mtime: None, ignore: Some(&ig) };
+        let tar = copy_layer(ctx.path(), &spec, Vec::new()).expect("copy");
+        let got: Vec<String> = entries(&tar).into_iter().map(|e| e.0).collect();
+        assert_eq!(got, vec!["src", "src/README.md", "src/logs", "src/logs/x.log", "src/main.c"]);
+        let srcs = vec!["secret.key".to_string()];
+        let spec = CopySpec { srcs: &srcs, dst: "/", workdir: "/", chmod: None, clamp_mtime: None, ignore: Some(&ig) };
+        let e = copy_layer(ctx.path(), &spec, Vec::new()).expect_err("excluded");
+        assert!(e.to_string().contains("excluded by .dockerignore"), "{e}");
+    }
+
+    #[test]
     fn escapes_and_bad_sources_are_refused() {
         let outer = tempfile::tempdir().expect("tempdir");
         let ctx = outer.path().join("ctx");
@@ -234,7 +305,7 @@ mod tests {
         assert!(copy(&ctx, &["a", "a"], "/x", "/", None).is_err());
         // SOURCE_DATE_EPOCH: entries are dated no later than the clamp.
         let srcs = vec!["a".to_string()];
-        let spec = CopySpec { srcs: &srcs, dst: "/x", workdir: "/", chmod: None, clamp_mtime: Some(1000) };
+        let spec = CopySpec { srcs: &srcs, dst: "/x", workdir: "/", chmod: None, clamp_mtime: Some(1000), ignore: None };
         let tar = copy_layer(&ctx, &spec, Vec::new()).expect("copy");
         let mut a = tar::Archive::new(tar.as_slice());
         let mtimes: Vec<u64> = a.entries().expect("entries").map(|e| e.expect("entry").header().mtime().expect("mtime")).collect();

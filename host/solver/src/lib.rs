@@ -38,6 +38,10 @@ pub struct BuildOptions {
     pub vm: VmConfig,
     /// Run every step even when the cache has its result.
     pub no_cache: bool,
+    /// The context's `.dockerignore`, if it has one.
+    pub ignore: Option<kiln_frontend::dockerignore::Dockerignore>,
+    /// `--label KEY=VALUE`s set on the final image.
+    pub labels: Vec<(String, String)>,
 }
 
 /// What a successful build produced.
@@ -151,7 +155,7 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
         let result = match &step.instruction {
             Instruction::Copy { srcs, dst, chmod } => {
                 let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
-                let spec = copy::CopySpec { srcs, dst, workdir: &workdir, chmod: *chmod, clamp_mtime };
+                let spec = copy::CopySpec { srcs, dst, workdir: &workdir, chmod: *chmod, clamp_mtime, ignore: opts.ignore.as_ref() };
                 let tar = copy::copy_layer(&opts.context, &spec, Vec::new())
                     .map_err(|source| BuildError::Copy { line: step.line, text: step.text.clone(), source })?;
                 key = key.child(&["COPY", &Digest::of(&tar).to_string()]);
@@ -220,6 +224,12 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
         Some(g) => Some(g.finish(out)),
         None => None,
     };
+    if !opts.labels.is_empty() {
+        let labels = state.config.labels.get_or_insert_with(Default::default);
+        for (k, v) in &opts.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
     let layers = state.layers.len();
     let image = NewImage {
         layers: state.layers,
