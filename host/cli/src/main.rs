@@ -12,6 +12,7 @@ mod inspect;
 mod load;
 mod paths;
 mod prune;
+mod pull;
 mod rmi;
 mod save;
 mod system;
@@ -52,6 +53,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Load images from a docker-archive or OCI archive (file or stdin)
     Load(load::LoadArgs),
+    /// Download an image from a registry
+    Pull(pull::PullArgs),
     /// Create a one-layer image from a root filesystem tarball
     Import(import::ImportArgs),
     /// Manage the store (check)
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::History(args) => history::run(&root, args),
         Command::Load(args) => load::run(&root, args),
         Command::Import(args) => import::run(&root, args),
+        Command::Pull(args) => pull::run(&root, args),
         Command::System(cmd) => system::run(&root, cmd),
         Command::Dockerfile(_) => Ok(()), // handled above: needs no store
     };

@@ -1,0 +1,65 @@
+//! `kiln pull NAME[:TAG|@DIGEST] [--platform os/arch[/variant]] [-q]`: Docker-like output
+//! over [`kiln_registry::pull_image`].
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kiln_registry::{PullEvent, PullOptions};
+use kiln_store::{Reference, Store};
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Platform to pull from a multi-platform image: os/arch[/variant] (default: this machine's)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print only the image's full name
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Image to pull: NAME[:TAG|@DIGEST]
+    name: String,
+}
+
+pub fn run(root: &Path, args: PullArgs) -> Result<()> {
+    let reference: Reference = args.name.parse().with_context(|| format!("image name {:?}", args.name))?;
+    let platform = args.platform.as_deref().map(kiln_registry::Platform::parse).transpose()?;
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    if !args.quiet {
+        let what = match (&reference.digest, &reference.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".into(),
+        };
+        let repo = Reference { tag: None, digest: None, ..reference.clone() }.familiar();
+        println!("{what}: Pulling from {repo}");
+    }
+    let quiet = args.quiet;
+    let events = move |e: PullEvent| {
+        if quiet {
+            return;
+        }
+        match e {
+            PullEvent::Resolved { .. } => {}
+            PullEvent::LayerExists(d) => println!("{}: Already exists", d.short()),
+            PullEvent::Downloading(d, _) => println!("{}: Pulling fs layer", d.short()),
+            PullEvent::Downloaded(d) => println!("{}: Pull complete", d.short()),
+        }
+    };
+    let pulled = kiln_registry::pull_image(&store, &reference, &PullOptions { platform }, &events)
+        .with_context(|| format!("pulling {}", reference.familiar()))?;
+    let full = match &pulled.name {
+        Some(n) => n.to_string(),
+        None => Reference { tag: None, ..reference.clone() }.to_string(),
+    };
+    if !args.quiet {
+        println!("Digest: {}", pulled.digest);
+        let shown = pulled.name.as_ref().map_or_else(|| reference.familiar(), Reference::familiar);
+        if pulled.changed {
+            println!("Status: Downloaded newer image for {shown}");
+        } else {
+            println!("Status: Image is up to date for {shown}");
+        }
+    }
+    println!("{full}");
+    Ok(())
+}

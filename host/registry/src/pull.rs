@@ -1,0 +1,288 @@
+//! Pulling an image into the store.
+//!
+//! The manifest is resolved (an index picks one platform's manifest), then the config and the
+//! layers the store lacks are downloaded — in parallel — into a private staging area, each
+//! streamed through the store's ingest, which hashes while writing: a blob whose size or digest
+//! differs from its descriptor is never kept. Downloaded layers are then checked entry by entry
+//! and against the config's diff ids, as `kiln load` does. Only then are the blobs moved into
+//! the store and the name set, under the store lock: an interrupted or failed pull leaves
+//! nothing visible. Manifests are stored byte for byte as served, so digests match the
+//! registry's.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use kiln_store::image::ImageConfig;
+use kiln_store::layer_verify::{check_layer, Compression};
+use kiln_store::{Digest, Reference, StagedImage, Store, StoreError};
+use ureq::http::Method;
+
+use crate::client::{error_detail, Client, Payload};
+use crate::manifest::{self, Descriptor, Document, Manifest, Platform, ACCEPT, MAX_MANIFEST_BYTES};
+use crate::RegistryError;
+
+/// How many layers download at once.
+const PARALLEL_LAYERS: usize = 3;
+
+/// What to pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// The platform to pick from an index (default: this machine's).
+    pub platform: Option<Platform>,
+}
+
+/// Progress of a pull, for a UI.
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    /// The manifest was resolved: the image has these layers.
+    Resolved { layers: Vec<Digest> },
+    /// The store has this layer already.
+    LayerExists(Digest),
+    /// A layer (of this many bytes) starts downloading.
+    Downloading(Digest, u64),
+    /// A layer is downloaded and verified.
+    Downloaded(Digest),
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// Digest of what the reference names at the registry (the index, for a multi-arch image):
+    /// Docker's `Digest:` line.
+    pub digest: Digest,
+    /// The image now in the store: its (platform) manifest digest, for [`Store::image`].
+    pub image: Digest,
+    /// The name set (none when pulled by digest alone).
+    pub name: Option<Reference>,
+    /// Whether anything new was stored or named.
+    pub changed: bool,
+}
+
+/// `repository:<path>:pull`.
+pub(crate) fn pull_scope(path: &str) -> String {
+    format!("repository:{path}:pull")
+}
+
+/// Fetches a manifest by tag or digest: its bytes as served, digest and content type.
+pub fn fetch_manifest(client: &Client, path: &str, tag_or_digest: &str, scope: &str) -> Result<(Vec<u8>, Digest, Option<String>), RegistryError> {
+    let what = format!("{}/{path}:{tag_or_digest}", client.domain());
+    let url = client.url(&format!("{path}/manifests/{tag_or_digest}"));
+    let resp = client.send(Method::GET, &url, &[("Accept", ACCEPT)], &Payload::Empty, scope, &format!("fetching manifest {what}"))?;
+    let status = resp.status().as_u16();
+    if status == 404 {
+        return Err(RegistryError::ManifestUnknown(what));
+    }
+    if status != 200 {
+        return Err(RegistryError::Status { context: format!("fetching manifest {what}"), status, detail: error_detail(resp) });
+    }
+    let too_big = || RegistryError::invalid(format!("manifest {what} is larger than {} MiB: refused", MAX_MANIFEST_BYTES >> 20));
+    let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if len.is_some_and(|l| l > MAX_MANIFEST_BYTES) {
+        return Err(too_big());
+    }
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut bytes = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RegistryError::io(format!("reading manifest {what}"), e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_big());
+    }
+    let digest = Digest::of(&bytes);
+    if let Ok(want) = tag_or_digest.parse::<Digest>() {
+        if want != digest {
+            return Err(RegistryError::invalid(format!("manifest {what}: the registry served content with digest {digest}")));
+        }
+    }
+    Ok((bytes, digest, content_type))
+}
+
+/// Downloads one blob into `into` (a staging store), verifying size and digest on the way.
+/// Failed connections restart the blob, a bounded number of times.
+pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope: &str, into: &Store) -> Result<(), RegistryError> {
+    let what = format!("blob {digest}");
+    let url = client.url(&format!("{path}/blobs/{digest}"));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let resp = client.send(Method::GET, &url, &[], &Payload::Empty, scope, &format!("fetching {what}"))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let detail = error_detail(resp);
+            return Err(RegistryError::Status { context: format!("fetching {what} from {}/{path}", client.domain()), status, detail });
+        }
+        let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if let Some(l) = len.filter(|l| *l != size) {
+            return Err(RegistryError::invalid(format!("{what}: the registry sends {l} bytes, the manifest says {size}")));
+        }
+        let mut ingest = into.ingest()?;
+        let mut reader = resp.into_body().into_reader().take(size + 1);
+        let copied = match io::copy(&mut reader, &mut ingest) {
+            Ok(n) => n,
+            Err(_) if attempt < 3 => continue, // A dropped connection: start the blob again.
+            Err(e) => return Err(RegistryError::io(format!("downloading {what}"), e)),
+        };
+        if copied != size {
+            return Err(RegistryError::invalid(format!("{what}: received {copied}{} bytes, the manifest says {size}", if copied > size { "+" } else { "" })));
+        }
+        return match ingest.commit(Some(digest)) {
+            Ok(_) => Ok(()),
+            Err(StoreError::DigestMismatch { actual, .. }) => {
+                Err(RegistryError::invalid(format!("{what} from {}/{path}: content has digest {actual}: rejected", client.domain())))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+/// Pulls `reference` from `client`'s registry into `store`. On error the store is unchanged.
+pub fn pull(store: &Store, client: &Client, reference: &Reference, opts: &PullOptions, events: &(dyn Fn(PullEvent) + Sync)) -> Result<Pulled, RegistryError> {
+    let path = reference.path.as_str();
+    let scope = pull_scope(path);
+    let wanted = match (&reference.digest, &reference.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".to_string(),
+    };
+    let shown = reference.familiar();
+    let (bytes, top_digest, ct) = fetch_manifest(client, path, &wanted, &scope)?;
+    let (manifest_bytes, image_digest, manifest) = match manifest::parse(&bytes, ct.as_deref(), &shown)? {
+        Document::Image(m) => (bytes, top_digest.clone(), m),
+        Document::Index(index) => {
+            let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+            let entry = manifest::choose(&index, &platform, &shown)?;
+            let digest = entry.digest()?;
+            let (bytes, got, ct) = fetch_manifest(client, path, &digest.to_string(), &scope)?;
+            if bytes.len() as u64 != entry.size || got != digest {
+                return Err(RegistryError::invalid(format!("manifest {digest} of {shown}: size or digest differs from the index entry")));
+            }
+            match manifest::parse(&bytes, ct.as_deref(), &format!("{shown} ({platform})"))? {
+                Document::Image(m) => (bytes, digest, m),
+                Document::Index(_) => return Err(RegistryError::Unsupported(format!("{shown}: an index inside an index"))),
+            }
+        }
+    };
+    let layers = manifest.layers.iter().map(Descriptor::digest).collect::<Result<Vec<_>, _>>()?;
+    for l in &manifest.layers {
+        let media = l.media_type.as_deref().unwrap_or_default();
+        if Compression::from_media_type(media).is_none() {
+            return Err(RegistryError::Unsupported(format!("{shown}: layer media type {media:?}")));
+        }
+    }
+    events(PullEvent::Resolved { layers: layers.clone() });
+
+    let staging = store.staging()?;
+    let config_digest = manifest.config.digest()?;
+    let mut fetched = 0usize;
+    if !store.has_blob(&config_digest) {
+        fetch_blob(client, path, &config_digest, manifest.config.size, &scope, staging.store())?;
+        fetched += 1;
+    }
+    let config_bytes = staging.open_blob(&config_digest).map_err(RegistryError::from).and_then(|f| {
+        let mut b = Vec::new();
+        f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut b).map_err(|e| RegistryError::io(format!("reading config {config_digest}"), e))?;
+        Ok(b)
+    })?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| RegistryError::invalid(format!("{shown}: config {config_digest} is not valid: {e}")))?;
+    if config.rootfs.diff_ids.len() != layers.len() {
+        return Err(RegistryError::invalid(format!("{shown}: the config lists {} layers, the manifest {}", config.rootfs.diff_ids.len(), layers.len())));
+    }
+    if let Some(p) = &opts.platform {
+        if config.os != p.os || config.architecture != p.architecture {
+            return Err(RegistryError::invalid(format!("{shown}: the image is {}/{}, not the requested {p}", config.os, config.architecture)));
+        }
+    }
+
+    let missing: Vec<(usize, &Descriptor)> = manifest.layers.iter().enumerate().filter(|(i, _)| !store.has_blob(&layers[*i])).collect();
+    for (i, d) in layers.iter().enumerate() {
+        if !missing.iter().any(|(j, _)| *j == i) {
+            events(PullEvent::LayerExists(d.clone()));
+        }
+    }
+    download_layers(client, path, &scope, &staging, &manifest, &missing, &config, events)?;
+    fetched += missing.len();
+
+    let stored_manifest = staging.store().write_blob(&manifest_bytes)?;
+    if stored_manifest != image_digest {
+        return Err(RegistryError::invalid(format!("{shown}: manifest digest changed while storing it")));
+    }
+    let name = reference.digest.is_none().then(|| Reference { digest: None, tag: Some(wanted.clone()), ..reference.clone() });
+    let named_already = match &name {
+        Some(n) => store.resolve(&n.to_string()).ok().map(|(_, d)| d) == Some(image_digest.clone()),
+        None => true,
+    };
+    let changed = fetched > 0 || !store.has_blob(&image_digest) || !named_already;
+    let blobs = std::iter::once(config_digest).chain(layers).collect();
+    staging.commit_staged(&[StagedImage { manifest: image_digest.clone(), blobs, names: name.iter().cloned().collect() }])?;
+    Ok(Pulled { digest: top_digest, image: image_digest, name, changed })
+}
+
+/// Downloads and checks the missing layers, `PARALLEL_LAYERS` at a time.
+#[allow(clippy::too_many_arguments)]
+fn download_layers(
+    client: &Client,
+    path: &str,
+    scope: &str,
+    staging: &kiln_store::Staging,
+    manifest: &Manifest,
+    missing: &[(usize, &Descriptor)],
+    config: &ImageConfig,
+    events: &(dyn Fn(PullEvent) + Sync),
+) -> Result<(), RegistryError> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let work = || loop {
+        let k = next.fetch_add(1, Ordering::SeqCst);
+        let Some(&(i, desc)) = missing.get(k) else { return };
+        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+            return;
+        }
+        if let Err(e) = download_layer(client, path, scope, staging, desc, &config.rootfs.diff_ids[i], events) {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert(e);
+            }
+            return;
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_LAYERS.min(missing.len()) {
+            s.spawn(work);
+        }
+    });
+    let _ = manifest;
+    match failure.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(_) => Err(RegistryError::invalid("a download thread panicked")),
+    }
+}
+
+fn download_layer(
+    client: &Client,
+    path: &str,
+    scope: &str,
+    staging: &kiln_store::Staging,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    events: &(dyn Fn(PullEvent) + Sync),
+) -> Result<(), RegistryError> {
+    let digest = desc.digest()?;
+    events(PullEvent::Downloading(digest.clone(), desc.size));
+    fetch_blob(client, path, &digest, desc.size, scope, staging.store())?;
+    let checked = check_layer(staging.store().open_blob(&digest)?).map_err(|e| match e {
+        StoreError::HostileLayer(why) => RegistryError::invalid(format!("layer {digest}: rejected: {why}")),
+        other => other.into(),
+    })?;
+    if checked.diff_id != *diff_id {
+        return Err(RegistryError::invalid(format!("layer {digest} has diff id {}, the config says {diff_id}", checked.diff_id)));
+    }
+    let media = desc.media_type.as_deref().unwrap_or_default();
+    if Compression::from_media_type(media) != Some(checked.compression) {
+        return Err(RegistryError::invalid(format!("layer {digest} is {:?}-compressed, its media type says {media}", checked.compression)));
+    }
+    events(PullEvent::Downloaded(digest));
+    Ok(())
+}

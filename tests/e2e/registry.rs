@@ -1,0 +1,259 @@
+//! Registry commands (pull, push, login, logout) through the real CLI against real registries
+//! on loopback: Debian's `docker-registry`, one instance per test from a generated config on a
+//! free port with a temp storage dir, killed at the end; skopeo as the other client.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{assert_clean_error, require_tool, text, TestEnv};
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "kiln failed:\nstdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().expect("run skopeo");
+    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A `docker-registry` serving on 127.0.0.1, killed on drop.
+struct Registry {
+    child: Child,
+    host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry; with `user`, behind htpasswd auth with that user and password.
+    fn start(user: Option<(&str, &str)>) -> Self {
+        require_tool("docker-registry");
+        let dir = tempfile::Builder::new().prefix("kiln-registry-").tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        );
+        if let Some((u, pw)) = user {
+            require_tool("htpasswd");
+            let out = Command::new("htpasswd").args(["-Bbn", u, pw]).output().expect("htpasswd");
+            assert!(out.status.success());
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).expect("htpasswd file");
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", dir.path().join("htpasswd").display()));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).expect("config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Self { child, host: format!("127.0.0.1:{port}"), dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reg.get_status("/v2/") == 0 {
+            assert!(Instant::now() < deadline, "docker-registry did not start: {}", std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    /// Raw HTTP/1.1 request; returns the status (0 when the connection failed).
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+        let Ok(mut s) = TcpStream::connect(&self.host) else { return 0 };
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", self.host, body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        if s.write_all(req.as_bytes()).and_then(|_| s.write_all(body)).is_err() {
+            return 0;
+        }
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    fn get_status(&self, path: &str) -> u16 {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// The blob file of `digest` in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join(format!("storage/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rootfs tar with busybox and a file naming `flavour`, so images of different flavours
+/// have different layers.
+fn rootfs_tar(env: &TestEnv, flavour: &str) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_path_with_name("/bin/busybox", "bin/busybox").expect("busybox");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(flavour.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "flavour", flavour.as_bytes()).expect("flavour");
+    let path = env.dir.path().join(format!("rootfs-{flavour}.tar"));
+    std::fs::write(&path, b.into_inner().expect("tar")).expect("write tar");
+    env.give_to_user(&path);
+    path
+}
+
+/// Imports a one-layer image named `name`, saves it as an OCI archive, returns the archive.
+fn image_archive(env: &TestEnv, name: &str, flavour: &str, platform: &str) -> PathBuf {
+    let rootfs = rootfs_tar(env, flavour);
+    ok(&env.kiln(&["import", "--platform", platform, p(&rootfs), name]));
+    let out = env.dir.path().join(format!("{flavour}.oci.tar"));
+    ok(&env.kiln(&["save", "--format", "oci", "-o", p(&out), name]));
+    out
+}
+
+fn inspect_remote(reg: &Registry, repo_tag: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["inspect", "--tls-verify=false"];
+    args.extend_from_slice(extra);
+    let target = format!("docker://{}/{repo_tag}", reg.host);
+    args.push(&target);
+    serde_json::from_str(&skopeo(&args)).expect("skopeo inspect JSON")
+}
+
+fn line_value<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}")).trim()
+}
+
+#[test]
+fn pull_what_skopeo_pushed_then_already_exists() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regsrc");
+    let archive = image_archive(&src, "bb:v1", "one", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/team/bb:v1", reg.host)]);
+    let remote = inspect_remote(&reg, "team/bb:v1", &[]);
+
+    let env = TestEnv::new("regpull");
+    let name = format!("{}/team/bb:v1", reg.host);
+    let out = ok(&env.kiln(&["pull", &name]));
+    assert!(out.starts_with("v1: Pulling from "), "{out}");
+    assert_eq!(line_value(&out, "Digest: "), remote["Digest"].as_str().expect("digest"), "{out}");
+    assert!(out.contains(&format!("Status: Downloaded newer image for {name}")), "{out}");
+    assert!(out.contains("Pull complete"), "{out}");
+    for layer in remote["Layers"].as_array().expect("layers") {
+        let hex = layer.as_str().expect("layer").trim_start_matches("sha256:");
+        assert!(env.root.join("blobs/sha256").join(hex).is_file(), "layer {hex} stored");
+    }
+    // The stored manifest is the registry's, byte for byte: the image's digest matches.
+    let images = ok(&env.kiln(&["images", "--digests", "--format", "json"]));
+    assert!(images.contains(remote["Digest"].as_str().expect("digest")), "{images}");
+    assert!(env.store_files_not_owned_by_user().is_empty());
+
+    let again = ok(&env.kiln(&["pull", &name]));
+    assert!(again.contains("Already exists") && again.contains("Status: Image is up to date"), "{again}");
+    assert_eq!(ok(&env.kiln(&["pull", "-q", &name])).trim(), name);
+    let by_digest = format!("{}/team/bb@{}", reg.host, remote["Digest"].as_str().expect("digest"));
+    ok(&env.kiln(&["pull", &by_digest]));
+    assert_clean_error(&env.kiln(&["pull", &format!("{}/team/bb:nope", reg.host)]), "not found");
+}
+
+#[test]
+fn multi_arch_index_pulls_the_right_platform() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regmultisrc");
+    let mut entries = Vec::new();
+    for (flavour, arch) in [("amd", "amd64"), ("arm", "arm64")] {
+        let archive = image_archive(&src, &format!("bb:{flavour}"), flavour, &format!("linux/{arch}"));
+        skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/multi/bb:{flavour}", reg.host)]);
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/multi/bb:{flavour}", reg.host)]);
+        let digest = inspect_remote(&reg, &format!("multi/bb:{flavour}"), &[])["Digest"].as_str().expect("digest").to_string();
+        entries.push((digest, raw.len(), arch));
+    }
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(d, size, arch)| serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": size, "platform": {"os": "linux", "architecture": arch}}))
+        .collect();
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})).expect("index");
+    let status = reg.request("PUT", "/v2/multi/bb/manifests/latest", &[("Content-Type", "application/vnd.oci.image.index.v1+json")], &index);
+    assert_eq!(status, 201, "PUT index");
+
+    let env = TestEnv::new("regmulti");
+    let name = format!("{}/multi/bb", reg.host);
+    let out = ok(&env.kiln(&["pull", "--platform", "linux/arm64", &name]));
+    let index_digest = format!("sha256:{}", sha256_hex(&index));
+    assert_eq!(line_value(&out, "Digest: "), index_digest, "Docker prints the index digest:\n{out}");
+    let info: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", &name]))).expect("json");
+    assert_eq!(info[0]["Architecture"], "arm64");
+    ok(&env.kiln(&["pull", &name]));
+    let info: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", &name]))).expect("json");
+    assert_eq!(info[0]["Architecture"], "amd64", "the default is this machine's platform");
+    assert_clean_error(&env.kiln(&["pull", "--platform", "linux/s390x", &name]), "no matching manifest for linux/s390x");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+        c.stdin.take().expect("stdin").write_all(bytes)?;
+        c.wait_with_output()
+    });
+    text(&out.expect("sha256sum").stdout).split_whitespace().next().expect("hash").to_string()
+}
+
+#[test]
+fn corrupted_blob_is_rejected_and_the_store_unchanged() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regcorruptsrc");
+    let archive = image_archive(&src, "bb:v1", "corrupt", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/c/bb:v1", reg.host)]);
+    let remote = inspect_remote(&reg, "c/bb:v1", &[]);
+    let layer = remote["Layers"][0].as_str().expect("layer").to_string();
+    let file = reg.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).expect("blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).expect("corrupt");
+
+    let env = TestEnv::new("regcorrupt");
+    ok(&env.kiln(&["images"]));
+    let before = env.store_snapshot();
+    let out = env.kiln(&["pull", &format!("{}/c/bb:v1", reg.host)]);
+    assert_clean_error(&out, "rejected");
+    assert_eq!(env.store_snapshot(), before, "a rejected pull leaves the store as it was");
+}
+
+#[test]
+fn htpasswd_registry_wants_the_right_password() {
+    let reg = Registry::start(Some(("kiln", "s3cret")));
+    let src = TestEnv::new("regauthsrc");
+    let archive = image_archive(&src, "bb:v1", "auth", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "kiln:s3cret", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/a/bb:v1", reg.host)]);
+    let name = format!("{}/a/bb:v1", reg.host);
+
+    let env = TestEnv::new("regauth");
+    assert_clean_error(&env.kiln(&["pull", &name]), "unauthorized");
+    let docker = env.home.join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    let write_config = |auth: &str| {
+        std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host)).expect("config");
+        env.give_to_user(&docker);
+    };
+    write_config("a2lsbjp3cm9uZw=="); // kiln:wrong
+    assert_clean_error(&env.kiln(&["pull", &name]), "unauthorized");
+    write_config("a2lsbjpzM2NyZXQ="); // kiln:s3cret
+    ok(&env.kiln(&["pull", &name]));
+}
