@@ -151,12 +151,30 @@ fn run_worker(
     (rx_kick, tx_kick, stop): (EventFd, EventFd, EventFd),
 ) -> (Muxer, Option<String>) {
     use std::os::fd::AsRawFd;
-    for (fd, token) in [(&rx_kick, TOKEN_RX_KICK), (&tx_kick, TOKEN_TX_KICK), (&stop, TOKEN_STOP)] {
-        if let Err(e) = muxer.watch(fd.as_raw_fd(), token) {
-            return (muxer, Some(e.to_string()));
-        }
+    let watched = [(&rx_kick, TOKEN_RX_KICK), (&tx_kick, TOKEN_TX_KICK), (&stop, TOKEN_STOP)]
+        .into_iter()
+        .try_for_each(|(fd, token)| muxer.watch(fd.as_raw_fd(), token));
+    let error = match watched {
+        Ok(()) => serve(&mut muxer, &mem, &mut queues, &interrupt, &rx_kick, &tx_kick),
+        Err(e) => Some(e.to_string()),
+    };
+    // The kick eventfds outlive this worker (the device keeps them for ioeventfd), so their
+    // registrations must go explicitly, or a later worker's `watch` of them fails.
+    for fd in [&rx_kick, &tx_kick, &stop] {
+        muxer.unwatch(fd.as_raw_fd());
     }
-    let error = loop {
+    (muxer, error)
+}
+
+fn serve(
+    muxer: &mut Muxer,
+    mem: &GuestMemoryMmap,
+    queues: &mut [Queue],
+    interrupt: &Interrupt,
+    rx_kick: &EventFd,
+    tx_kick: &EventFd,
+) -> Option<String> {
+    loop {
         let fired = match muxer.poll(1000) {
             Ok(f) => f,
             Err(e) => break Some(e.to_string()),
@@ -169,8 +187,8 @@ fn run_worker(
         let _ = tx_kick.read();
         let (rx, rest) = queues.split_at_mut(1);
         let step = muxer
-            .process_tx(&mem, &mut rest[0])
-            .and_then(|tx_used| Ok(muxer.fill_rx(&mem, &mut rx[0])? || tx_used));
+            .process_tx(mem, &mut rest[0])
+            .and_then(|tx_used| Ok(muxer.fill_rx(mem, &mut rx[0])? || tx_used));
         match step {
             Ok(true) => interrupt.signal_used_queue(),
             Ok(false) => {}
@@ -179,6 +197,9 @@ fn run_worker(
                 break Some(e.to_string());
             }
         }
-    };
-    (muxer, error)
+    }
 }
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

@@ -153,6 +153,12 @@ impl Muxer {
         self.epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token)).map_err(io_err("watching an event fd".into()))
     }
 
+    /// Removes a fd added with [`Muxer::watch`]. Needed before the fd is closed while another
+    /// descriptor still refers to the same eventfd, or epoll keeps reporting it.
+    pub fn unwatch(&self, fd: RawFd) {
+        let _ = self.epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+    }
+
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
