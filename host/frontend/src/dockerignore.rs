@@ -4,7 +4,7 @@
 //! lines and lines starting with `#` are skipped; surrounding whitespace is trimmed; a leading
 //! `!` makes an exception; patterns are cleaned like Go's `filepath.Clean` and a leading `/`
 //! is dropped; Go `filepath.Match` syntax (`*` and `?` never cross `/`, `[...]` classes, `\`
-//! escapes) plus `**`, which matches any number of directories, none included. The last
+//! escapes; only `[^...]` negates) plus `**`, which matches any number of directories, none included. The last
 //! matching pattern decides; a pattern that matches a parent directory matches everything
 //! below it. The caller chooses the file (`<Dockerfile>.dockerignore` next to the Dockerfile
 //! first, else `.dockerignore` at the context root: see [`ignore_file_candidates`]).
@@ -86,7 +86,7 @@ impl Dockerignore {
                 .collect::<Vec<_>>();
             for s in &segments {
                 if let Segment::Glob(g) = s {
-                    Pattern::new(g).map_err(|e| (i + 1, format!("invalid pattern {pattern:?}: {e}")))?;
+                    Pattern::new_go(g).map_err(|e| (i + 1, format!("invalid pattern {pattern:?}: {e}")))?;
                 }
             }
             patterns.push(IgnorePattern { pattern, exception, segments });
@@ -130,7 +130,41 @@ fn match_segments(pat: &[Segment], path: &[&str]) -> bool {
 /// `filepath.Match` on one segment, with `**` inside a segment acting like `*`.
 fn glob_segment(glob: &str, seg: &str) -> bool {
     let chars: Vec<char> = seg.chars().collect();
-    Pattern::new(&glob.replace("**", "*")).is_ok_and(|p| p.matches(&chars))
+    Pattern::new_go(&glob.replace("**", "*")).is_ok_and(|p| p.matches(&chars))
+}
+
+/// Whether a COPY/ADD source uses wildcards (`*`, `?`, `[`), which Go's `filepath.Match`
+/// would expand.
+pub fn has_wildcards(src: &str) -> bool {
+    let mut escaped = false;
+    for c in src.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '*' | '?' | '[' if !escaped => return true,
+            _ => escaped = false,
+        }
+    }
+    false
+}
+
+/// Go's `filepath.Match` on `/`-separated paths: `*` and `?` never match `/`; the pattern
+/// must match the whole path (as BuildKit matches COPY sources against context paths).
+pub fn path_match(pattern: &str, path: &str) -> Result<bool, String> {
+    let pat: Vec<&str> = pattern.split('/').collect();
+    let segs: Vec<&str> = path.split('/').collect();
+    if pat.len() != segs.len() {
+        for p in &pat {
+            Pattern::new_go(p)?;
+        }
+        return Ok(false);
+    }
+    for (p, s) in pat.iter().zip(&segs) {
+        let chars: Vec<char> = s.chars().collect();
+        if !Pattern::new_go(p)?.matches(&chars) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Ignore files to try, in order, for a Dockerfile at `dockerfile_path` and a context dir.
@@ -184,6 +218,20 @@ mod tests {
             assert_eq!(ig.excludes(path), want, "{path}");
         }
         assert!(ig.has_exceptions());
+    }
+
+    #[test]
+    fn copy_source_globs() {
+        assert!(has_wildcards("src/*.go") && has_wildcards("a?c") && has_wildcards("[ab]") && !has_wildcards("a\\*b") && !has_wildcards("plain"));
+        let m = |p: &str, s: &str| path_match(p, s).expect("pattern");
+        assert!(m("src/*.go", "src/main.go"));
+        assert!(!m("src/*.go", "src/sub/main.go"));
+        assert!(!m("*.go", "src/main.go"));
+        assert!(m("*/*.go", "src/main.go"));
+        assert!(m("file?.txt", "file1.txt") && !m("file?.txt", "file10.txt"));
+        assert!(m("[a-c]x", "bx") && !m("[^a-c]x", "bx") && m("[!a-c]x", "!x"));
+        assert!(m("a\\*", "a*") && !m("a\\*", "ab"));
+        assert!(path_match("[", "x").is_err());
     }
 
     #[test]

@@ -15,8 +15,17 @@ enum Tok {
 pub struct Pattern(Vec<Tok>);
 
 impl Pattern {
-    /// Compiles a pattern; an unterminated `[` is an error, like Go's regexp conversion.
+    /// Compiles a shell pattern (`[!...]` and `[^...]` negate); an unterminated `[` is an error.
     pub fn new(src: &str) -> Result<Self, String> {
+        Self::compile(src, true)
+    }
+
+    /// Compiles a Go `filepath.Match` pattern: only `[^...]` negates.
+    pub fn new_go(src: &str) -> Result<Self, String> {
+        Self::compile(src, false)
+    }
+
+    fn compile(src: &str, bang_negates: bool) -> Result<Self, String> {
         let chars: Vec<char> = src.chars().collect();
         let mut toks = Vec::new();
         let mut i = 0;
@@ -29,7 +38,7 @@ impl Pattern {
                     toks.push(Tok::Lit(chars[i]));
                 }
                 '[' => {
-                    let (tok, next) = class(&chars, i + 1).ok_or_else(|| format!("unterminated character class in {src:?}"))?;
+                    let (tok, next) = class(&chars, i + 1, bang_negates).ok_or_else(|| format!("unterminated character class in {src:?}"))?;
                     toks.push(tok);
                     i = next;
                     continue;
@@ -47,8 +56,8 @@ impl Pattern {
     }
 }
 
-fn class(chars: &[char], mut i: usize) -> Option<(Tok, usize)> {
-    let negated = matches!(chars.get(i), Some('!' | '^'));
+fn class(chars: &[char], mut i: usize, bang_negates: bool) -> Option<(Tok, usize)> {
+    let negated = chars.get(i) == Some(&'^') || (bang_negates && chars.get(i) == Some(&'!'));
     if negated {
         i += 1;
     }
