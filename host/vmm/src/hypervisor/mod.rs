@@ -6,6 +6,11 @@
 //! later), in the style of Cloud Hypervisor's `hypervisor` crate, but with a smaller surface:
 //! create a VM, map guest memory, create vCPUs, set registers, run until an exit.
 //!
+//! The register types are x86-64 ones: a Hypervisor.framework backend on Intel Macs fits
+//! behind these traits as they are; on Apple silicon the run/exit/bus/device layers carry over
+//! unchanged but registers and boot (FDT, GIC, PSCI) need an aarch64 variant of [`Regs`],
+//! [`SpecialRegs`] and [`crate::boot`].
+//!
 //! This module must never dispatch exits to devices: the exit enum carries borrowed data for
 //! MMIO/PIO accesses and [`crate::vcpu`] routes them through [`crate::bus::Bus`].
 
