@@ -257,3 +257,34 @@ fn htpasswd_registry_wants_the_right_password() {
     write_config("a2lsbjpzM2NyZXQ="); // kiln:s3cret
     ok(&env.kiln(&["pull", &name]));
 }
+
+#[test]
+fn push_round_trips_with_skopeo_and_mounts_across_repositories() {
+    let reg = Registry::start(None);
+    let env = TestEnv::new("regpush");
+    let name = format!("{}/team/app:v1", reg.host);
+    let rootfs = rootfs_tar(&env, "push");
+    ok(&env.kiln(&["import", &p(&rootfs).to_string(), &name]));
+    let out = ok(&env.kiln(&["push", &name]));
+    assert!(out.starts_with(&format!("The push refers to repository [{}/team/app]", reg.host)), "{out}");
+    assert!(out.contains(": Pushed"), "{out}");
+    let digest = line_value(&out, "v1: digest: ").split_whitespace().next().expect("digest").to_string();
+    let remote = inspect_remote(&reg, "team/app:v1", &[]);
+    assert_eq!(remote["Digest"].as_str(), Some(digest.as_str()), "skopeo sees the manifest kiln pushed");
+    // skopeo can read every blob back.
+    let copy = env.dir.path().join("copy.oci.tar");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{name}"), &format!("oci-archive:{}", p(&copy))]);
+
+    let again = ok(&env.kiln(&["push", &name]));
+    assert!(again.contains("Layer already exists") && !again.contains(": Pushed"), "{again}");
+    let other = format!("{}/other/app:v2", reg.host);
+    ok(&env.kiln(&["tag", &name, &other]));
+    let mounted = ok(&env.kiln(&["push", &other]));
+    assert!(mounted.contains("Mounted from team/app"), "{mounted}");
+    assert_eq!(ok(&env.kiln(&["push", "-q", &other])).trim(), digest);
+
+    let fresh = TestEnv::new("regpushpull");
+    let pulled = ok(&fresh.kiln(&["pull", &other]));
+    assert_eq!(line_value(&pulled, "Digest: "), digest);
+    assert_clean_error(&env.kiln(&["push", &format!("{}/team/absent:v1", reg.host)]), "no such image");
+}

@@ -13,6 +13,7 @@ mod load;
 mod paths;
 mod prune;
 mod pull;
+mod push;
 mod rmi;
 mod save;
 mod system;
@@ -55,6 +56,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Download an image from a registry
     Pull(pull::PullArgs),
+    /// Upload an image to a registry
+    Push(push::PushArgs),
     /// Create a one-layer image from a root filesystem tarball
     Import(import::ImportArgs),
     /// Manage the store (check)
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&root, args),
         Command::Import(args) => import::run(&root, args),
         Command::Pull(args) => pull::run(&root, args),
+        Command::Push(args) => push::run(&root, args),
         Command::System(cmd) => system::run(&root, cmd),
         Command::Dockerfile(_) => Ok(()), // handled above: needs no store
     };

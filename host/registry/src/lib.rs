@@ -14,6 +14,7 @@ pub mod credentials;
 mod error;
 pub mod manifest;
 pub mod pull;
+pub mod push;
 pub mod settings;
 
 pub use client::Client;
@@ -21,6 +22,7 @@ pub use credentials::{Credentials, DockerConfig};
 pub use error::RegistryError;
 pub use manifest::Platform;
 pub use pull::{pull, PullEvent, PullOptions, Pulled};
+pub use push::{push, PushEvent, Pushed};
 pub use settings::Settings;
 
 use kiln_store::{Reference, Store};

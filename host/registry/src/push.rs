@@ -1,0 +1,139 @@
+//! Pushing an image from the store: every blob is HEAD-checked, mounted from another
+//! repository of the same registry when the store knows one that has it (another name of an
+//! image with that blob), else uploaded (monolithic POST + PUT); the manifest goes last, byte
+//! for byte as stored, so the registry's digest is the store's.
+
+use std::collections::BTreeSet;
+
+use kiln_store::{Digest, Reference, Store};
+use ureq::http::{Method, Response};
+use ureq::Body;
+
+use crate::client::{encode, error_detail, Client, Payload};
+use crate::manifest::OCI_MANIFEST;
+use crate::RegistryError;
+
+/// Progress of a push, for a UI.
+#[derive(Debug, Clone)]
+pub enum PushEvent {
+    /// The registry has this blob already.
+    Exists(Digest),
+    /// The blob was mounted from this repository of the same registry.
+    Mounted(Digest, String),
+    /// The blob was uploaded.
+    Pushed(Digest),
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub tag: String,
+    /// The manifest digest and size.
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Repositories of the same registry whose images (by their names in the store) hold `blob`.
+fn mount_sources(store: &Store, reference: &Reference, blob: &Digest) -> Vec<String> {
+    let Ok(refs) = store.refs() else { return Vec::new() };
+    let mut out = BTreeSet::new();
+    for (name, manifest) in refs {
+        let Ok(r) = name.parse::<Reference>() else { continue };
+        if r.domain != reference.domain || r.path == reference.path || out.contains(&r.path) {
+            continue;
+        }
+        if let Ok(img) = store.image(&manifest) {
+            if img.layers.contains(blob) || img.config_digest == *blob {
+                out.insert(r.path);
+            }
+        }
+        if out.len() >= 3 {
+            break;
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn location(resp: &Response<Body>, client: &Client, what: &str) -> Result<String, RegistryError> {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(|l| client.absolute(l))
+        .ok_or_else(|| RegistryError::invalid(format!("{what}: the registry sent no upload location")))
+}
+
+/// Pushes one blob unless the registry has it. Returns what happened.
+fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Digest) -> Result<PushEvent, RegistryError> {
+    let path = &reference.path;
+    let what = format!("pushing blob {blob} to {}/{path}", client.domain());
+    let own_scope = format!("repository:{path}:pull,push");
+    let head = client.send(Method::HEAD, &client.url(&format!("{path}/blobs/{blob}")), &[], &Payload::Empty, &own_scope, &what)?;
+    if head.status().as_u16() == 200 {
+        return Ok(PushEvent::Exists(blob.clone()));
+    }
+    let mut upload = None;
+    for from in mount_sources(store, reference, blob) {
+        let scope = format!("{own_scope} repository:{from}:pull");
+        let url = client.url(&format!("{path}/blobs/uploads/?mount={blob}&from={}", encode(&from)));
+        let resp = client.send(Method::POST, &url, &[], &Payload::Empty, &scope, &what)?;
+        match resp.status().as_u16() {
+            201 => return Ok(PushEvent::Mounted(blob.clone(), from)),
+            202 => {
+                upload = Some(location(&resp, client, &what)?);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let upload = match upload {
+        Some(u) => u,
+        None => {
+            let resp = client.send(Method::POST, &client.url(&format!("{path}/blobs/uploads/")), &[], &Payload::Empty, &own_scope, &what)?;
+            let status = resp.status().as_u16();
+            if status != 202 {
+                return Err(RegistryError::Status { context: what, status, detail: error_detail(resp) });
+            }
+            location(&resp, client, &what)?
+        }
+    };
+    let sep = if upload.contains('?') { '&' } else { '?' };
+    let url = format!("{upload}{sep}digest={}", encode(&blob.to_string()));
+    let file = store.blob_path(blob);
+    let resp = client.send(Method::PUT, &url, &[("Content-Type", "application/octet-stream")], &Payload::File(&file), &own_scope, &what)?;
+    let status = resp.status().as_u16();
+    if status != 201 && status != 204 {
+        return Err(RegistryError::Status { context: what, status, detail: error_detail(resp) });
+    }
+    Ok(PushEvent::Pushed(blob.clone()))
+}
+
+/// Pushes the image the store names `reference` to `client`'s registry, under its tag.
+pub fn push(store: &Store, client: &Client, reference: &Reference, events: &dyn Fn(PushEvent)) -> Result<Pushed, RegistryError> {
+    if reference.digest.is_some() {
+        return Err(RegistryError::Unsupported(format!("pushing by digest ({}): push a tag", reference.familiar())));
+    }
+    let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
+    let (_, image) = store.image_by_name(&reference.to_string())?;
+    let manifest = store.read_blob(&image.manifest_digest)?;
+    for blob in image.layers.iter().chain(std::iter::once(&image.config_digest)) {
+        events(push_blob(store, client, reference, blob)?);
+    }
+    let media = serde_json::from_slice::<serde_json::Value>(&manifest)
+        .ok()
+        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+    let path = &reference.path;
+    let what = format!("pushing manifest {}/{path}:{tag}", client.domain());
+    let url = client.url(&format!("{path}/manifests/{tag}"));
+    let resp = client.send(Method::PUT, &url, &[("Content-Type", media.as_str())], &Payload::Bytes(&manifest), &format!("repository:{path}:pull,push"), &what)?;
+    let status = resp.status().as_u16();
+    if status != 201 && status != 200 {
+        return Err(RegistryError::Status { context: what, status, detail: error_detail(resp) });
+    }
+    if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+        if d != image.manifest_digest.to_string() {
+            return Err(RegistryError::invalid(format!("{what}: the registry recorded digest {d}, kiln sent {}", image.manifest_digest)));
+        }
+    }
+    Ok(Pushed { tag, digest: image.manifest_digest, size: manifest.len() as u64 })
+}
