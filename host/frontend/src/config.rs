@@ -167,7 +167,13 @@ pub fn go_duration(ns: u64) -> String {
         return "0s".into();
     }
     if ns < 1_000_000_000 {
-        let (unit, div) = if ns < 1_000 { ("ns", 1) } else if ns < 1_000_000 { ("µs", 1_000) } else { ("ms", 1_000_000) };
+        let (unit, div) = if ns < 1_000 {
+            ("ns", 1)
+        } else if ns < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
         return format!("{}{unit}", trim_fraction(ns, div));
     }
     let secs = ns / 1_000_000_000;

@@ -80,10 +80,8 @@ impl Dockerignore {
             if pattern.len() > 1 && pattern.starts_with('/') {
                 pattern.remove(0);
             }
-            let segments = pattern
-                .split('/')
-                .map(|s| if s == "**" { Segment::Any } else { Segment::Glob(s.to_string()) })
-                .collect::<Vec<_>>();
+            let segments =
+                pattern.split('/').map(|s| if s == "**" { Segment::Any } else { Segment::Glob(s.to_string()) }).collect::<Vec<_>>();
             for s in &segments {
                 if let Segment::Glob(g) = s {
                     Pattern::new_go(g).map_err(|e| (i + 1, format!("invalid pattern {pattern:?}: {e}")))?;
@@ -222,7 +220,13 @@ mod tests {
 
     #[test]
     fn copy_source_globs() {
-        assert!(has_wildcards("src/*.go") && has_wildcards("a?c") && has_wildcards("[ab]") && !has_wildcards("a\\*b") && !has_wildcards("plain"));
+        assert!(
+            has_wildcards("src/*.go")
+                && has_wildcards("a?c")
+                && has_wildcards("[ab]")
+                && !has_wildcards("a\\*b")
+                && !has_wildcards("plain")
+        );
         let m = |p: &str, s: &str| path_match(p, s).expect("pattern");
         assert!(m("src/*.go", "src/main.go"));
         assert!(!m("src/*.go", "src/sub/main.go"));

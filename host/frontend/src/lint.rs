@@ -105,7 +105,11 @@ pub fn lint(ast: &Ast) -> Result<Vec<Lint>, String> {
         let casing_ok = if majority_upper { n.keyword == kw } else { is_lower(&n.keyword) };
         if !casing_ok {
             let case = if majority_upper { "uppercase" } else { "lowercase" };
-            push("ConsistentInstructionCasing", line, format!("Command '{}' should match the case of the command majority ({case})", n.keyword));
+            push(
+                "ConsistentInstructionCasing",
+                line,
+                format!("Command '{}' should match the case of the command majority ({case})", n.keyword),
+            );
         }
         match kw.as_str() {
             "FROM" => {
@@ -140,14 +144,16 @@ pub fn lint(ast: &Ast) -> Result<Vec<Lint>, String> {
             "MAINTAINER" => push("MaintainerDeprecated", line, "Maintainer instruction is deprecated in favor of using label".into()),
             "WORKDIR" => {
                 if let Some(dir) = n.args.first().filter(|d| !d.starts_with('/') && !d.starts_with('$')) {
-                    push("WorkdirRelativePath", line, format!("Relative workdir '{dir}' can have unexpected results if the base image changes"));
+                    push(
+                        "WorkdirRelativePath",
+                        line,
+                        format!("Relative workdir '{dir}' can have unexpected results if the base image changes"),
+                    );
                 }
             }
-            "ENV" | "LABEL" if n.args.len() == 3 && n.args[2].is_empty() => push(
-                "LegacyKeyValueFormat",
-                line,
-                format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"),
-            ),
+            "ENV" | "LABEL" if n.args.len() == 3 && n.args[2].is_empty() => {
+                push("LegacyKeyValueFormat", line, format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"))
+            }
             _ => {}
         }
         if let Some(rule_kw) = ["CMD", "ENTRYPOINT", "HEALTHCHECK"].iter().find(|k| **k == kw) {
@@ -232,7 +238,10 @@ mod tests {
         assert_eq!(rules("FROM a\nWORKDIR app\n"), vec![("WorkdirRelativePath", 2)]);
         assert_eq!(rules("FROM a\nCMD [\"a\"]\nCMD [\"b\"]\nFROM b\nCMD [\"c\"]\n"), vec![("MultipleInstructionsDisallowed", 3)]);
         assert_eq!(rules("FROM a\nENV A b\nLABEL x=y\n"), vec![("LegacyKeyValueFormat", 2)]);
-        assert_eq!(rules("ARG V\nFROM img:$V\nFROM img:${NOPE:-x}\nFROM --platform=$BUILDPLATFORM img:$TARGETARCH\n"), vec![("UndefinedArgInFrom", 3)]);
+        assert_eq!(
+            rules("ARG V\nFROM img:$V\nFROM img:${NOPE:-x}\nFROM --platform=$BUILDPLATFORM img:$TARGETARCH\n"),
+            vec![("UndefinedArgInFrom", 3)]
+        );
         assert_eq!(rules("FROM a\nRUN x \\\n\n y\n"), vec![("NoEmptyContinuation", 1)]);
         assert!(rules("from a as b\nrun x\ncmd [\"y\"]\n").is_empty());
     }

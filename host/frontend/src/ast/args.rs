@@ -38,9 +38,7 @@ pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
         "from" | "expose" => (split_ws(&rest), None, false),
         "env" | "label" => (name_val(&rest, &keyword.to_ascii_uppercase(), escape)?, None, false),
         "arg" => (words(&rest, escape), None, false),
-        "maintainer" | "user" | "workdir" | "stopsignal" => {
-            (if rest.is_empty() { vec![] } else { vec![rest.clone()] }, None, false)
-        }
+        "maintainer" | "user" | "workdir" | "stopsignal" => (if rest.is_empty() { vec![] } else { vec![rest.clone()] }, None, false),
         "healthcheck" => health(&rest),
         "onbuild" => {
             if rest.is_empty() {
@@ -51,17 +49,7 @@ pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
         }
         _ => (vec![String::new()], None, false),
     };
-    Ok(Node {
-        keyword,
-        flags,
-        args,
-        sub,
-        json,
-        original: line.to_string(),
-        start_line: 0,
-        end_line: 0,
-        heredocs: vec![],
-    })
+    Ok(Node { keyword, flags, args, sub, json, original: line.to_string(), start_line: 0, end_line: 0, heredocs: vec![] })
 }
 
 /// Keyword, flags, and the trimmed rest of the line.
@@ -241,7 +229,10 @@ mod tests {
 
     #[test]
     fn flags_are_split_off() {
-        assert_eq!(split_command("COPY --from=a --chown=\"x y\" src dst"), ("COPY".into(), vec!["--from=a".into(), "--chown=x y".into()], "src dst".into()));
+        assert_eq!(
+            split_command("COPY --from=a --chown=\"x y\" src dst"),
+            ("COPY".into(), vec!["--from=a".into(), "--chown=x y".into()], "src dst".into())
+        );
         assert_eq!(split_command("RUN -- --not-a-flag"), ("RUN".into(), vec![], "--not-a-flag".into()));
         assert_eq!(split_command("RUN --network=none"), ("RUN".into(), vec!["--network=none".into()], "".into()));
         assert_eq!(split_command("  cmd  "), ("cmd".into(), vec![], "".into()));

@@ -135,7 +135,10 @@ mod tests {
         let h = |s: &str| heredocs_in_line(s).into_iter().map(|h| (h.name, h.fd, h.expand, h.chomp)).collect::<Vec<_>>();
         assert_eq!(h("RUN <<EOF"), vec![("EOF".into(), 0, true, false)]);
         assert_eq!(h("RUN <<-EOF"), vec![("EOF".into(), 0, true, true)]);
-        assert_eq!(h("RUN <<'EOF' <<\"E2\" 3<<E3"), vec![("EOF".into(), 0, false, false), ("E2".into(), 0, false, false), ("E3".into(), 3, true, false)]);
+        assert_eq!(
+            h("RUN <<'EOF' <<\"E2\" 3<<E3"),
+            vec![("EOF".into(), 0, false, false), ("E2".into(), 0, false, false), ("E3".into(), 3, true, false)]
+        );
         assert_eq!(h("COPY <<a <<b /dst/"), vec![("a".into(), 0, true, false), ("b".into(), 0, true, false)]);
         assert!(h("RUN echo \"<<EOF\"").is_empty());
         assert!(h("RUN cat<<EOF").is_empty());

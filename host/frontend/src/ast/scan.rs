@@ -48,9 +48,7 @@ impl DirectiveState {
                 let c = match value.as_str() {
                     "\\" => '\\',
                     "`" => '`',
-                    other => {
-                        return Err(ParseError::new(lineno, format!("invalid escape token '{other}' does not match ` or \\")))
-                    }
+                    other => return Err(ParseError::new(lineno, format!("invalid escape token '{other}' does not match ` or \\"))),
                 };
                 d.escape = Some(c);
                 self.escape = c;

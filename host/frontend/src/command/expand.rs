@@ -35,9 +35,7 @@ impl Command {
             Command::Env(p) => Command::Env(pairs(p)?),
             Command::Label(p) => Command::Label(pairs(p)?),
             Command::Arg(defs) => Command::Arg(
-                defs.iter()
-                    .map(|d| Ok(super::ArgDef { name: w(&d.name)?, default: opt(&d.default)? }))
-                    .collect::<R<Vec<_>>>()?,
+                defs.iter().map(|d| Ok(super::ArgDef { name: w(&d.name)?, default: opt(&d.default)? })).collect::<R<Vec<_>>>()?,
             ),
             Command::Add(c) => {
                 let c = copy_like(c, lx, env)?;

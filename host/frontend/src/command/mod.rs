@@ -8,8 +8,8 @@
 //!
 //! This module never looks at files, images or the network.
 
-mod expand;
 pub mod chown;
+mod expand;
 pub mod flags;
 pub mod mount;
 pub mod parse;
@@ -174,7 +174,10 @@ pub enum Command {
     StopSignal(String),
     Healthcheck(Health),
     /// The trigger's text (`RUN echo x`), stored in the image; `trigger` is it, typed.
-    Onbuild { expression: String, trigger: Box<Command> },
+    Onbuild {
+        expression: String,
+        trigger: Box<Command>,
+    },
 }
 
 impl Command {

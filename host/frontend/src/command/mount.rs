@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn mount_kinds() {
         let m = parse_mount("type=cache,target=/root/.cache,sharing=locked").expect("cache");
-        assert_eq!((m.kind, m.target.as_str(), m.sharing, m.id.as_deref()), (MountType::Cache, "/root/.cache", Sharing::Locked, Some("/root/.cache")));
+        assert_eq!(
+            (m.kind, m.target.as_str(), m.sharing, m.id.as_deref()),
+            (MountType::Cache, "/root/.cache", Sharing::Locked, Some("/root/.cache"))
+        );
         assert!(!m.read_only);
         let m = parse_mount("target=/src,from=build,source=/out,rw").expect("bind");
         assert_eq!((m.kind, m.from.as_deref(), m.source.as_deref(), m.read_only), (MountType::Bind, Some("build"), Some("/out"), false));

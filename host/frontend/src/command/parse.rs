@@ -248,9 +248,11 @@ fn healthcheck(node: &Node) -> R<Command> {
             };
             let retries = match flags.string("retries") {
                 None => None,
-                Some(v) => Some(v.parse::<i64>().map_err(|_| format!("HEALTHCHECK --retries: invalid number {v:?}")).and_then(|n| {
-                    u32::try_from(n).map_err(|_| format!("--retries cannot be negative ({n})"))
-                })?),
+                Some(v) => Some(
+                    v.parse::<i64>()
+                        .map_err(|_| format!("HEALTHCHECK --retries: invalid number {v:?}"))
+                        .and_then(|n| u32::try_from(n).map_err(|_| format!("--retries cannot be negative ({n})")))?,
+                ),
             };
             Ok(Command::Healthcheck(Health::Check {
                 test,

@@ -81,7 +81,8 @@ fn env_label_arg() {
 
 #[test]
 fn copy_and_add() {
-    let Command::Copy(c) = one("COPY --from=build --chown=app:app --chmod=0755 --link --parents --exclude=*.md --exclude=x a b /dst/") else {
+    let Command::Copy(c) = one("COPY --from=build --chown=app:app --chmod=0755 --link --parents --exclude=*.md --exclude=x a b /dst/")
+    else {
         panic!()
     };
     assert_eq!(c.srcs, vec![Source::Path(s("a")), Source::Path(s("b"))]);
@@ -169,7 +170,10 @@ fn expansion_of_typed_commands() {
     assert!(x(&sum).is_ok());
     let e = one("WORKDIR ${V:?}x${NOPE:?unset}");
     let located = Located { line: 7, end_line: 7, text: s("WORKDIR"), command: e };
-    assert_eq!(located.expand(&lx, &env).expect_err("unset").to_string(), "Dockerfile:7: failed to process \"${V:?}x${NOPE:?unset}\": NOPE: unset");
+    assert_eq!(
+        located.expand(&lx, &env).expect_err("unset").to_string(),
+        "Dockerfile:7: failed to process \"${V:?}x${NOPE:?unset}\": NOPE: unset"
+    );
 }
 
 #[test]

@@ -40,9 +40,8 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
 }
 
 const SIGNALS: &[&str] = &[
-    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF", "PWR",
-    "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH",
-    "XCPU", "XFSZ",
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT",
+    "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
 ];
 
 /// Accepts `SIGTERM`, `TERM`, `15`, `SIGRTMIN+3`, like Docker's signal parsing on Linux.
@@ -193,7 +192,6 @@ mod tests {
         assert!(check_digest("sha256:abc").is_err());
         assert!(check_digest("md5:abc").is_err());
     }
-
 
     #[test]
     fn ports() {

@@ -72,7 +72,10 @@ pub fn parse_full(text: &str) -> Result<Dockerfile, ParseError> {
             (_, Some(stage)) => stage.commands.push(c),
             (Command::Arg(_), None) => global_args.push(c),
             (_, None) => {
-                return Err(ParseError::new(c.line, format!("no build stage in current context: {} before the first FROM", c.command.keyword())))
+                return Err(ParseError::new(
+                    c.line,
+                    format!("no build stage in current context: {} before the first FROM", c.command.keyword()),
+                ))
             }
         }
     }

@@ -60,15 +60,13 @@ impl fmt::Display for Platform {
 
 /// Build args every Dockerfile may use without declaring them in RUN (not recorded in history),
 /// and that are never reported as unused.
-pub const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
-];
+pub const PROXY_ARGS: &[&str] =
+    &["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
 
 /// Names of the automatic platform args (global scope; a stage must declare them with ARG).
 pub fn is_platform_arg(name: &str) -> bool {
-    ["TARGET", "BUILD"].iter().any(|p| {
-        name.strip_prefix(p).is_some_and(|rest| matches!(rest, "PLATFORM" | "OS" | "ARCH" | "VARIANT"))
-    }) || name == "TARGETSTAGE"
+    ["TARGET", "BUILD"].iter().any(|p| name.strip_prefix(p).is_some_and(|rest| matches!(rest, "PLATFORM" | "OS" | "ARCH" | "VARIANT")))
+        || name == "TARGETSTAGE"
 }
 
 #[cfg(test)]

@@ -27,7 +27,12 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { build_args: BTreeMap::new(), target: None, target_platform: Platform::linux_amd64(), build_platform: Platform::linux_amd64() }
+        Self {
+            build_args: BTreeMap::new(),
+            target: None,
+            target_platform: Platform::linux_amd64(),
+            build_platform: Platform::linux_amd64(),
+        }
     }
 }
 

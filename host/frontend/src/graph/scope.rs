@@ -32,7 +32,11 @@ fn set<V>(list: &mut Vec<(String, V)>, k: &str, v: V) {
 impl Scope {
     /// The scope at the start of `stage`: no ARG declared yet.
     pub fn new(stage: &ResolvedStage, opts: &BuildOptions) -> Self {
-        Self { build_args: opts.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), global: stage.global_args.clone(), args: vec![] }
+        Self {
+            build_args: opts.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            global: stage.global_args.clone(),
+            args: vec![],
+        }
     }
 
     /// Applies an `ARG` instruction. `config_env` is the image's ENV at that point (defaults
@@ -75,10 +79,7 @@ impl Scope {
     /// valued from ENV when ENV sets the same name, `K=` when it has no value (BuildKit's
     /// `runCommandString`).
     pub fn history_args(&self, config_env: &[(String, String)]) -> Vec<(String, String)> {
-        self.args
-            .iter()
-            .map(|(k, v)| (k.clone(), config_env.lookup(k).or_else(|| v.clone()).unwrap_or_default()))
-            .collect()
+        self.args.iter().map(|(k, v)| (k.clone(), config_env.lookup(k).or_else(|| v.clone()).unwrap_or_default())).collect()
     }
 }
 
@@ -96,7 +97,10 @@ mod tests {
     fn arg_scope_rules() {
         let df = parse_full("ARG G=global\nFROM a\nARG G\nARG A=1 B=${A}2 C\nARG TARGETOS NOVALUE\n").expect("parse");
         let opts = BuildOptions {
-            build_args: [("C", "from-cli"), ("HTTP_PROXY", "http://p"), ("UNUSED", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            build_args: [("C", "from-cli"), ("HTTP_PROXY", "http://p"), ("UNUSED", "x")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
             ..BuildOptions::default()
         };
         let graph = df.resolve(&opts).expect("resolve");

@@ -40,7 +40,10 @@ fn run_forms() {
 
 #[test]
 fn copy_and_env() {
-    assert_eq!(one("COPY --chmod=750 a b /d/"), Instruction::Copy { srcs: vec!["a".into(), "b".into()], dst: "/d/".into(), chmod: Some(0o750) });
+    assert_eq!(
+        one("COPY --chmod=750 a b /d/"),
+        Instruction::Copy { srcs: vec!["a".into(), "b".into()], dst: "/d/".into(), chmod: Some(0o750) }
+    );
     assert_eq!(one(r#"COPY ["a b", "/d/"]"#), Instruction::Copy { srcs: vec!["a b".into()], dst: "/d/".into(), chmod: None });
     assert_eq!(
         one(r#"ENV A=1 B="two words" C=a\ b"#),

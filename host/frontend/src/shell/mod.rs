@@ -352,13 +352,8 @@ impl State<'_> {
         if null_is_unset && pattern_op {
             return Err(format!("unsupported modifier ({ops}) in substitution"));
         }
-        let (mut word, _, stop) = self.until(&['}'], pattern_op).map_err(|e| {
-            if self.peek().is_none() {
-                "syntax error: missing '}'".to_string()
-            } else {
-                e
-            }
-        })?;
+        let (mut word, _, stop) =
+            self.until(&['}'], pattern_op).map_err(|e| if self.peek().is_none() { "syntax error: missing '}'".to_string() } else { e })?;
         if stop.is_none() {
             return Err("syntax error: missing '}'".into());
         }

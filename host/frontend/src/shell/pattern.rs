@@ -38,7 +38,8 @@ impl Pattern {
                     toks.push(Tok::Lit(chars[i]));
                 }
                 '[' => {
-                    let (tok, next) = class(&chars, i + 1, bang_negates).ok_or_else(|| format!("unterminated character class in {src:?}"))?;
+                    let (tok, next) =
+                        class(&chars, i + 1, bang_negates).ok_or_else(|| format!("unterminated character class in {src:?}"))?;
                     toks.push(tok);
                     i = next;
                     continue;
