@@ -247,6 +247,12 @@ impl Muxer {
                         self.record("tx packet shorter than the 44-byte header".into());
                     } else {
                         let h = Header::from_bytes(&hdr);
+                        if self.host_backlogged(&h) {
+                            // Back-pressure: leave the packet in the ring until the host socket
+                            // drains (EPOLLOUT), instead of buffering without bound.
+                            queue.go_to_previous_position();
+                            break;
+                        }
                         self.guest_packet(h, &mut reader);
                     }
                 }
@@ -257,6 +263,17 @@ impl Muxer {
         }
         self.update_interest();
         Ok(used)
+    }
+
+    /// Whether `h` carries data for a connection whose host socket already has a full
+    /// receive buffer's worth waiting.
+    fn host_backlogged(&self, h: &Header) -> bool {
+        h.op == op::RW
+            && self
+                .ports
+                .get(&(h.dst_port, h.src_port))
+                .and_then(|id| self.conns.get(id))
+                .is_some_and(|c| c.to_host.len() >= BUF_ALLOC as usize)
     }
 
     fn guest_packet(&mut self, h: Header, payload: &mut impl Read) {

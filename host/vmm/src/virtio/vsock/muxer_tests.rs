@@ -38,7 +38,7 @@ impl<'a> Guest<'a> {
     fn send(&mut self, m: &mut Muxer, h: Header, payload: &[u8]) {
         let slot = self.tx_slot % 16;
         self.tx_slot += 1;
-        let addr = TXBUF + u64::from(slot) * 0x1_0000;
+        let addr = TXBUF + u64::from(slot) * 0x2_0000;
         self.mem.write_slice(&h.to_bytes(), GuestAddress(addr)).unwrap();
         self.mem.write_slice(payload, GuestAddress(addr + HDR_LEN as u64)).unwrap();
         self.tx.push(slot, &[(addr, (HDR_LEN + payload.len()) as u32, false)]);
@@ -208,4 +208,42 @@ fn malformed_input_is_counted_or_reset_never_a_panic() {
     poll_until(&mut m, |m| m.errors > before);
     let mut buf = [0u8; 4];
     assert_eq!(bad.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn a_slow_host_reader_backpressures_the_guest_instead_of_resetting() {
+    let (_dir, uds, mem) = setup();
+    let host = UnixListener::bind(format!("{}_52", uds.display())).unwrap();
+    let mut m = Muxer::new(CID, &uds).unwrap();
+    let mut g = Guest::new(&mem);
+    g.send(&mut m, pkt(1024, 52, op::REQUEST, 0), &[]);
+    let (mut conn, _) = host.accept().unwrap();
+    // Fill the socket and the muxer's buffer while the host does not read.
+    let chunk = vec![0x33u8; MAX_PKT_PAYLOAD as usize];
+    let mut sent = 0usize;
+    for _ in 0..16 {
+        g.send(&mut m, pkt(1024, 52, op::RW, MAX_PKT_PAYLOAD), &chunk);
+        sent += chunk.len();
+    }
+    let consumed = g.tx.used_idx();
+    assert!(consumed < 17, "some packets wait in the ring");
+    assert_eq!(m.connection_count(), 1, "no reset: {:?}", m.last_error);
+    // The host reads everything; the muxer drains and takes the rest of the ring.
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; sent];
+        conn.read_exact(&mut buf).unwrap();
+        buf.iter().all(|b| *b == 0x33)
+    });
+    let start = Instant::now();
+    while g.tx.used_idx() != 17 {
+        assert!(start.elapsed() < Duration::from_secs(5), "ring never drained");
+        m.poll(20).unwrap();
+        m.process_tx(&mem, &mut g.txq).unwrap();
+    }
+    while !reader.is_finished() {
+        assert!(start.elapsed() < Duration::from_secs(5), "host never got everything");
+        m.poll(20).unwrap();
+    }
+    assert!(reader.join().unwrap());
+    assert_eq!(m.errors, 0, "{:?}", m.last_error);
 }
