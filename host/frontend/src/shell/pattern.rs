@@ -89,15 +89,32 @@ fn class(chars: &[char], mut i: usize, bang_negates: bool) -> Option<(Tok, usize
     }
 }
 
+/// Wildcard matching with single-star backtracking: O(pattern x text), no recursion, so
+/// hostile patterns (`*a*a*a*...`) stay cheap.
 fn matches_from(toks: &[Tok], s: &[char]) -> bool {
-    let Some((tok, rest)) = toks.split_first() else { return s.is_empty() };
-    match tok {
-        Tok::Star => (0..=s.len()).any(|k| matches_from(rest, &s[k..])),
-        _ => match s.split_first() {
-            Some((c, srest)) if one(tok, *c) => matches_from(rest, srest),
-            _ => false,
-        },
+    let (mut ti, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match toks.get(ti) {
+            Some(Tok::Star) => {
+                star = Some((ti + 1, si));
+                ti += 1;
+            }
+            Some(t) if one(t, s[si]) => {
+                ti += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((after, at)) => {
+                    ti = after;
+                    si = at + 1;
+                    star = Some((after, at + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    toks[ti.min(toks.len())..].iter().all(|t| *t == Tok::Star)
 }
 
 fn one(tok: &Tok, c: char) -> bool {
@@ -155,4 +172,23 @@ pub fn replace(pattern: &str, value: &str, replacement: &str, all: bool) -> Resu
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, s: &str) -> bool {
+        Pattern::new(p).expect("pattern").matches(&s.chars().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn globbing() {
+        assert!(m("*", "") && m("*", "abc") && m("a*c", "abbbc") && m("a*c", "ac") && !m("a*c", "acb"));
+        assert!(m("*.tar.gz", "x.tar.gz") && !m("*.tar.gz", "x.tar.gzz"));
+        assert!(m("?b*", "abxyz") && !m("?b*", "b"));
+        assert!(m("*a*b*c*", "xxaxxbxxcxx") && !m("*a*b*c*", "xxcxxbxxa"));
+        let long = "a".repeat(2000);
+        assert!(!m("*a*a*a*a*a*a*a*a*a*a*b", &long), "no exponential blow-up");
+    }
 }
