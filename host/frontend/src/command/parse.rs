@@ -25,11 +25,11 @@ fn command(node: &Node) -> R<Command> {
         "RUN" => run(node),
         "CMD" => {
             no_flags(node)?;
-            Ok(Command::Cmd(shell_or_exec(node, true)?))
+            Ok(Command::Cmd(shell_or_exec(node)?))
         }
         "ENTRYPOINT" => {
             no_flags(node)?;
-            Ok(Command::Entrypoint(shell_or_exec(node, true)?))
+            Ok(Command::Entrypoint(shell_or_exec(node)?))
         }
         "ENV" | "LABEL" => {
             no_flags(node)?;
@@ -88,13 +88,13 @@ fn exactly_one(node: &Node) -> R<String> {
     }
 }
 
-fn shell_or_exec(node: &Node, empty_ok: bool) -> R<ShellOrExec> {
+/// JSON form (an empty `[]` included) or shell form; no argument at all is an error.
+fn shell_or_exec(node: &Node) -> R<ShellOrExec> {
     if node.json {
         return Ok(ShellOrExec::Exec(node.args.clone()));
     }
     match node.args.first() {
         Some(s) => Ok(ShellOrExec::Shell(s.clone())),
-        None if empty_ok => Ok(ShellOrExec::Exec(vec![])),
         None => Err(format!("{} requires at least one argument", node.command())),
     }
 }
@@ -139,7 +139,7 @@ fn run(node: &Node) -> R<Command> {
         Some("insecure") => Security::Insecure,
         Some(other) => return Err(format!("security mode {other:?} not supported")),
     };
-    let cmd = shell_or_exec(node, false)?;
+    let cmd = shell_or_exec(node)?;
     Ok(Command::Run(Run { cmd, heredocs: inline_files(node), mounts, network, security }))
 }
 

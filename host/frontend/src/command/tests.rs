@@ -60,6 +60,8 @@ fn run_heredocs() {
 fn cmd_entrypoint_shell() {
     assert_eq!(one("CMD [\"a\"]"), Command::Cmd(ShellOrExec::Exec(vec![s("a")])));
     assert_eq!(one("CMD []"), Command::Cmd(ShellOrExec::Exec(vec![])));
+    assert_eq!(err("CMD"), "Dockerfile:2: CMD requires at least one argument");
+    assert_eq!(err("ENTRYPOINT"), "Dockerfile:2: ENTRYPOINT requires at least one argument");
     assert_eq!(one("ENTRYPOINT exec app"), Command::Entrypoint(ShellOrExec::Shell(s("exec app"))));
     assert_eq!(one("SHELL [\"/bin/bash\", \"-c\"]"), Command::Shell(vec![s("/bin/bash"), s("-c")]));
     assert!(err("SHELL /bin/bash -c").contains("JSON form"));
