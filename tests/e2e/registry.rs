@@ -256,6 +256,29 @@ fn htpasswd_registry_wants_the_right_password() {
     assert_clean_error(&env.kiln(&["pull", &name]), "unauthorized");
     write_config("a2lsbjpzM2NyZXQ="); // kiln:s3cret
     ok(&env.kiln(&["pull", &name]));
+
+    // kiln login checks the password before saving it; logout removes it.
+    std::fs::remove_file(docker.join("config.json")).expect("rm config");
+    assert_clean_error(&login(&env, &reg.host, "wrong"), "unauthorized");
+    assert!(!docker.join("config.json").exists(), "a refused login saves nothing");
+    assert_eq!(ok(&login(&env, &reg.host, "s3cret")).trim(), "Login Succeeded");
+    let config = std::fs::read_to_string(docker.join("config.json")).expect("config.json");
+    assert!(config.contains(&reg.host) && config.contains("a2lsbjpzM2NyZXQ="), "{config}");
+    ok(&env.kiln(&["pull", &name]));
+    let pushed = format!("{}/a/pushed:v1", reg.host);
+    ok(&env.kiln(&["tag", &name, &pushed]));
+    let out = ok(&env.kiln(&["push", &pushed]));
+    assert!(out.contains("Mounted from a/bb"), "{out}");
+    inspect_remote(&reg, "a/pushed:v1", &["--creds", "kiln:s3cret"]);
+    assert_eq!(ok(&env.kiln(&["logout", &reg.host])).trim(), format!("Removing login credentials for {}", reg.host));
+    assert_eq!(ok(&env.kiln(&["logout", &reg.host])).trim(), format!("Not logged in to {}", reg.host));
+    assert_clean_error(&env.kiln(&["push", &pushed]), "unauthorized");
+}
+
+fn login(env: &TestEnv, host: &str, password: &str) -> Output {
+    let mut child = env.command(&["login", "-u", "kiln", "--password-stdin", host]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn kiln login");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write password");
+    child.wait_with_output().expect("kiln login")
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod images;
 mod import;
 mod inspect;
 mod load;
+mod login;
 mod paths;
 mod prune;
 mod pull;
@@ -56,6 +57,10 @@ enum Command {
     Load(load::LoadArgs),
     /// Download an image from a registry
     Pull(pull::PullArgs),
+    /// Log in to a registry (credentials go to Docker's config.json)
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
     /// Upload an image to a registry
     Push(push::PushArgs),
     /// Create a one-layer image from a root filesystem tarball
@@ -74,6 +79,12 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
+    }
+    if let Command::Login(args) = cli.command {
+        return login::login(args).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
+    }
+    if let Command::Logout(args) = cli.command {
+        return login::logout(args).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
     }
     install_signal_handler();
     let root = match paths::store_root(cli.root) {
@@ -94,7 +105,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => pull::run(&root, args),
         Command::Push(args) => push::run(&root, args),
         Command::System(cmd) => system::run(&root, cmd),
-        Command::Dockerfile(_) => Ok(()), // handled above: needs no store
+        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) => Ok(()), // handled above: need no store
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

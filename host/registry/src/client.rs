@@ -166,7 +166,7 @@ impl Client {
                     self.pause(attempt, None);
                     continue;
                 }
-                Err(e) => return Err(RegistryError::Http { context: format!("{what} ({url})"), source: Box::new(e) }),
+                Err(e) => return Err(RegistryError::Http { context: format!("{what} ({url})"), cause: Box::new(e) }),
             };
             let status = resp.status().as_u16();
             if status == 401 && !authenticated {
@@ -248,7 +248,7 @@ impl Client {
                 Ok(r) if (r.status().as_u16() == 429 || r.status().is_server_error()) && attempt < MAX_ATTEMPTS => self.pause(attempt, None),
                 Ok(r) => break r,
                 Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => self.pause(attempt, None),
-                Err(e) => return Err(RegistryError::Http { context: format!("{}: fetching a token from {realm}", self.domain), source: Box::new(e) }),
+                Err(e) => return Err(RegistryError::Http { context: format!("{}: fetching a token from {realm}", self.domain), cause: Box::new(e) }),
             }
         };
         let status = resp.status().as_u16();

@@ -5,8 +5,8 @@ use kiln_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The connection failed (DNS, TCP, TLS, a dropped body) after every retry.
-    #[error("{context}: {source}")]
-    Http { context: String, source: Box<ureq::Error> },
+    #[error("{context}: {cause}")]
+    Http { context: String, cause: Box<ureq::Error> },
     /// The registry answered with an unexpected status.
     #[error("{context}: the registry answered {status}{detail}")]
     Status { context: String, status: u16, detail: String },
@@ -27,8 +27,8 @@ pub enum RegistryError {
     /// Reading or writing the docker config, or running a credential helper.
     #[error("{context}: {why}")]
     Config { context: String, why: String },
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -39,7 +39,7 @@ impl RegistryError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io { context: context.into(), cause: source }
     }
 
     pub(crate) fn config(context: impl Into<String>, why: impl ToString) -> Self {

@@ -12,6 +12,7 @@ pub mod challenge;
 pub mod client;
 pub mod credentials;
 mod error;
+pub mod login;
 pub mod manifest;
 pub mod pull;
 pub mod push;

@@ -1,0 +1,85 @@
+//! `kiln login [REGISTRY] [-u USER] [-p PASSWORD | --password-stdin]` and `kiln logout
+//! [REGISTRY]`: credentials in Docker's `config.json` (or its credential helper), checked
+//! against the registry before they are saved.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_registry::credentials::default_config_path;
+use kiln_registry::{Credentials, DockerConfig, Settings};
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// User name
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin: command lines are visible to other users)
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// Read the password from stdin
+    #[arg(long)]
+    password_stdin: bool,
+    /// Registry (default: Docker Hub)
+    server: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    /// Registry (default: Docker Hub)
+    server: Option<String>,
+}
+
+fn config() -> Result<DockerConfig> {
+    let path = default_config_path().context("cannot find Docker's config.json: set DOCKER_CONFIG or HOME")?;
+    Ok(DockerConfig::load(&path)?)
+}
+
+fn read_line(what: &str) -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).with_context(|| format!("reading the {what} from stdin"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+pub fn login(args: LoginArgs) -> Result<()> {
+    let domain = kiln_registry::login::registry_domain(args.server.as_deref())?;
+    let stdin_tty = std::io::stdin().is_terminal();
+    let username = match args.username {
+        Some(u) => u,
+        None if stdin_tty && !args.password_stdin => {
+            eprint!("Username: ");
+            read_line("user name")?
+        }
+        None => bail!("a user name is required: use -u USER"),
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(p), false) => {
+            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p
+        }
+        (None, true) => read_line("password")?,
+        (None, false) => bail!("a password is required: use --password-stdin (e.g. `echo $TOKEN | kiln login -u USER --password-stdin`)"),
+    };
+    if username.is_empty() || password.is_empty() {
+        bail!("user name and password must not be empty");
+    }
+    let creds = Credentials { username, password };
+    let settings = Settings::load_default()?;
+    kiln_registry::login::check_credentials(&domain, &settings, creds.clone()).with_context(|| format!("login to {domain} failed"))?;
+    let mut cfg = config()?;
+    cfg.store(&domain, &creds).with_context(|| format!("saving credentials in {}", cfg.path().display()))?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+pub fn logout(args: LogoutArgs) -> Result<()> {
+    let domain = kiln_registry::login::registry_domain(args.server.as_deref())?;
+    let mut cfg = config()?;
+    if cfg.erase(&domain)? {
+        println!("Removing login credentials for {domain}");
+    } else {
+        println!("Not logged in to {domain}");
+    }
+    Ok(())
+}
