@@ -45,9 +45,16 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert!(stderr.contains("out-line") && stderr.contains("err-line"), "RUN output must be shown:\n{stderr}");
 
     // The same build again: every step hits the cache and no VM boots.
-    let out = env.kiln(&["build", "-t", "kiln-e2e/app:again", app.to_str().expect("utf8")]);
+    let local = env.dir.path().join("local-out");
+    let out_spec = format!("type=local,dest={}", local.display());
+    let out = env.kiln(&["build", "-t", "kiln-e2e/app:again", "--output", &out_spec, app.to_str().expect("utf8")]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "cached rebuild failed:\n{stderr}");
+    // --output type=local: the flattened root filesystem, whiteouts applied.
+    assert_eq!(fs::read_to_string(local.join("work/hello.txt")).expect("hello"), "hello\n");
+    assert_eq!(fs::read_to_string(local.join("data/keep")).expect("keep"), "keep\n");
+    assert!(!local.join("data/gone").exists(), "type=local must apply the whiteout of the later RUN");
+    assert_eq!(fs::read_link(local.join("data/link")).expect("link"), Path::new("/work/hello.txt"));
     assert!(stderr.contains("3 steps cached; no VM needed"), "{stderr}");
     assert!(!stderr.contains("VM ready"), "a fully cached build must not boot a guest:\n{stderr}");
     // Change the COPY'd file: that COPY reruns (on the host), the RUNs before it stay cached.
@@ -209,6 +216,22 @@ fn copy_only_build_boots_no_vm_and_honours_dockerignore_labels_and_iidfile() {
     assert!(stderr.contains("no VM needed") && !stderr.contains("VM ready"), "{stderr}");
     let id = fs::read_to_string(&iid).expect("iidfile");
     assert!(stderr.contains(&format!("writing image {id}")), "iidfile {id} vs {stderr}");
+
+    // --output type=tar and type=oci, from the cache.
+    let rootfs_tar = env.dir.path().join("rootfs.tar");
+    let oci_tar = env.dir.path().join("oci.tar");
+    for spec in [format!("type=tar,dest={}", rootfs_tar.display()), format!("type=oci,dest={}", oci_tar.display())] {
+        let out = env.kiln(&["build", "-t", "copyonly-out", "--output", &spec, ctx.to_str().expect("utf8")]);
+        assert!(out.status.success(), "{spec}: {}", text(&out.stderr));
+    }
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&rootfs_tar));
+    // A directory entry is marked by its type flag; the trailing slash is optional.
+    let mut names: Vec<&str> = listing.lines().map(|l| l.trim_end_matches('/')).collect();
+    names.sort();
+    assert_eq!(names, vec!["app", "app/.dockerignore", "app/Dockerfile", "app/README.md", "app/run"], "{listing}");
+    run_ok(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", oci_tar.display())]));
+    let out = env.kiln(&["build", "-t", "copyonly-out", "--output", "type=zip,dest=x", ctx.to_str().expect("utf8")]);
+    harness::assert_clean_error(&out, "invalid --output type");
 
     let archive = env.dir.path().join("c.tar");
     assert!(env.kiln(&["save", "-o", archive.to_str().expect("utf8"), "copyonly"]).status.success());

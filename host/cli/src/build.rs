@@ -26,6 +26,9 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
+    /// Also export the result: type=oci|docker|tar,dest=FILE or type=local,dest=DIR (or just DIR)
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
     /// Set a label on the image (KEY=VALUE); may be given several times
     #[arg(long = "label")]
     labels: Vec<String>,
@@ -70,6 +73,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let ignore = read_dockerignore(&file, &args.context)?;
+    let output = args.output.as_deref().map(crate::output::Output::parse).transpose()?.unwrap_or(crate::output::Output::Image);
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -82,6 +86,10 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     };
     let mut reporter = Reporter::new(args.quiet);
     let outcome = kiln_solver::build(&store, &QemuBackend::default(), &opts, &mut reporter)?;
+    if output != crate::output::Output::Image {
+        let image = store.image(&outcome.manifest)?;
+        crate::output::export(&store, &output, opts.tags.first(), &image).context("exporting the build result")?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, outcome.config.to_string()).with_context(|| format!("writing --iidfile {}", path.display()))?;
     }

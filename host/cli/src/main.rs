@@ -11,6 +11,7 @@ mod import;
 mod inspect;
 mod load;
 mod login;
+mod output;
 mod paths;
 mod prune;
 mod pull;

@@ -17,6 +17,7 @@ mod archive_read;
 pub mod catalog;
 pub mod digest;
 pub mod error;
+pub mod flatten;
 pub mod fsck;
 pub mod gc;
 pub mod image;
