@@ -311,3 +311,81 @@ fn push_round_trips_with_skopeo_and_mounts_across_repositories() {
     assert_eq!(line_value(&pulled, "Digest: "), digest);
     assert_clean_error(&env.kiln(&["push", &format!("{}/team/absent:v1", reg.host)]), "no such image");
 }
+
+/// `fixtures/fake_registry.py` in front of a real registry, killed on drop.
+struct Fake {
+    child: Child,
+    host: String,
+    log: PathBuf,
+}
+
+impl Fake {
+    fn start(upstream: &Registry, mode: &str) -> Self {
+        require_tool("python3");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/fixtures/fake_registry.py");
+        let port_file = upstream.dir.path().join(format!("fake-{mode}.port"));
+        let log = upstream.dir.path().join(format!("fake-{mode}.log"));
+        let child = Command::new("python3")
+            .arg(&script)
+            .args([upstream.host.as_str(), p(&port_file), p(&log), mode])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the fake registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(s) = std::fs::read_to_string(&port_file) {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the fake registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self { child, host: format!("127.0.0.1:{}", port.trim()), log }
+    }
+
+    fn events(&self, event: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| *l == event).count()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bearer_tokens_retries_and_redirects_without_leaking_credentials() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regbearersrc");
+    let archive = image_archive(&src, "bb:v1", "bearer", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/b/bb:v1", reg.host)]);
+    let fake = Fake::start(&reg, "ok");
+    let name = format!("{}/b/bb:v1", fake.host);
+
+    let env = TestEnv::new("regbearer");
+    assert_clean_error(&env.kiln(&["pull", &name]), "unauthorized");
+    assert_clean_error(&login(&env, &fake.host, "wrong"), "unauthorized");
+    let mut child = env.command(&["login", "-u", "kiln", "--password-stdin", &fake.host]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"tok3n\n").expect("password");
+    assert_eq!(ok(&child.wait_with_output().expect("login")).trim(), "Login Succeeded");
+    let tokens_before = fake.events("token");
+    let out = ok(&env.kiln(&["pull", &name]));
+    assert!(out.contains("Pull complete"), "{out}");
+    assert_eq!(fake.events("token") - tokens_before, 1, "one token per scope, cached for every request of the pull");
+    assert!(fake.events("503") >= 2, "config and layer were each answered 503 once, then retried");
+    assert!(fake.events("redirect") >= 2 && fake.events("storage") >= 2, "blobs came through the redirect");
+    assert_eq!(fake.events("leak"), 0, "Authorization must not follow a redirect to another host");
+    assert_eq!(line_value(&out, "Digest: "), inspect_remote(&reg, "b/bb:v1", &[])["Digest"].as_str().expect("digest"));
+
+    let corrupt = Fake::start(&reg, "corrupt");
+    let other = TestEnv::new("regbearercorrupt");
+    let docker = other.home.join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"a2lsbjp0b2szbg=="}}}}}}"#, corrupt.host)).expect("config");
+    other.give_to_user(&docker);
+    ok(&other.kiln(&["images"]));
+    let before = other.store_snapshot();
+    assert_clean_error(&other.kiln(&["pull", &format!("{}/b/bb:v1", corrupt.host)]), "rejected");
+    assert_eq!(other.store_snapshot(), before);
+}
