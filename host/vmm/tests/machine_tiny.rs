@@ -133,3 +133,47 @@ fn i8042_reset_is_reported_as_a_guest_reset() {
     let Some((exit, _)) = boot(&tiny_elf(&[0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe], false), 1) else { return };
     assert!(matches!(exit, MachineExit::GuestReset), "{exit:?}");
 }
+
+#[test]
+fn serial_interrupt_reaches_the_guest_through_irqfd_and_the_in_kernel_pic() {
+    // Image: code at LOAD, IDTR at LOAD+0x800, IDT at LOAD+0x1000 (vectors 0..0x24).
+    const IDTR: u64 = LOAD + 0x800;
+    const IDT: u64 = LOAD + 0x1000;
+    const VECTOR: u64 = 0x24; // PIC master remapped to 0x20; COM1 is IRQ 4
+    let mut code = Vec::new();
+    // Program the 8259s (ICW1..4), master base 0x20 with only IRQ 4 unmasked, slave masked:
+    // B0 v; E6 port   mov al, v; out port, al
+    for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xef), (0xa0, 0x11), (0xa1, 0x28), (0xa1, 0x02), (0xa1, 0x01), (0xa1, 0xff)] {
+        code.extend([0xb0, v, 0xe6, port]);
+    }
+    // 0F 01 1C 25 disp32   lidt [IDTR]
+    code.extend([0x0f, 0x01, 0x1c, 0x25]);
+    code.extend((IDTR as u32).to_le_bytes());
+    // 66 BA F9 03; B0 02; EE   IER = THR-empty interrupt enabled: the UART raises IRQ 4 now
+    // FB                       sti
+    // F4; EB FD                spin: hlt; jmp spin
+    code.extend([0x66, 0xba, 0xf9, 0x03, 0xb0, 0x02, 0xee, 0xfb, 0xf4, 0xeb, 0xfd]);
+    let handler = LOAD + code.len() as u64;
+    // handler: 66 BA F8 03; B0 'I'; EE   print "I"
+    //          B0 FE; E6 64              i8042 reset -> the machine stops with GuestReset
+    //          EB FE                     jmp $
+    code.extend([0x66, 0xba, 0xf8, 0x03, 0xb0, b'I', 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe]);
+    let mut image = code;
+    image.resize(0x800, 0);
+    let limit = ((VECTOR + 1) * 16 - 1) as u16;
+    image.extend(limit.to_le_bytes());
+    image.extend(IDT.to_le_bytes());
+    image.resize(0x1000, 0);
+    let mut idt = vec![0u8; ((VECTOR + 1) * 16) as usize];
+    // 64-bit interrupt gate: offset 15:0, selector 0x08, IST 0, type 0x8E, offset 31:16, 63:32.
+    let gate = &mut idt[(VECTOR * 16) as usize..];
+    gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&0x08u16.to_le_bytes());
+    gate[5] = 0x8e;
+    gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    image.extend(idt);
+    let Some((exit, out)) = boot(&tiny_elf(&image, false), 1) else { return };
+    assert!(matches!(exit, MachineExit::GuestReset), "{exit:?}");
+    assert_eq!(out, "I", "the handler ran");
+}
