@@ -95,7 +95,12 @@ impl Store {
         }
         let mut records = Vec::new();
         for digest in self.image_digests()? {
-            records.push(self.image(&digest)?);
+            let record = self.image(&digest).map_err(|e| StoreError::Corrupt {
+                what: "image",
+                digest: digest.to_string(),
+                why: format!("{e} (run `kiln system check`)"),
+            })?;
+            records.push(record);
         }
         let mut out: Vec<ImageSummary> = records
             .iter()
