@@ -83,6 +83,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         ignore,
         labels,
+        pull: Some(Box::new(pull_base(store.clone()))),
     };
     let mut reporter = Reporter::new(args.quiet);
     let outcome = kiln_solver::build(&store, &QemuBackend::default(), &opts, &mut reporter)?;
@@ -122,4 +123,15 @@ fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<kiln_fr
         }
     }
     Ok(None)
+}
+
+/// FROM of an image the store lacks: pull it as `kiln pull` would (mirrors first).
+fn pull_base(store: Store) -> impl Fn(&str) -> std::result::Result<kiln_store::Digest, String> + Sync {
+    move |name: &str| {
+        let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
+        let events = |_: kiln_registry::PullEvent| {};
+        kiln_registry::pull_image(&store, &reference, &kiln_registry::PullOptions::default(), &events)
+            .map(|p| p.image)
+            .map_err(|e| e.to_string())
+    }
 }

@@ -42,7 +42,13 @@ pub struct BuildOptions {
     pub ignore: Option<kiln_frontend::dockerignore::Dockerignore>,
     /// `--label KEY=VALUE`s set on the final image.
     pub labels: Vec<(String, String)>,
+    /// Fetches a base image the store lacks (from a registry) and returns its manifest digest.
+    /// `None`: only local images can be used as bases.
+    pub pull: Option<Box<Puller>>,
 }
+
+/// How the solver gets a missing base image, without knowing about registries.
+pub type Puller = dyn Fn(&str) -> Result<Digest, String> + Sync;
 
 /// What a successful build produced.
 #[derive(Debug)]
@@ -65,8 +71,10 @@ pub enum BuildError {
     Copy { line: usize, text: String, source: io::Error },
     #[error("Dockerfile:{line}: {text}: {source}")]
     Step { line: usize, text: String, source: Box<BuildError> },
-    #[error("FROM {0}: image not found in the local store (pulling from registries is not supported yet)")]
+    #[error("FROM {0}: image not found in the local store and no registry to pull it from")]
     BaseMissing(String),
+    #[error("FROM {name}: pulling failed: {why}")]
+    PullFailed { name: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -90,14 +98,25 @@ struct ImageState {
     history: Vec<History>,
 }
 
-fn base_state(store: &Store, base: &Base) -> Result<ImageState, BuildError> {
+/// The base image: from the store, else pulled (when a puller is given), as Docker's FROM does.
+fn base_image(store: &Store, name: &str, pull: Option<&Puller>, out: &mut Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
+    match store.image_by_name(name) {
+        Ok((_, img)) => Ok(img),
+        Err(StoreError::NoSuchImage(_)) => {
+            let pull = pull.ok_or_else(|| BuildError::BaseMissing(name.to_string()))?;
+            out.info(&format!("pulling {name}"));
+            let digest = pull(name).map_err(|why| BuildError::PullFailed { name: name.to_string(), why })?;
+            Ok(store.image(&digest)?)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn base_state(store: &Store, base: &Base, pull: Option<&Puller>, out: &mut Reporter) -> Result<ImageState, BuildError> {
     let mut state = match base {
         Base::Scratch => ImageState { base_key: CacheKey::base("scratch"), layers: vec![], config: RunConfig::default(), history: vec![] },
         Base::Image(name) => {
-            let (_, img) = store.image_by_name(name).map_err(|e| match e {
-                StoreError::NoSuchImage(_) => BuildError::BaseMissing(name.clone()),
-                other => BuildError::Store(other),
-            })?;
+            let img = base_image(store, name, pull, out)?;
             let sizes = img.manifest.layers().iter().map(|d| d.size());
             let layers = img
                 .layers
@@ -133,7 +152,7 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
     let clamp_mtime = time::source_date_epoch().map_err(BuildError::Invalid)?;
     let created_text = time::rfc3339(created);
     let staging = store.staging()?;
-    let mut state = base_state(store, &opts.plan.base)?;
+    let mut state = base_state(store, &opts.plan.base, opts.pull.as_deref(), out)?;
     let total = opts.plan.steps.len() + 1;
     let mut cached_steps = 0;
     out.step(1, total, &format!("FROM {}", match &opts.plan.base { Base::Scratch => "scratch", Base::Image(n) => n }));
