@@ -37,6 +37,12 @@ struct Registry {
 impl Registry {
     /// Starts a registry; with `user`, behind htpasswd auth with that user and password.
     fn start(user: Option<(&str, &str)>) -> Self {
+        Self::start_with(user, false)
+    }
+
+    /// Like [`Registry::start`]; with `tls`, behind HTTPS with a certificate from a fresh CA
+    /// (`ca.pem` in [`Registry::ca`]).
+    fn start_with(user: Option<(&str, &str)>, tls: bool) -> Self {
         require_tool("docker-registry");
         let dir = tempfile::Builder::new().prefix("kiln-registry-").tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -44,6 +50,10 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("storage").display()
         );
+        if tls {
+            make_certificates(dir.path());
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", dir.path().join("reg.pem").display(), dir.path().join("reg.key").display()));
+        }
         if let Some((u, pw)) = user {
             require_tool("htpasswd");
             let out = Command::new("htpasswd").args(["-Bbn", u, pw]).output().expect("htpasswd");
@@ -63,11 +73,16 @@ impl Registry {
             .expect("start docker-registry");
         let reg = Self { child, host: format!("127.0.0.1:{port}"), dir };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while reg.get_status("/v2/") == 0 {
+        while TcpStream::connect(&reg.host).is_err() {
             assert!(Instant::now() < deadline, "docker-registry did not start: {}", std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
+    }
+
+    /// The CA that signed a TLS registry's certificate.
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Raw HTTP/1.1 request; returns the status (0 when the connection failed).
@@ -86,15 +101,25 @@ impl Registry {
         resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
     }
 
-    fn get_status(&self, path: &str) -> u16 {
-        self.request("GET", path, &[], b"")
-    }
 
     /// The blob file of `digest` in the registry's storage.
     fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.path().join(format!("storage/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
     }
+}
+
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`reg.pem`, `reg.key`).
+fn make_certificates(dir: &Path) {
+    require_tool("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("ext");
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kiln-test-ca"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "reg.key", "-out", "reg.csr", "-subj", "/CN=127.0.0.1"]);
+    run(&["x509", "-req", "-in", "reg.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "reg.pem", "-days", "2", "-extfile", "ext.cnf"]);
 }
 
 impl Drop for Registry {
@@ -388,4 +413,71 @@ fn bearer_tokens_retries_and_redirects_without_leaking_credentials() {
     let before = other.store_snapshot();
     assert_clean_error(&other.kiln(&["pull", &format!("{}/b/bb:v1", corrupt.host)]), "rejected");
     assert_eq!(other.store_snapshot(), before);
+}
+
+#[test]
+fn htpasswd_registry_behind_tls_with_a_custom_ca() {
+    let reg = Registry::start_with(Some(("kiln", "s3cret")), true);
+    let src = TestEnv::new("regtlssrc");
+    let archive = image_archive(&src, "bb:v1", "tls", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "kiln:s3cret", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/t/bb:v1", reg.host)]);
+    let name = format!("{}/t/bb:v1", reg.host);
+
+    let env = TestEnv::new("regtls");
+    let settings = env.dir.path().join("registries.json");
+    // Without the CA, a loopback registry is spoken to in plain HTTP, which a TLS server refuses.
+    assert_eq!(login(&env, &reg.host, "s3cret").status.code(), Some(1));
+    let ca = env.dir.path().join("ca.pem");
+    std::fs::copy(reg.ca(), &ca).expect("copy ca");
+    std::fs::write(&settings, format!(r#"{{"registries":{{"{}":{{"ca":"{}"}}}}}}"#, reg.host, p(&ca))).expect("settings");
+    env.give_to_user(env.dir.path());
+    let vars = [("KILN_REGISTRIES_CONFIG", p(&settings))];
+    let mut child = env.command(&["login", "-u", "kiln", "--password-stdin", &reg.host]).envs(vars).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"s3cret\n").expect("password");
+    assert_eq!(ok(&child.wait_with_output().expect("login")).trim(), "Login Succeeded");
+    let out = ok(&env.kiln_with(&["pull", &name], &vars));
+    assert_eq!(line_value(&out, "Digest: "), inspect_remote(&reg, "t/bb:v1", &["--creds", "kiln:s3cret"])["Digest"].as_str().expect("digest"));
+    let pushed = format!("{}/t/again:v1", reg.host);
+    ok(&env.kiln(&["tag", &name, &pushed]));
+    ok(&env.kiln_with(&["push", &pushed], &vars));
+    // A CA that did not sign the certificate is refused.
+    let other = TestEnv::new("regtlsother");
+    make_certificates(other.dir.path());
+    std::fs::write(&settings, format!(r#"{{"registries":{{"{}":{{"ca":"{}"}}}}}}"#, reg.host, p(&other.dir.path().join("ca.pem")))).expect("settings");
+    other.give_to_user(other.dir.path());
+    let out = env.kiln_with(&["pull", &name], &vars);
+    assert_clean_error(&out, "certificate");
+}
+
+#[test]
+fn a_pull_killed_mid_blob_leaves_nothing_visible_and_the_next_pull_works() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regkillsrc");
+    let archive = image_archive(&src, "bb:v1", "kill", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/k/bb:v1", reg.host)]);
+    let stall = Fake::start(&reg, "stall");
+    let env = TestEnv::new("regkill");
+    let docker = env.home.join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"a2lsbjp0b2szbg=="}}}}}}"#, stall.host)).expect("config");
+    env.give_to_user(&docker);
+    ok(&env.kiln(&["images"]));
+    let visible = |env: &TestEnv| env.store_snapshot().into_iter().filter(|(k, _)| !k.starts_with("ingest/")).collect::<Vec<_>>();
+    let before = visible(&env);
+
+    let mut child = env.spawn(&["pull", &format!("{}/k/bb:v1", stall.host)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stall.events("stalled") == 0 {
+        assert!(Instant::now() < deadline, "the pull never reached the layer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("SIGKILL kiln");
+    let _ = child.wait();
+    assert_eq!(visible(&env), before, "a killed pull leaves blobs, images and names as they were");
+
+    let out = ok(&env.kiln(&["pull", &format!("{}/k/bb:v1", reg.host)]));
+    assert!(out.contains("Pull complete"), "{out}");
+    let check = ok(&env.kiln(&["system", "check"]));
+    assert!(check.contains(": 0 problems"), "{check}");
 }
