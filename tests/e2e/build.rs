@@ -152,9 +152,10 @@ fn interrupt_during_run_stops_the_vm_and_changes_nothing() {
     }
     std::thread::sleep(Duration::from_secs(4));
     // SIGINT to kiln itself: what Ctrl-C delivers (QEMU is in its own process group).
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     let pid = i32::try_from(child.id()).expect("pid");
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(sent, 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {

@@ -254,11 +254,7 @@ impl Shared {
 }
 
 fn read_loop(shared: &Shared, mut reader: impl Read) {
-    loop {
-        let frame = match Frame::read_from(&mut reader) {
-            Ok(f) => f,
-            Err(_) => break,
-        };
+    while let Ok(frame) = Frame::read_from(&mut reader) {
         match frame.kind {
             FrameKind::Data => shared.deliver(frame.stream, Chunk::Data(frame.payload)),
             FrameKind::End if frame.payload.is_empty() => shared.deliver(frame.stream, Chunk::End),

@@ -239,10 +239,7 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
             results.push((key.clone(), result));
         }
     }
-    let guest_desc = match guest.take() {
-        Some(g) => Some(g.finish(out)),
-        None => None,
-    };
+    let guest_desc = guest.take().map(|g| g.finish(out));
     if !opts.labels.is_empty() {
         let labels = state.config.labels.get_or_insert_with(Default::default);
         for (k, v) in &opts.labels {

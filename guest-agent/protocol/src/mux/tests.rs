@@ -147,7 +147,7 @@ fn agent_keeps_a_stream_that_ended_before_it_was_claimed() {
     w.finish().expect("finish");
     // Make sure the agent's reader thread has routed the End frame before the claim.
     let mut probe = agent.open_reader(43);
-    let mut w2 = host.open_writer(43);
+    let w2 = host.open_writer(43);
     w2.finish().expect("finish");
     probe.read_to_end(&mut Vec::new()).expect("probe");
     let mut got = Vec::new();
