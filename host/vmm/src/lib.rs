@@ -31,9 +31,10 @@
 //!     vsock: Some(VsockConfig { guest_cid: 3, uds_path: private_dir.join("vsock") }),
 //!     disks: vec![],                                     // DiskConfig { path, read_only } -> /dev/vda..
 //! })?;
-//! // Agent connection: UnixStream::connect(uds_path), write "CONNECT 1024\n", read "OK <port>\n"
-//! // (retry until the agent listens, watching machine.wait(0) for an early guest exit), then
-//! // give the stream to the protocol's Mux / AgentClient exactly as the QEMU backend does.
+//! // Agent connection: virtio::vsock::client::connect_guest_port(uds_path, 1024, timeout, alive)
+//! // writes "CONNECT 1024\n", reads "OK <port>\n", retries until the agent listens, and asks
+//! // `alive` between attempts (e.g. "machine.wait(0) returned nothing"). Give the stream to
+//! // the protocol's Mux / AgentClient exactly as the QEMU backend does.
 //! // Shutdown: agent.power_off() -> the guest resets (reboot=t) -> machine.wait(t) returns
 //! // MachineExit::GuestReset; otherwise machine.stop(). Dropping the Machine also stops it,
 //! // joins the vCPU threads and removes the vsock socket.

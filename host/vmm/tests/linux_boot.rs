@@ -5,8 +5,6 @@
 //! "skipped: <reason>" (never a silent pass). On kiln's CI machines (nested PVM KVM) it skips.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -66,22 +64,9 @@ fn guest_boots_and_its_agent_answers_over_vsock() {
     let start = Instant::now();
     let machine = Machine::start(hv.as_ref(), config(dir.path(), console.clone())).expect("start");
     let path = machine.vsock_path.clone().unwrap();
-    // The agent listens on AGENT_PORT once it runs; retry until it accepts.
-    let connected = loop {
-        assert!(start.elapsed() < Duration::from_secs(30), "agent never answered; console:\n{}", String::from_utf8_lossy(&console.contents()));
-        if let Some(exit) = machine.wait(Duration::from_millis(0)) {
-            panic!("guest stopped early: {exit:?}; console:\n{}", String::from_utf8_lossy(&console.contents()));
-        }
-        let mut s = UnixStream::connect(&path).unwrap();
-        s.write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes()).unwrap();
-        let mut line = String::new();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut reader = BufReader::new(s);
-        if reader.read_line(&mut line).is_ok() && line.starts_with("OK ") {
-            break reader;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // The agent listens on AGENT_PORT once it runs; the client retries until it accepts.
+    let connected = kiln_vmm::virtio::vsock::client::connect_guest_port(&path, AGENT_PORT, Duration::from_secs(30), &|| true)
+        .unwrap_or_else(|e| panic!("{e}; console:\n{}", String::from_utf8_lossy(&console.contents())));
     eprintln!("VMM start to agent connection: {:?}", start.elapsed());
     drop(connected);
     let out = String::from_utf8_lossy(&console.contents()).into_owned();

@@ -6,6 +6,7 @@
 //! `QueueNotify` — the same eventfd a KVM ioeventfd can signal without a vCPU exit. The event
 //! queue is accepted but unused (kiln never migrates or resets the transport under the guest).
 
+pub mod client;
 pub mod muxer;
 pub mod packet;
 
