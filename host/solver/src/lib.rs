@@ -170,24 +170,16 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer: empty,
         };
-        let lookup = |key: &CacheKey| if opts.no_cache { None } else { cache.get(key) };
-        let result = match &step.instruction {
+        // Layer steps first name their cache key and what a miss would have to do; one lookup
+        // then decides between the cache and running the step.
+        let pending = match &step.instruction {
             Instruction::Copy { srcs, dst, chmod } => {
                 let workdir = state.config.working_dir.clone().unwrap_or_else(|| "/".into());
                 let spec = copy::CopySpec { srcs, dst, workdir: &workdir, chmod: *chmod, clamp_mtime, ignore: opts.ignore.as_ref() };
                 let tar = copy::copy_layer(&opts.context, &spec, Vec::new())
                     .map_err(|source| BuildError::Copy { line: step.line, text: step.text.clone(), source })?;
                 key = key.child(&["COPY", &Digest::of(&tar).to_string()]);
-                match lookup(&key) {
-                    Some(hit) => {
-                        out.step_cached(i + 2, total, &step.text);
-                        Some((hit, true))
-                    }
-                    None => {
-                        out.step(i + 2, total, &step.text);
-                        Some((Cached::Layer(staging.store().ingest_layer(tar.as_slice())?), false))
-                    }
-                }
+                Some(Pending::Copy(tar))
             }
             Instruction::Run(cmd) => {
                 let argv = shell_argv(cmd);
@@ -196,26 +188,7 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
                 // The clamp changes the layer's bytes, so it is part of the key.
                 let clamp = clamp_mtime.map(|c| c.to_string()).unwrap_or_default();
                 key = key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &workdir, &clamp]);
-                match lookup(&key) {
-                    Some(hit) => {
-                        out.step_cached(i + 2, total, &step.text);
-                        Some((hit, true))
-                    }
-                    None => {
-                        out.step(i + 2, total, &step.text);
-                        if guest.is_none() {
-                            guest = Some(guest::GuestSession::start(backend, &opts.vm, out)?);
-                        }
-                        let session = guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
-                        let layer = session.run_step(&staging, &state.layers, &state.config, &argv, clamp_mtime, out).map_err(|e| match e {
-                            BuildError::StepFailed { status, tail, .. } => {
-                                BuildError::StepFailed { line: step.line, text: step.text.clone(), argv: argv.clone(), status, tail }
-                            }
-                            other => BuildError::Step { line: step.line, text: step.text.clone(), source: Box::new(other) },
-                        })?;
-                        Some((if is_empty_layer(&layer) { Cached::Empty } else { Cached::Layer(layer) }, false))
-                    }
-                }
+                Some(Pending::Run(argv))
             }
             other => {
                 out.step(i + 2, total, &step.text);
@@ -224,6 +197,34 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
                 state.history.push(history(true));
                 None
             }
+        };
+        let result = match pending {
+            None => None,
+            Some(pending) => match if opts.no_cache { None } else { cache.get(&key) } {
+                Some(hit) => {
+                    out.step_cached(i + 2, total, &step.text);
+                    Some((hit, true))
+                }
+                None => {
+                    out.step(i + 2, total, &step.text);
+                    let layer = match pending {
+                        Pending::Copy(tar) => staging.store().ingest_layer(tar.as_slice())?,
+                        Pending::Run(argv) => {
+                            if guest.is_none() {
+                                guest = Some(guest::GuestSession::start(backend, &opts.vm, out)?);
+                            }
+                            let session = guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
+                            session.run_step(&staging, &state.layers, &state.config, &argv, clamp_mtime, out).map_err(|e| match e {
+                                BuildError::StepFailed { status, tail, .. } => {
+                                    BuildError::StepFailed { line: step.line, text: step.text.clone(), argv: argv.clone(), status, tail }
+                                }
+                                other => BuildError::Step { line: step.line, text: step.text.clone(), source: Box::new(other) },
+                            })?
+                        }
+                    };
+                    Some((if is_empty_layer(&layer) { Cached::Empty } else { Cached::Layer(layer) }, false))
+                }
+            },
         };
         if let Some((result, hit)) = result {
             if hit {
@@ -264,6 +265,14 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mu
         }
     }
     Ok(BuildOutcome { manifest, config, layers, cached_steps, guest: guest_desc })
+}
+
+/// A layer step whose cache key is known, with what running it needs.
+enum Pending {
+    /// The layer tar the context yields.
+    Copy(Vec<u8>),
+    /// The argv to run in the guest.
+    Run(Vec<String>),
 }
 
 /// Applies a metadata-only instruction to the image config.
