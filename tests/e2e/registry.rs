@@ -331,6 +331,16 @@ fn push_round_trips_with_skopeo_and_mounts_across_repositories() {
     assert!(mounted.contains("Mounted from team/app"), "{mounted}");
     assert_eq!(ok(&env.kiln(&["push", "-q", &other])).trim(), digest);
 
+    // Chunked upload (PATCH chunks of 100 kB, then PUT): same digest for skopeo.
+    let chunked = format!("{}/team/chunked:v1", reg.host);
+    let rootfs = rootfs_tar(&env, "chunked");
+    ok(&env.kiln(&["import", p(&rootfs), &chunked]));
+    let out = ok(&env.kiln_with(&["push", &chunked], &[("KILN_PUSH_CHUNK_SIZE", "100000")]));
+    let chunked_digest = line_value(&out, "v1: digest: ").split_whitespace().next().expect("digest").to_string();
+    assert_eq!(inspect_remote(&reg, "team/chunked:v1", &[])["Digest"].as_str(), Some(chunked_digest.as_str()));
+    let copy = env.dir.path().join("chunked.oci.tar");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{chunked}"), &format!("oci-archive:{}", p(&copy))]);
+
     let fresh = TestEnv::new("regpushpull");
     let pulled = ok(&fresh.kiln(&["pull", &other]));
     assert_eq!(line_value(&pulled, "Digest: "), digest);
@@ -480,4 +490,23 @@ fn a_pull_killed_mid_blob_leaves_nothing_visible_and_the_next_pull_works() {
     assert!(out.contains("Pull complete"), "{out}");
     let check = ok(&env.kiln(&["system", "check"]));
     assert!(check.contains(": 0 problems"), "{check}");
+}
+
+#[test]
+fn a_dropped_connection_resumes_the_layer_with_a_range_request() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regdropsrc");
+    let archive = image_archive(&src, "bb:v1", "drop", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/d/bb:v1", reg.host)]);
+    let fake = Fake::start(&reg, "drop");
+    let env = TestEnv::new("regdrop");
+    let docker = env.home.join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"a2lsbjp0b2szbg=="}}}}}}"#, fake.host)).expect("config");
+    env.give_to_user(&docker);
+    let out = ok(&env.kiln(&["pull", &format!("{}/d/bb:v1", fake.host)]));
+    assert!(out.contains("Pull complete"), "{out}");
+    assert_eq!(fake.events("dropped"), 1, "the layer's first transfer was cut");
+    assert_eq!(fake.events("range"), 1, "and resumed with one Range request");
+    assert!(ok(&env.kiln(&["system", "check"])).contains(": 0 problems"));
 }

@@ -1,4 +1,5 @@
 //! `kiln push NAME[:TAG]`: Docker-like output over [`kiln_registry::push`].
+//! `KILN_PUSH_CHUNK_SIZE` (bytes) sets the size above which blobs go up in chunks.
 
 use std::path::Path;
 
@@ -35,7 +36,11 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
             PushEvent::Pushed(d) => println!("{}: Pushed", d.short()),
         }
     };
-    let pushed = kiln_registry::push(&store, &client, &reference, &events).with_context(|| format!("pushing {}", reference.familiar()))?;
+    let mut opts = kiln_registry::PushOptions::default();
+    if let Some(v) = std::env::var("KILN_PUSH_CHUNK_SIZE").ok().filter(|v| !v.is_empty()) {
+        opts.chunk_size = v.parse().with_context(|| format!("KILN_PUSH_CHUNK_SIZE={v:?}: expected a number of bytes"))?;
+    }
+    let pushed = kiln_registry::push(&store, &client, &reference, &opts, &events).with_context(|| format!("pushing {}", reference.familiar()))?;
     if quiet {
         println!("{}", pushed.digest);
     } else {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub(crate) enum Payload<'a> {
     Bytes(&'a [u8]),
     /// A file, reopened for every attempt.
     File(&'a Path),
+    /// `len` bytes of a file from `offset` (a chunk of an upload), reread for every attempt.
+    FileRange(&'a Path, u64, u64),
 }
 
 /// A client for one registry.
@@ -158,6 +160,12 @@ impl Client {
                 Payload::File(p) => {
                     let f = File::open(p).map_err(|e| RegistryError::io(format!("{what}: opening {}", p.display()), e))?;
                     self.agent.run(builder.body(f).map_err(bad_request)?)
+                }
+                Payload::FileRange(p, offset, len) => {
+                    let mut f = File::open(p).map_err(|e| RegistryError::io(format!("{what}: opening {}", p.display()), e))?;
+                    f.seek(SeekFrom::Start(*offset)).map_err(|e| RegistryError::io(format!("{what}: reading {}", p.display()), e))?;
+                    let body = ureq::SendBody::from_owned_reader(f.take(*len));
+                    self.agent.run(builder.header("Content-Length", len.to_string()).body(body).map_err(bad_request)?)
                 }
             };
             let resp = match result {

@@ -23,7 +23,7 @@ pub use credentials::{Credentials, DockerConfig};
 pub use error::RegistryError;
 pub use manifest::Platform;
 pub use pull::{pull, PullEvent, PullOptions, Pulled};
-pub use push::{push, PushEvent, Pushed};
+pub use push::{push, PushEvent, PushOptions, Pushed};
 pub use settings::Settings;
 
 use kiln_store::{Reference, Store};

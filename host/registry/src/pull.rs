@@ -101,32 +101,60 @@ pub fn fetch_manifest(client: &Client, path: &str, tag_or_digest: &str, scope: &
 }
 
 /// Downloads one blob into `into` (a staging store), verifying size and digest on the way.
-/// Failed connections restart the blob, a bounded number of times.
+/// A dropped connection resumes where it stopped with a `Range` request (or starts again when
+/// the registry ignores ranges), a bounded number of times.
 pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope: &str, into: &Store) -> Result<(), RegistryError> {
+    const MAX_RESUMES: u32 = 5;
     let what = format!("blob {digest}");
     let url = client.url(&format!("{path}/blobs/{digest}"));
+    let mut ingest = into.ingest()?;
+    let mut have: u64 = 0;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let resp = client.send(Method::GET, &url, &[], &Payload::Empty, scope, &format!("fetching {what}"))?;
+        let range = format!("bytes={have}-");
+        let headers: Vec<(&str, &str)> = if have > 0 { vec![("Range", range.as_str())] } else { Vec::new() };
+        let resp = client.send(Method::GET, &url, &headers, &Payload::Empty, scope, &format!("fetching {what}"))?;
         let status = resp.status().as_u16();
-        if status != 200 {
+        let resumed = status == 206 && have > 0 && content_range_start(&resp) == Some(have);
+        if (status == 200 && have > 0) || (status == 206 && !resumed) {
+            // The registry sends the whole blob (or an unexpected range): start again.
+            ingest = into.ingest()?;
+            have = 0;
+            if status == 206 {
+                continue;
+            }
+        } else if status != 200 && status != 206 {
             let detail = error_detail(resp);
             return Err(RegistryError::Status { context: format!("fetching {what} from {}/{path}", client.domain()), status, detail });
         }
+        let remaining = size - have;
         let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if let Some(l) = len.filter(|l| *l != size) {
-            return Err(RegistryError::invalid(format!("{what}: the registry sends {l} bytes, the manifest says {size}")));
+        if let Some(l) = len.filter(|l| *l != remaining) {
+            return Err(RegistryError::invalid(format!("{what}: the registry sends {} bytes, the manifest says {size}", l + have)));
         }
-        let mut ingest = into.ingest()?;
-        let mut reader = resp.into_body().into_reader().take(size + 1);
-        let copied = match io::copy(&mut reader, &mut ingest) {
-            Ok(n) => n,
-            Err(_) if attempt < 3 => continue, // A dropped connection: start the blob again.
-            Err(e) => return Err(RegistryError::io(format!("downloading {what}"), e)),
+        let mut reader = resp.into_body().into_reader().take(remaining + 1);
+        let mut buf = vec![0u8; 256 * 1024];
+        let dropped = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break have < size,
+                Ok(n) => {
+                    io::Write::write_all(&mut ingest, &buf[..n]).map_err(|e| RegistryError::io(format!("storing {what}"), e))?;
+                    have += n as u64;
+                    if have > size {
+                        return Err(RegistryError::invalid(format!("{what}: received more than the {size} bytes the manifest says")));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if attempt >= MAX_RESUMES => return Err(RegistryError::io(format!("downloading {what}"), e)),
+                Err(_) => break true,
+            }
         };
-        if copied != size {
-            return Err(RegistryError::invalid(format!("{what}: received {copied}{} bytes, the manifest says {size}", if copied > size { "+" } else { "" })));
+        if dropped {
+            if attempt >= MAX_RESUMES {
+                return Err(RegistryError::invalid(format!("{what}: the connection kept closing after {have} of {size} bytes")));
+            }
+            continue;
         }
         return match ingest.commit(Some(digest)) {
             Ok(_) => Ok(()),
@@ -136,6 +164,12 @@ pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope
             Err(e) => Err(e.into()),
         };
     }
+}
+
+/// The first byte of a `Content-Range: bytes START-END/TOTAL` answer.
+fn content_range_start(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    let v = resp.headers().get("content-range")?.to_str().ok()?;
+    v.trim().strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
 }
 
 /// Pulls `reference` from `client`'s registry into `store`. On error the store is unchanged.

@@ -1,7 +1,8 @@
 //! Pushing an image from the store: every blob is HEAD-checked, mounted from another
 //! repository of the same registry when the store knows one that has it (another name of an
-//! image with that blob), else uploaded (monolithic POST + PUT); the manifest goes last, byte
-//! for byte as stored, so the registry's digest is the store's.
+//! image with that blob), else uploaded: in one PUT, or — above [`PushOptions::chunk_size`] —
+//! in PATCH chunks, each retried on its own; the manifest goes last, byte for byte as stored,
+//! so the registry's digest is the store's.
 
 use std::collections::BTreeSet;
 
@@ -22,6 +23,19 @@ pub enum PushEvent {
     Mounted(Digest, String),
     /// The blob was uploaded.
     Pushed(Digest),
+}
+
+/// How to push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Blobs larger than this go up in chunks of this size (PATCH); smaller ones in one PUT.
+    pub chunk_size: u64,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self { chunk_size: 128 * 1024 * 1024 }
+    }
 }
 
 /// What a push did.
@@ -63,7 +77,7 @@ fn location(resp: &Response<Body>, client: &Client, what: &str) -> Result<String
 }
 
 /// Pushes one blob unless the registry has it. Returns what happened.
-fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Digest) -> Result<PushEvent, RegistryError> {
+fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Digest, opts: &PushOptions) -> Result<PushEvent, RegistryError> {
     let path = &reference.path;
     let what = format!("pushing blob {blob} to {}/{path}", client.domain());
     let own_scope = format!("repository:{path}:pull,push");
@@ -96,10 +110,31 @@ fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Diges
             location(&resp, client, &what)?
         }
     };
+    let file = store.blob_path(blob);
+    let size = std::fs::metadata(&file).map_err(|e| RegistryError::io(format!("{what}: reading {}", file.display()), e))?.len();
+    let octets = ("Content-Type", "application/octet-stream");
+    let (upload, payload) = if size > opts.chunk_size.max(1) {
+        let mut location_now = upload;
+        let mut offset = 0;
+        while offset < size {
+            let len = opts.chunk_size.max(1).min(size - offset);
+            let range = format!("{offset}-{}", offset + len - 1);
+            let chunk = Payload::FileRange(&file, offset, len);
+            let resp = client.send(Method::PATCH, &location_now, &[octets, ("Content-Range", &range)], &chunk, &own_scope, &what)?;
+            let status = resp.status().as_u16();
+            if status != 202 {
+                return Err(RegistryError::Status { context: format!("{what} (chunk {range})"), status, detail: error_detail(resp) });
+            }
+            location_now = location(&resp, client, &what)?;
+            offset += len;
+        }
+        (location_now, Payload::Empty)
+    } else {
+        (upload, Payload::File(&file))
+    };
     let sep = if upload.contains('?') { '&' } else { '?' };
     let url = format!("{upload}{sep}digest={}", encode(&blob.to_string()));
-    let file = store.blob_path(blob);
-    let resp = client.send(Method::PUT, &url, &[("Content-Type", "application/octet-stream")], &Payload::File(&file), &own_scope, &what)?;
+    let resp = client.send(Method::PUT, &url, &[octets], &payload, &own_scope, &what)?;
     let status = resp.status().as_u16();
     if status != 201 && status != 204 {
         return Err(RegistryError::Status { context: what, status, detail: error_detail(resp) });
@@ -108,7 +143,7 @@ fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Diges
 }
 
 /// Pushes the image the store names `reference` to `client`'s registry, under its tag.
-pub fn push(store: &Store, client: &Client, reference: &Reference, events: &dyn Fn(PushEvent)) -> Result<Pushed, RegistryError> {
+pub fn push(store: &Store, client: &Client, reference: &Reference, opts: &PushOptions, events: &dyn Fn(PushEvent)) -> Result<Pushed, RegistryError> {
     if reference.digest.is_some() {
         return Err(RegistryError::Unsupported(format!("pushing by digest ({}): push a tag", reference.familiar())));
     }
@@ -116,7 +151,7 @@ pub fn push(store: &Store, client: &Client, reference: &Reference, events: &dyn 
     let (_, image) = store.image_by_name(&reference.to_string())?;
     let manifest = store.read_blob(&image.manifest_digest)?;
     for blob in image.layers.iter().chain(std::iter::once(&image.config_digest)) {
-        events(push_blob(store, client, reference, blob)?);
+        events(push_blob(store, client, reference, blob, opts)?);
     }
     let media = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
