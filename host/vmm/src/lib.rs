@@ -33,7 +33,7 @@
 //! })?;
 //! // Agent connection: virtio::vsock::client::connect_guest_port(uds_path, 1024, timeout, alive)
 //! // writes "CONNECT 1024\n", reads "OK <port>\n", retries until the agent listens, and asks
-//! // `alive` between attempts (e.g. "machine.wait(0) returned nothing"). Give the stream to
+//! // `alive` between attempts (`&|| machine.is_running()`). Give the stream to
 //! // the protocol's Mux / AgentClient exactly as the QEMU backend does.
 //! // Shutdown: agent.power_off() -> the guest resets (reboot=t) -> machine.wait(t) returns
 //! // MachineExit::GuestReset; otherwise machine.stop(). Dropping the Machine also stops it,

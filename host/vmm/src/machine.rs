@@ -79,7 +79,7 @@ pub enum MachineError {
 }
 
 /// Why a machine stopped.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MachineExit {
     /// The guest reset (triple fault, `reboot=t`, or i8042 reset, `reboot=k`): kiln's agent
     /// powers off this way (`kiln.poweroff=reboot`).
@@ -98,6 +98,8 @@ pub struct Machine {
     kickers: Vec<Arc<dyn VcpuKicker>>,
     threads: Vec<JoinHandle<()>>,
     exits: mpsc::Receiver<MachineExit>,
+    /// The first exit received: what every later `wait` returns.
+    first_exit: Mutex<Option<MachineExit>>,
     /// Devices kept for inspection (errors) and so their host sockets live as long as the VM.
     pub transports: Vec<Arc<Mutex<MmioTransport>>>,
     pub started: Instant,
@@ -221,12 +223,22 @@ impl Machine {
             threads.push(thread);
         }
         let vsock_path = cfg.vsock.map(|v| v.uds_path);
-        Ok(Machine { vm, mem, stop, kickers, threads, exits, transports, started, vsock_path })
+        Ok(Machine { vm, mem, stop, kickers, threads, exits, first_exit: Mutex::new(None), transports, started, vsock_path })
     }
 
-    /// Waits up to `timeout` for the machine to stop by itself.
+    /// Waits up to `timeout` for the machine to stop by itself. Once it has, every call
+    /// returns the same (first) exit at once.
     pub fn wait(&self, timeout: Duration) -> Option<MachineExit> {
-        self.exits.recv_timeout(timeout).ok()
+        let mut first = self.first_exit.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = self.exits.recv_timeout(timeout).ok();
+        }
+        first.clone()
+    }
+
+    /// Whether every vCPU is still running (for `connect_guest_port`'s `alive`).
+    pub fn is_running(&self) -> bool {
+        self.wait(Duration::ZERO).is_none()
     }
 
     /// Stops every vCPU and joins their threads. Returns how the first vCPU ended.
@@ -244,7 +256,7 @@ impl Machine {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.exits.try_recv().ok()
+        self.wait(Duration::ZERO)
     }
 
     /// Guest memory (for diagnostics and measurements, e.g. resident guest pages).

@@ -99,7 +99,9 @@ fn boot(kernel: &[u8], vcpus: u8) -> Option<(MachineExit, String)> {
         disks: vec![kiln_vmm::machine::DiskConfig { path: disk, read_only: false }],
     };
     let machine = Machine::start(hv.as_ref(), cfg).expect("start");
-    let exit = machine.wait(Duration::from_secs(30)).unwrap_or_else(|| machine.stop());
+    let exit = machine.wait(Duration::from_secs(30)).expect("the tiny kernel stops the machine by itself");
+    assert!(!machine.is_running());
+    assert_eq!(machine.wait(Duration::ZERO).as_ref(), Some(&exit), "the exit is sticky");
     let out = String::from_utf8_lossy(&console.contents()).into_owned();
     Some((exit, out))
 }
