@@ -312,7 +312,7 @@ fn push_round_trips_with_skopeo_and_mounts_across_repositories() {
     let env = TestEnv::new("regpush");
     let name = format!("{}/team/app:v1", reg.host);
     let rootfs = rootfs_tar(&env, "push");
-    ok(&env.kiln(&["import", &p(&rootfs).to_string(), &name]));
+    ok(&env.kiln(&["import", p(&rootfs), &name]));
     let out = ok(&env.kiln(&["push", &name]));
     assert!(out.starts_with(&format!("The push refers to repository [{}/team/app]", reg.host)), "{out}");
     assert!(out.contains(": Pushed"), "{out}");
@@ -509,4 +509,37 @@ fn a_dropped_connection_resumes_the_layer_with_a_range_request() {
     assert_eq!(fake.events("dropped"), 1, "the layer's first transfer was cut");
     assert_eq!(fake.events("range"), 1, "and resumed with one Range request");
     assert!(ok(&env.kiln(&["system", "check"])).contains(": 0 problems"));
+}
+
+#[test]
+fn all_tags_both_ways_and_pulls_through_a_mirror() {
+    let origin = Registry::start(None);
+    let mirror = Registry::start(None);
+    let env = TestEnv::new("regtags");
+    let repo = format!("{}/r/app", origin.host);
+    let rootfs = rootfs_tar(&env, "tags");
+    ok(&env.kiln(&["import", p(&rootfs), &format!("{repo}:1")]));
+    ok(&env.kiln(&["tag", &format!("{repo}:1"), &format!("{repo}:2")]));
+    let out = ok(&env.kiln(&["push", "-a", &repo]));
+    assert_eq!(out.lines().filter(|l| l.contains(": digest: ")).count(), 2, "{out}");
+    assert_clean_error(&env.kiln(&["push", "-a", &format!("{repo}:1")]), "tag can't be used with --all-tags");
+
+    let fresh = TestEnv::new("regtagspull");
+    let out = ok(&fresh.kiln(&["pull", "-a", &repo]));
+    assert_eq!(out.lines().filter(|l| l.starts_with("Digest: ")).count(), 2, "{out}");
+    let images = ok(&fresh.kiln(&["images"]));
+    assert!(images.contains(&format!("{repo} ")) && images.lines().count() == 3, "{images}");
+
+    // A tag only the mirror has comes from the mirror, under the origin's name; one only the
+    // origin has falls back to the origin.
+    skopeo(&["copy", "--src-tls-verify=false", "--dest-tls-verify=false", &format!("docker://{repo}:1"), &format!("docker://{}/r/app:mirrored", mirror.host)]);
+    let viamirror = TestEnv::new("regmirror");
+    let settings = viamirror.dir.path().join("registries.json");
+    std::fs::write(&settings, format!(r#"{{"registries":{{"{}":{{"mirrors":["{}"]}}}}}}"#, origin.host, mirror.host)).expect("settings");
+    viamirror.give_to_user(&settings);
+    let vars = [("KILN_REGISTRIES_CONFIG", p(&settings))];
+    ok(&viamirror.kiln_with(&["pull", &format!("{repo}:mirrored")], &vars));
+    assert!(ok(&viamirror.kiln(&["images"])).contains("mirrored"));
+    ok(&viamirror.kiln_with(&["pull", &format!("{repo}:2")], &vars));
+    assert_clean_error(&viamirror.kiln(&["pull", &format!("{repo}:mirrored")]), "not found");
 }

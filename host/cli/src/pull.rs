@@ -1,9 +1,9 @@
-//! `kiln pull NAME[:TAG|@DIGEST] [--platform os/arch[/variant]] [-q]`: Docker-like output
-//! over [`kiln_registry::pull_image`].
+//! `kiln pull NAME[:TAG|@DIGEST] [-a] [--platform os/arch[/variant]] [-q]`: Docker-like
+//! output over [`kiln_registry::pull_image`].
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_registry::{PullEvent, PullOptions};
 use kiln_store::{Reference, Store};
@@ -16,6 +16,9 @@ pub struct PullArgs {
     /// Print only the image's full name
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Pull every tag of the repository
+    #[arg(short = 'a', long)]
+    all_tags: bool,
     /// Image to pull: NAME[:TAG|@DIGEST]
     name: String,
 }
@@ -24,7 +27,25 @@ pub fn run(root: &Path, args: PullArgs) -> Result<()> {
     let reference: Reference = args.name.parse().with_context(|| format!("image name {:?}", args.name))?;
     let platform = args.platform.as_deref().map(kiln_registry::Platform::parse).transpose()?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    if !args.quiet {
+    if !args.all_tags {
+        return pull_one(&store, &reference, platform, args.quiet);
+    }
+    let last = args.name.rsplit('/').next().unwrap_or_default();
+    if last.contains(':') || last.contains('@') {
+        bail!("tag can't be used with --all-tags/-a");
+    }
+    let settings = kiln_registry::Settings::load_default()?;
+    let client = kiln_registry::connect(&reference.domain, &settings)?;
+    let tags = kiln_registry::tags::list_tags(&client, &reference.path).with_context(|| format!("pulling {}", reference.familiar()))?;
+    for tag in tags {
+        pull_one(&store, &Reference { tag: Some(tag), digest: None, ..reference.clone() }, platform.clone(), args.quiet)?;
+    }
+    Ok(())
+}
+
+fn pull_one(store: &Store, reference: &Reference, platform: Option<kiln_registry::Platform>, quiet: bool) -> Result<()> {
+    let reference = reference.clone();
+    if !quiet {
         let what = match (&reference.digest, &reference.tag) {
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
@@ -33,7 +54,6 @@ pub fn run(root: &Path, args: PullArgs) -> Result<()> {
         let repo = Reference { tag: None, digest: None, ..reference.clone() }.familiar();
         println!("{what}: Pulling from {repo}");
     }
-    let quiet = args.quiet;
     let events = move |e: PullEvent| {
         if quiet {
             return;
@@ -45,13 +65,13 @@ pub fn run(root: &Path, args: PullArgs) -> Result<()> {
             PullEvent::Downloaded(d) => println!("{}: Pull complete", d.short()),
         }
     };
-    let pulled = kiln_registry::pull_image(&store, &reference, &PullOptions { platform }, &events)
+    let pulled = kiln_registry::pull_image(store, &reference, &PullOptions { platform }, &events)
         .with_context(|| format!("pulling {}", reference.familiar()))?;
     let full = match &pulled.name {
         Some(n) => n.to_string(),
         None => Reference { tag: None, ..reference.clone() }.to_string(),
     };
-    if !args.quiet {
+    if !quiet {
         println!("Digest: {}", pulled.digest);
         let shown = pulled.name.as_ref().map_or_else(|| reference.familiar(), Reference::familiar);
         if pulled.changed {

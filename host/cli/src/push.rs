@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_registry::PushEvent;
 use kiln_store::{Reference, Store};
@@ -13,6 +13,9 @@ pub struct PushArgs {
     /// Print only the manifest digest
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Push every tag of the repository that the store has
+    #[arg(short = 'a', long)]
+    all_tags: bool,
     /// Image to push: NAME[:TAG] (the registry is the name's domain)
     name: String,
 }
@@ -40,11 +43,28 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
     if let Some(v) = std::env::var("KILN_PUSH_CHUNK_SIZE").ok().filter(|v| !v.is_empty()) {
         opts.chunk_size = v.parse().with_context(|| format!("KILN_PUSH_CHUNK_SIZE={v:?}: expected a number of bytes"))?;
     }
-    let pushed = kiln_registry::push(&store, &client, &reference, &opts, &events).with_context(|| format!("pushing {}", reference.familiar()))?;
-    if quiet {
-        println!("{}", pushed.digest);
+    let targets = if args.all_tags {
+        let last = args.name.rsplit('/').next().unwrap_or_default();
+        if last.contains(':') || last.contains('@') {
+            bail!("tag can't be used with --all-tags/-a");
+        }
+        let repo = reference.repository();
+        let mut names: Vec<Reference> = store.refs()?.keys().filter_map(|n| n.parse::<Reference>().ok()).filter(|r| r.repository() == repo).collect();
+        names.sort_by(|a, b| a.tag.cmp(&b.tag));
+        if names.is_empty() {
+            bail!("no tags of {} in the store", reference.familiar());
+        }
+        names
     } else {
-        println!("{}: digest: {} size: {}", pushed.tag, pushed.digest, pushed.size);
+        vec![reference]
+    };
+    for target in targets {
+        let pushed = kiln_registry::push(&store, &client, &target, &opts, &events).with_context(|| format!("pushing {}", target.familiar()))?;
+        if quiet {
+            println!("{}", pushed.digest);
+        } else {
+            println!("{}: digest: {} size: {}", pushed.tag, pushed.digest, pushed.size);
+        }
     }
     Ok(())
 }

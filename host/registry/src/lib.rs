@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod pull;
 pub mod push;
 pub mod settings;
+pub mod tags;
 
 pub use client::Client;
 pub use credentials::{Credentials, DockerConfig};
