@@ -174,23 +174,26 @@ pub fn check_layer(reader: impl Read) -> Result<CheckedLayer, StoreError> {
     let mut raw = BufReader::with_capacity(256 * 1024, Hashing::new(reader));
     let head = raw.fill_buf().map_err(|e| StoreError::io("reading a layer", e))?;
     let compression = Compression::sniff(head);
-    let (diff_id, _) = {
+    // An uncompressed layer's diff id is its digest: hash it once, not twice.
+    let diff_id = if compression == Compression::None {
+        check_tar(&mut raw)?;
+        None
+    } else {
         let raw_ref: Box<dyn BufRead + '_> = Box::new(&mut raw);
         let plain: Box<dyn Read + '_> = match compression {
-            Compression::None => raw_ref,
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw_ref)),
             Compression::Zstd => zstd_reader(raw_ref)?,
+            _ => Box::new(flate2::bufread::MultiGzDecoder::new(raw_ref)),
         };
         let mut plain = Hashing::new(plain);
         check_tar(&mut plain)?;
         // Whatever follows the end-of-archive blocks is part of the tar the diff id covers.
         io::copy(&mut plain, &mut io::sink()).map_err(|e| hostile(format!("corrupt layer stream: {e}")))?;
-        let (d, n, _) = plain.digest();
-        (d, n)
+        Some(plain.digest().0)
     };
-    // Trailing bytes after a compressed stream still belong to the blob's digest.
+    // Trailing bytes (after the tar's end, or after a compressed stream) belong to the digest.
     io::copy(&mut raw, &mut io::sink()).map_err(|e| StoreError::io("reading a layer", e))?;
     let (digest, size, _) = raw.into_inner().digest();
+    let diff_id = diff_id.unwrap_or_else(|| digest.clone());
     Ok(CheckedLayer { digest, size, diff_id, compression })
 }
 
