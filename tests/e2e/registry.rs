@@ -423,6 +423,11 @@ fn bearer_tokens_retries_and_redirects_without_leaking_credentials() {
     let before = other.store_snapshot();
     assert_clean_error(&other.kiln(&["pull", &format!("{}/b/bb:v1", corrupt.host)]), "rejected");
     assert_eq!(other.store_snapshot(), before);
+
+    let big = Fake::start(&reg, "big");
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"a2lsbjp0b2szbg=="}}}}}}"#, big.host)).expect("config");
+    assert_clean_error(&other.kiln(&["pull", &format!("{}/b/bb:v1", big.host)]), "larger than 4 MiB: refused");
+    assert_eq!(other.store_snapshot(), before);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use kiln_store::{Digest, Reference, StagedImage, Store, StoreError};
 use ureq::http::Method;
 
 use crate::client::{error_detail, Client, Payload};
-use crate::manifest::{self, Descriptor, Document, Manifest, Platform, ACCEPT, MAX_MANIFEST_BYTES};
+use crate::manifest::{self, Descriptor, Document, Platform, ACCEPT, MAX_MANIFEST_BYTES};
 use crate::RegistryError;
 
 /// How many layers download at once.
@@ -236,7 +236,7 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference, opts: &PullOp
             events(PullEvent::LayerExists(d.clone()));
         }
     }
-    download_layers(client, path, &scope, &staging, &manifest, &missing, &config, events)?;
+    download_layers(client, path, &scope, &staging, &missing, &config, events)?;
     fetched += missing.len();
 
     let stored_manifest = staging.store().write_blob(&manifest_bytes)?;
@@ -255,13 +255,11 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference, opts: &PullOp
 }
 
 /// Downloads and checks the missing layers, `PARALLEL_LAYERS` at a time.
-#[allow(clippy::too_many_arguments)]
 fn download_layers(
     client: &Client,
     path: &str,
     scope: &str,
     staging: &kiln_store::Staging,
-    manifest: &Manifest,
     missing: &[(usize, &Descriptor)],
     config: &ImageConfig,
     events: &(dyn Fn(PullEvent) + Sync),
@@ -286,7 +284,6 @@ fn download_layers(
             s.spawn(work);
         }
     });
-    let _ = manifest;
     match failure.into_inner() {
         Ok(None) => Ok(()),
         Ok(Some(e)) => Err(e),
