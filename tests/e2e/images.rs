@@ -185,7 +185,19 @@ fn import_save_load_round_trips_with_skopeo() {
         }
     }
     // A second load of the same archive changes nothing but is fine.
-    ok(&other.kiln(&["load", "-i", p(&from_oci)]));
+    assert_eq!(ok(&other.kiln(&["load", "-i", p(&from_oci)])).trim(), "Loaded image: sk/oci:v1");
+    // Loading a name another image has moves it, saying so.
+    ok(&other.kiln(&["tag", "sk/docker:v1", "sk/oci:v1"]));
+    let out = ok(&other.kiln(&["load", "-i", p(&from_oci)]));
+    assert!(out.starts_with("The image sk/oci:v1 already exists, renaming the old one with ID"), "{out}");
+    // import reads stdin and gzip-compressed tarballs too.
+    let gz = env.dir.path().join("rootfs.tar.gz");
+    let st = std::process::Command::new("sh").arg("-c").arg(format!("gzip -c {} > {}", p(&rootfs), p(&gz))).status().expect("gzip");
+    assert!(st.success());
+    env.give_to_user(&gz);
+    let out = other.command(&["import", "-", "from/stdin:gz"]).stdin(std::fs::File::open(&gz).expect("open")).output().expect("import -");
+    ok(&out);
+    assert_eq!(inspect(&other, "from/stdin:gz")["RootFS"]["Layers"], diff_ids, "same tar, same diff id");
     // kiln's own archive loads back with the same manifest digest.
     let third = TestEnv::new("imgrt3");
     assert_eq!(ok(&third.kiln(&["load", "-i", p(&docker_tar)])).trim(), "Loaded image: bb:imported");

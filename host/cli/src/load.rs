@@ -19,6 +19,7 @@ pub struct LoadArgs {
 
 pub fn run(root: &Path, args: LoadArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let before = store.refs()?;
     let loaded = match args.input.as_deref() {
         Some(p) if p != Path::new("-") => {
             let file = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
@@ -38,6 +39,11 @@ pub fn run(root: &Path, args: LoadArgs) -> Result<()> {
                 println!("Loaded image ID: {}", img.config);
             }
             for n in img.names {
+                // As Docker says when a load takes a name from another image.
+                if let Some(old) = before.get(&n.to_string()).filter(|d| **d != img.manifest) {
+                    let id = store.image(old).map(|i| i.config_digest.to_string()).unwrap_or_else(|_| old.to_string());
+                    println!("The image {} already exists, renaming the old one with ID {id} to empty string", n.familiar());
+                }
                 println!("Loaded image: {}", n.familiar());
             }
         }

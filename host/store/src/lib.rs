@@ -2,7 +2,8 @@
 //!
 //! Layout under the store root (`$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`):
 //! ```text
-//! blobs/sha256/<hex>   immutable blobs: layers (gzip tar), image configs, manifests
+//! blobs/sha256/<hex>   immutable blobs: layers (tar; gzip from builds, as they came from loads),
+//!                      image configs, manifests
 //! ingest/              temp files being written; never read as blobs
 //! refs.json            image name -> manifest digest
 //! images/<hex>         one empty marker per image (manifest digest), named or not
