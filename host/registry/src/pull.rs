@@ -41,6 +41,8 @@ pub enum PullEvent {
     LayerExists(Digest),
     /// A layer (of this many bytes) starts downloading.
     Downloading(Digest, u64),
+    /// Bytes of a layer received so far, and its size (about every MiB).
+    Progress(Digest, u64, u64),
     /// A layer is downloaded and verified.
     Downloaded(Digest),
 }
@@ -103,7 +105,8 @@ pub fn fetch_manifest(client: &Client, path: &str, tag_or_digest: &str, scope: &
 /// Downloads one blob into `into` (a staging store), verifying size and digest on the way.
 /// A dropped connection resumes where it stopped with a `Range` request (or starts again when
 /// the registry ignores ranges), a bounded number of times.
-pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope: &str, into: &Store) -> Result<(), RegistryError> {
+/// `progress` hears the bytes stored so far, about every MiB.
+pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope: &str, into: &Store, progress: &dyn Fn(u64)) -> Result<(), RegistryError> {
     const MAX_RESUMES: u32 = 5;
     let what = format!("blob {digest}");
     let url = client.url(&format!("{path}/blobs/{digest}"));
@@ -140,6 +143,9 @@ pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope
                 Ok(0) => break have < size,
                 Ok(n) => {
                     io::Write::write_all(&mut ingest, &buf[..n]).map_err(|e| RegistryError::io(format!("storing {what}"), e))?;
+                    if (have >> 20) != ((have + n as u64) >> 20) {
+                        progress(have + n as u64);
+                    }
                     have += n as u64;
                     if have > size {
                         return Err(RegistryError::invalid(format!("{what}: received more than the {size} bytes the manifest says")));
@@ -212,7 +218,7 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference, opts: &PullOp
     let config_digest = manifest.config.digest()?;
     let mut fetched = 0usize;
     if !store.has_blob(&config_digest) {
-        fetch_blob(client, path, &config_digest, manifest.config.size, &scope, staging.store())?;
+        fetch_blob(client, path, &config_digest, manifest.config.size, &scope, staging.store(), &|_| {})?;
         fetched += 1;
     }
     let config_bytes = staging.open_blob(&config_digest).map_err(RegistryError::from).and_then(|f| {
@@ -302,7 +308,8 @@ fn download_layer(
 ) -> Result<(), RegistryError> {
     let digest = desc.digest()?;
     events(PullEvent::Downloading(digest.clone(), desc.size));
-    fetch_blob(client, path, &digest, desc.size, scope, staging.store())?;
+    let progress = |have: u64| events(PullEvent::Progress(digest.clone(), have, desc.size));
+    fetch_blob(client, path, &digest, desc.size, scope, staging.store(), &progress)?;
     let checked = check_layer(staging.store().open_blob(&digest)?).map_err(|e| match e {
         StoreError::HostileLayer(why) => RegistryError::invalid(format!("layer {digest}: rejected: {why}")),
         other => other.into(),
