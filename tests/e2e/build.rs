@@ -248,3 +248,28 @@ fn copy_only_build_boots_no_vm_and_honours_dockerignore_labels_and_iidfile() {
     files.sort();
     assert_eq!(files, vec![".dockerignore", "Dockerfile", "README.md", "run"], ".dockerignore must hide *.md (but README.md) and build/");
 }
+
+/// The built-in VMM end to end: where the probe says this host can boot Linux guests, a real
+/// build runs under it; elsewhere (e.g. a nested-PVM KVM) the test says "skipped: <reason>"
+/// and checks that `--backend vm` fails with that one-line reason instead of hanging.
+#[test]
+fn builtin_vmm_builds_where_the_host_can_boot_linux() {
+    let env = TestEnv::new("vmm");
+    let doctor = text(&env.kiln(&["doctor"]).stdout);
+    let ctx = env.context("ctx", BASE, &[], true);
+    let out = env.kiln(&["build", "--backend", "vm", "-t", "vmm", ctx.to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    match doctor.lines().find(|l| l.contains("built-in VMM:")) {
+        Some(l) if l.starts_with("[ok]") => {
+            assert!(out.status.success(), "{stderr}");
+            assert!(stderr.contains("VM ready: kiln-vmm/kvm"), "{stderr}");
+        }
+        Some(l) => {
+            let reason = l.split_once("built-in VMM:").map(|x| x.1.trim()).unwrap_or("");
+            println!("skipped: the built-in VMM cannot boot Linux guests here: {reason}");
+            harness::assert_clean_error(&out, "--backend vm: the built-in VMM cannot be used here");
+        }
+        None => panic!("kiln doctor does not report the built-in VMM:\n{doctor}"),
+    }
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}

@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_sandbox::qemu::QemuBackend;
-use kiln_sandbox::VmConfig;
+use kiln_sandbox::{BackendKind, ChosenLater, VmConfig};
 use kiln_solver::{BuildOptions, Reporter};
 use kiln_store::{Reference, Store};
 
@@ -41,6 +40,9 @@ pub struct BuildArgs {
     /// Show the guest's console
     #[arg(long, env = "KILN_DEBUG")]
     debug: bool,
+    /// Where RUN steps execute: auto (built-in VMM when KVM can boot Linux here, else QEMU), vm, qemu
+    #[arg(long, env = "KILN_BACKEND", default_value = "auto")]
+    backend: String,
     /// Build context directory
     context: PathBuf,
 }
@@ -86,7 +88,8 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         pull: Some(Box::new(pull_base(store.clone()))),
     };
     let mut reporter = Reporter::new(args.quiet);
-    let outcome = kiln_solver::build(&store, &QemuBackend::default(), &opts, &mut reporter)?;
+    let backend = ChosenLater { kind: args.backend.parse::<BackendKind>()?, cache_dir: opts.vm.cache_dir.clone() };
+    let outcome = kiln_solver::build(&store, &backend, &opts, &mut reporter)?;
     if output != crate::output::Output::Image {
         let image = store.image(&outcome.manifest)?;
         crate::output::export(&store, &output, opts.tags.first(), &image).context("exporting the build result")?;

@@ -3,6 +3,7 @@
 
 mod build;
 mod dockerfile;
+mod doctor;
 mod history;
 mod humanize;
 mod image;
@@ -71,6 +72,8 @@ enum Command {
     System(system::SystemCommand),
     /// Inspect a Dockerfile (`parse`: BuildKit's parser dump)
     Dockerfile(dockerfile::DockerfileArgs),
+    /// Show what kiln found on this machine and which backend builds will use, with reasons
+    Doctor,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => pull::run(&root, args),
         Command::Push(args) => push::run(&root, args),
         Command::System(cmd) => system::run(&root, cmd),
+        Command::Doctor => doctor::run(&root),
         Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) => Ok(()), // handled above: need no store
     };
     match result {

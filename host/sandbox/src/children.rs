@@ -11,6 +11,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// In-process VMs (the built-in VMM): how to cut each one's agent connection.
+type Stopper = Box<dyn Fn() + Send>;
+static STOPPERS: Mutex<Vec<(u64, Stopper)>> = Mutex::new(Vec::new());
+static NEXT_STOPPER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Records how to stop an in-process VM on Ctrl-C; returns the id to forget it with.
+pub fn register_stopper(stop: Stopper) -> u64 {
+    let id = NEXT_STOPPER.fetch_add(1, Ordering::SeqCst);
+    STOPPERS.lock().unwrap_or_else(|e| e.into_inner()).push((id, stop));
+    id
+}
+
+/// Forgets a stopper whose VM has ended.
+pub fn unregister_stopper(id: u64) {
+    STOPPERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(i, _)| *i != id);
+}
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group (so
@@ -46,9 +62,13 @@ pub fn unregister(pid: u32) {
     live.retain(|p| i64::from(*p) != i64::from(pid));
 }
 
-/// Kills every live VM process (from the signal thread) and marks the run as interrupted.
+/// Kills every live VM process (from the signal thread), cuts in-process VMs' connections,
+/// and marks the run as interrupted.
 pub fn kill_all() {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    for (_, stop) in STOPPERS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        stop();
+    }
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     for pid in live.iter() {
         // SAFETY: kill(2) with a pid we spawned and have not reaped yet (unregister runs only

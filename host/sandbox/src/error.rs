@@ -15,6 +15,8 @@ pub enum SandboxError {
     AgentTimeout { secs: u64, detail: String },
     #[error("guest agent: {0}")]
     Agent(String),
+    #[error("{0}")]
+    BackendUnusable(String),
     #[error("agent connection: {0}")]
     Connection(#[from] kiln_protocol::MuxError),
     #[error("{context}: {source}")]

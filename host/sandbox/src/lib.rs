@@ -7,12 +7,16 @@
 //! errors and Ctrl-C ([`children`]).
 
 pub mod agent;
+#[cfg(target_os = "linux")]
+pub mod builtin;
 pub mod children;
 pub mod error;
 pub mod guest;
 pub mod qemu;
+mod select;
 
 pub use agent::{AgentClient, ExitStatus, GuestInfo};
+pub use select::{choose_backend, BackendKind, ChosenLater};
 pub use error::SandboxError;
 pub use guest::GuestImage;
 

@@ -1,0 +1,80 @@
+//! Choosing a backend: `auto` (the built-in VMM when it can boot Linux here, else QEMU),
+//! `vm` (the built-in VMM, or a clear error saying why not) or `qemu`.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::qemu::QemuBackend;
+use crate::{Backend, SandboxError};
+
+/// What `--backend` / `KILN_BACKEND` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    #[default]
+    Auto,
+    Vm,
+    Qemu,
+}
+
+impl FromStr for BackendKind {
+    type Err = SandboxError;
+
+    fn from_str(s: &str) -> Result<Self, SandboxError> {
+        match s {
+            "auto" | "" => Ok(Self::Auto),
+            "vm" => Ok(Self::Vm),
+            "qemu" => Ok(Self::Qemu),
+            other => Err(SandboxError::BadSetting { name: "backend", value: other.into(), why: "expected auto, vm or qemu" }),
+        }
+    }
+}
+
+/// The backend to boot with, and why it was chosen (for progress output and `kiln doctor`).
+pub fn choose_backend(kind: BackendKind, cache_dir: &Path) -> Result<(Box<dyn Backend>, String), SandboxError> {
+    match kind {
+        BackendKind::Qemu => Ok((Box::new(QemuBackend::default()), "qemu (asked for)".into())),
+        BackendKind::Vm | BackendKind::Auto => match builtin_verdict(cache_dir) {
+            Ok(backend) => Ok((backend, "built-in VMM (KVM can boot Linux guests here)".into())),
+            Err(why) if kind == BackendKind::Vm => Err(SandboxError::BackendUnusable(format!("--backend vm: the built-in VMM cannot be used here: {why}"))),
+            Err(why) => Ok((Box::new(QemuBackend::default()), format!("qemu, because the built-in VMM cannot be used: {why}"))),
+        },
+    }
+}
+
+/// A backend that makes the choice only when a guest is first needed, so a build that needs
+/// no guest (fully cached, COPY only) never probes anything.
+pub struct ChosenLater {
+    pub kind: BackendKind,
+    pub cache_dir: std::path::PathBuf,
+}
+
+impl Backend for ChosenLater {
+    fn start(&self, image: &crate::GuestImage, config: &crate::VmConfig) -> Result<Box<dyn crate::Vm>, SandboxError> {
+        let (backend, _why) = choose_backend(self.kind, &self.cache_dir)?;
+        backend.start(image, config)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn builtin_verdict(cache_dir: &Path) -> Result<Box<dyn Backend>, String> {
+    crate::builtin::can_boot_linux(cache_dir)?;
+    Ok(Box::new(crate::builtin::BuiltinBackend))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn builtin_verdict(_cache_dir: &Path) -> Result<Box<dyn Backend>, String> {
+    Err("the built-in VMM needs KVM (Linux); Hypervisor.framework support is not written yet".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse() {
+        assert_eq!("auto".parse::<BackendKind>().expect("ok"), BackendKind::Auto);
+        assert_eq!("vm".parse::<BackendKind>().expect("ok"), BackendKind::Vm);
+        assert_eq!("qemu".parse::<BackendKind>().expect("ok"), BackendKind::Qemu);
+        assert!("firecracker".parse::<BackendKind>().is_err());
+    }
+}
