@@ -57,8 +57,9 @@ impl Client {
     pub fn new(domain: &str, settings: &Settings, creds: Option<Credentials>) -> Result<Self, RegistryError> {
         let host = if domain == "docker.io" { "registry-1.docker.io" } else { domain };
         let scheme = if settings.plain_http(domain) { "http" } else { "https" };
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = settings.get(domain).ca {
+        let registry = settings.get(domain);
+        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(registry.tls_verify == Some(false));
+        if let Some(ca) = registry.ca {
             let pem = std::fs::read(&ca).map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
             let certs = ureq::tls::parse_pem(&pem)
                 .filter_map(|item| match item {

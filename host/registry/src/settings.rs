@@ -6,10 +6,13 @@
 //! ```json
 //! { "registries": { "docker.io": { "mirrors": ["mirror.local:5000"] },
 //!                   "10.0.0.5:5000": { "insecure": true },
-//!                   "127.0.0.1:5443": { "ca": "/path/to/ca.pem" } } }
+//!                   "127.0.0.1:5443": { "ca": "/path/to/ca.pem" },
+//!                   "10.0.0.6:5443": { "tls_verify": false } } }
 //! ```
 //! Plain HTTP is used only for loopback registries (`localhost`, `127.0.0.0/8`, `::1`) and
-//! those marked `insecure`, and never for a registry that has a `ca`: everything else is HTTPS.
+//! those marked `insecure`, and never for a registry that has a `ca` or a `tls_verify`
+//! setting: everything else is HTTPS, verified unless `tls_verify` is `false` (self-signed
+//! certificates, like Docker's insecure registries).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,9 @@ pub struct RegistrySettings {
     /// loopback).
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// `false`: HTTPS without checking the certificate (even on loopback).
+    #[serde(default)]
+    pub tls_verify: Option<bool>,
     /// Hosts to pull from first (same repository paths), in order.
     #[serde(default)]
     pub mirrors: Vec<String>,
@@ -68,7 +74,7 @@ impl Settings {
     /// Whether `domain` is reached over plain HTTP.
     pub fn plain_http(&self, domain: &str) -> bool {
         let s = self.get(domain);
-        s.ca.is_none() && (s.insecure || is_loopback(domain))
+        s.ca.is_none() && s.tls_verify.is_none() && (s.insecure || is_loopback(domain))
     }
 }
 
