@@ -198,6 +198,13 @@ fn import_save_load_round_trips_with_skopeo() {
     let out = other.command(&["import", "-", "from/stdin:gz"]).stdin(std::fs::File::open(&gz).expect("open")).output().expect("import -");
     ok(&out);
     assert_eq!(inspect(&other, "from/stdin:gz")["RootFS"]["Layers"], diff_ids, "same tar, same diff id");
+    // Three manifests (docker-archive, gzip OCI, zstd OCI) of one config are one image id.
+    assert_eq!(inspect(&other, &id[7..19])["Id"], id);
+    assert_clean_error(&other.kiln(&["rmi", &id[7..19]]), "referenced in multiple repositories");
+    let out = ok(&other.kiln(&["rmi", "-f", &id[7..19]]));
+    assert_eq!(out.matches("Untagged:").count(), 3, "{out}");
+    assert_eq!(ok(&other.kiln(&["images", "--format", "json"])).lines().count(), 1, "only the stdin import is left");
+    assert!(ok(&other.kiln(&["system", "check"])).contains("0 problems"));
     // kiln's own archive loads back with the same manifest digest.
     let third = TestEnv::new("imgrt3");
     assert_eq!(ok(&third.kiln(&["load", "-i", p(&docker_tar)])).trim(), "Loaded image: bb:imported");

@@ -132,16 +132,20 @@ impl Store {
         let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
         let is_hex = !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if is_hex {
-            let mut found = BTreeSet::new();
+            let mut found = BTreeMap::new();
             for digest in self.image_digests()? {
-                if digest.hex().starts_with(hex) || self.image(&digest)?.config_digest.hex().starts_with(hex) {
-                    found.insert(digest);
+                let config = self.image(&digest)?.config_digest;
+                if digest.hex().starts_with(hex) || config.hex().starts_with(hex) {
+                    found.insert(digest, config);
                 }
             }
-            match found.len() {
-                1 => return Ok((None, found.into_iter().next().ok_or_else(|| StoreError::NoSuchImage(name_or_id.into()))?)),
-                0 => {}
-                _ => return Err(StoreError::Conflict(format!("{name_or_id} is ambiguous: it matches {} images", found.len()))),
+            let ids: BTreeSet<&Digest> = found.values().collect();
+            // Several manifests of one config (loaded from different archives) are one image id.
+            if ids.len() > 1 {
+                return Err(StoreError::Conflict(format!("{name_or_id} is ambiguous: it matches {} images", ids.len())));
+            }
+            if let Some(first) = found.into_keys().next() {
+                return Ok((None, first));
             }
         }
         // A malformed name is reported as such rather than as absent.
@@ -182,7 +186,8 @@ impl Store {
             }
             Some(_) => {}
             None => {
-                let repos: BTreeSet<String> = summary.names.iter().map(|n| n.repository()).collect();
+                let repos: BTreeSet<String> =
+                    all.iter().filter(|s| s.record.config_digest == summary.record.config_digest).flat_map(|s| s.names.iter().map(|n| n.repository())).collect();
                 if repos.len() > 1 && !force {
                     return Err(StoreError::Conflict(format!(
                         "unable to delete {target} (must be forced): image is referenced in multiple repositories"
@@ -195,15 +200,30 @@ impl Store {
                 }
             }
         }
-        for name in &summary.names {
-            refs.remove(&name.to_string());
-            events.push(RemoveEvent::Untagged(name.clone()));
+        // By id, every manifest of the image's config goes (they are one image id); by its last
+        // name, only the manifest the name pointed at.
+        let doomed: Vec<&ImageSummary> = if by_name.is_some() {
+            vec![summary]
+        } else {
+            all.iter().filter(|s| s.record.config_digest == summary.record.config_digest).collect()
+        };
+        if doomed.iter().any(|s| s.has_children) {
+            return Err(StoreError::Conflict(format!("unable to delete {target} (cannot be forced): image has dependent child images")));
+        }
+        for s in &doomed {
+            for name in &s.names {
+                refs.remove(&name.to_string());
+                events.push(RemoveEvent::Untagged(name.clone()));
+            }
         }
         self.write_refs(&refs)?;
-        self.forget_image(&lock, &digest)?;
+        for s in &doomed {
+            self.forget_image(&lock, &s.record.manifest_digest)?;
+        }
         events.push(RemoveEvent::Deleted(summary.record.config_digest.clone()));
         let gc = self.collect_garbage(&lock)?;
-        events.extend(gc.removed.into_iter().filter(|(d, _)| summary.record.layers.contains(d)).map(|(d, _)| RemoveEvent::Deleted(d)));
+        let layers: BTreeSet<&Digest> = doomed.iter().flat_map(|s| &s.record.layers).collect();
+        events.extend(gc.removed.into_iter().filter(|(d, _)| layers.contains(d)).map(|(d, _)| RemoveEvent::Deleted(d)));
         Ok(events)
     }
 }
