@@ -16,6 +16,9 @@ const APP: &str = r#"FROM kiln-e2e/base
 WORKDIR /work
 RUN echo hello > hello.txt && mkdir -p /data && echo x > /data/gone && echo keep > /data/keep && echo out-line && echo err-line >&2
 RUN rm /data/gone && ln -s /work/hello.txt /data/link
+RUN <<EOT
+echo "from a heredoc $((40+2))" > /data/heredoc
+EOT
 COPY note.txt /etc/
 ENV GREETING=hi
 CMD ["/bin/sh", "-c", "cat /work/hello.txt"]
@@ -55,7 +58,7 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert_eq!(fs::read_to_string(local.join("data/keep")).expect("keep"), "keep\n");
     assert!(!local.join("data/gone").exists(), "type=local must apply the whiteout of the later RUN");
     assert_eq!(fs::read_link(local.join("data/link")).expect("link"), Path::new("/work/hello.txt"));
-    assert!(stderr.contains("3 steps cached; no VM needed"), "{stderr}");
+    assert!(stderr.contains("4 steps cached; no VM needed"), "{stderr}");
     assert!(!stderr.contains("VM ready"), "a fully cached build must not boot a guest:\n{stderr}");
     // Change the COPY'd file: that COPY reruns (on the host), the RUNs before it stay cached.
     fs::write(app.join("note.txt"), "another note\n").expect("write");
@@ -63,7 +66,7 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     let out = env.kiln(&["build", "-t", "kiln-e2e/app:changed", app.to_str().expect("utf8")]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("2 steps cached; no VM needed"), "{stderr}");
+    assert!(stderr.contains("3 steps cached; no VM needed"), "{stderr}");
     assert!(stderr.lines().any(|l| l.contains("COPY note.txt /etc/") && !l.contains("CACHED")), "{stderr}");
     fs::write(app.join("note.txt"), "a note\n").expect("write");
 
@@ -76,15 +79,15 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert!(out.status.success(), "save failed: {}", text(&out.stderr));
     let inspect = run_ok(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]));
     let info: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
-    // busybox COPY, busybox --install, two RUNs, one COPY.
-    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(5), "{inspect}");
+    // busybox COPY, busybox --install, three RUNs, one COPY.
+    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(6), "{inspect}");
     let env_list = info["Env"].to_string();
     assert!(env_list.contains("GREETING=hi") && env_list.contains("PATH=/usr/local/sbin"), "{inspect}");
     let config = run_ok(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{}", archive.display())]));
     let config: serde_json::Value = serde_json::from_str(&config).expect("config json");
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh", "-c", "cat /work/hello.txt"]));
     assert_eq!(config["config"]["WorkingDir"], "/work");
-    assert_eq!(config["history"].as_array().map(Vec::len), Some(8), "{config}");
+    assert_eq!(config["history"].as_array().map(Vec::len), Some(9), "{config}");
 
     // Unpack with umoci and look at the root filesystem file by file.
     let layout = env.dir.path().join("layout");
@@ -96,6 +99,7 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert_eq!(fs::read_to_string(rootfs.join("work/hello.txt")).expect("hello"), "hello\n");
     assert_eq!(fs::read_to_string(rootfs.join("data/keep")).expect("keep"), "keep\n");
     assert!(!rootfs.join("data/gone").exists(), "a file deleted by a later RUN must be gone");
+    assert_eq!(fs::read_to_string(rootfs.join("data/heredoc")).expect("heredoc"), "from a heredoc 42\n");
     assert_eq!(fs::read_link(rootfs.join("data/link")).expect("link"), Path::new("/work/hello.txt"));
     assert_eq!(fs::read_to_string(rootfs.join("etc/note.txt")).expect("note"), "a note\n");
     assert_eq!(fs::read_link(rootfs.join("bin/sh")).expect("sh"), Path::new("/bin/busybox"));
