@@ -476,3 +476,39 @@ fn a_load_killed_midway_leaves_nothing_half_imported() {
     assert!(ok(&other.kiln(&["system", "check"])).contains("0 problems"));
     assert_eq!(ok(&other.kiln(&["load", "-i", p(&archive)])).trim(), "Loaded image: keep:1");
 }
+
+#[test]
+fn images_filters_by_label_and_time() {
+    let env = TestEnv::new("imgfilter");
+    let rootfs = rootfs_tar(&env);
+    for (name, epoch) in [("old:1", "1000"), ("mid:1", "2000"), ("new:1", "3000")] {
+        ok(&env.kiln_with(&["import", p(&rootfs), name], &[("SOURCE_DATE_EPOCH", epoch)]));
+    }
+    let repos = |filter: &str| -> Vec<String> {
+        let out = ok(&env.kiln(&["images", "--format", "json", "--filter", filter]));
+        out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["Repository"].as_str().unwrap_or("").to_string()).collect()
+    };
+    assert_eq!(repos("before=mid:1"), vec!["old"]);
+    assert_eq!(repos("since=mid:1"), vec!["new"]);
+    // An archive whose config carries labels.
+    let layer = tar_of(&[M::File("f", b"x".to_vec())]);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Labels": {"team": "store", "tier": "1"}},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
+    }))
+    .expect("json");
+    let archive = tar_of(&[
+        M::File("c.json", config),
+        M::File("l.tar", layer),
+        M::File("manifest.json", br#"[{"Config":"c.json","RepoTags":["labelled:1"],"Layers":["l.tar"]}]"#.to_vec()),
+    ]);
+    let path = env.dir.path().join("labelled.tar");
+    std::fs::write(&path, archive).expect("write");
+    env.give_to_user(&path);
+    ok(&env.kiln(&["load", "-i", p(&path)]));
+    assert_eq!(repos("label=team"), vec!["labelled"]);
+    assert_eq!(repos("label=team=store"), vec!["labelled"]);
+    assert!(repos("label=team=other").is_empty());
+    assert_eq!(inspect(&env, "labelled:1")["Config"]["Labels"]["tier"], "1");
+    assert_clean_error(&env.kiln(&["images", "--filter", "colour=blue"]), "invalid filter");
+}

@@ -84,6 +84,8 @@ fn rows(s: &ImageSummary, no_trunc: bool) -> Vec<Row> {
 pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
     let mut dangling = None;
     let mut patterns = Vec::new();
+    let mut labels: Vec<(String, Option<String>)> = Vec::new();
+    let mut before_since: Vec<(bool, String)> = Vec::new();
     for f in &args.filters {
         match f.split_once('=') {
             Some(("dangling", v)) => match v {
@@ -92,7 +94,13 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
                 _ => bail!("invalid filter {f:?}: dangling takes true or false"),
             },
             Some(("reference", p)) => patterns.push(p.to_string()),
-            _ => bail!("invalid filter {f:?}: kiln supports dangling=true|false and reference=PATTERN"),
+            Some(("label", l)) => match l.split_once('=') {
+                Some((k, v)) => labels.push((k.to_string(), Some(v.to_string()))),
+                None => labels.push((l.to_string(), None)),
+            },
+            Some(("before", i)) => before_since.push((true, i.to_string())),
+            Some(("since", i)) => before_since.push((false, i.to_string())),
+            _ => bail!("invalid filter {f:?}: kiln supports dangling=, reference=, label=, before= and since="),
         }
     }
     if let Some(r) = &args.repository {
@@ -105,13 +113,30 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
     };
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let images = store.list_images().context("listing images")?;
+    let created = |s: &ImageSummary| s.record.config.created.as_deref().and_then(humanize::parse_rfc3339);
+    // before=/since= as (is_before, reference time).
+    let mut bounds = Vec::new();
+    for (is_before, image) in &before_since {
+        let (_, digest) = store.lookup(image).with_context(|| format!("filter {}={image}", if *is_before { "before" } else { "since" }))?;
+        let t = images.iter().find(|s| s.record.manifest_digest == digest).and_then(created);
+        bounds.push((*is_before, t.with_context(|| format!("image {image} has no creation time"))?));
+    }
     let mut out = Vec::new();
     for s in &images {
         let keep = match dangling {
             Some(want) => s.dangling() == want,
             None => args.all || !s.names.is_empty() || !s.has_children,
         };
-        if !keep {
+        let labelled = labels.iter().all(|(k, v)| {
+            let have = s.record.config.config.labels.as_ref().and_then(|l| l.get(k));
+            have.is_some() && (v.is_none() || have == v.as_ref())
+        });
+        let in_time = bounds.iter().all(|(is_before, t)| match created(s) {
+            Some(c) if *is_before => c < *t,
+            Some(c) => c > *t,
+            None => false,
+        });
+        if !keep || !labelled || !in_time {
             continue;
         }
         for row in rows(s, args.no_trunc) {
