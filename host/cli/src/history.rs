@@ -56,13 +56,14 @@ pub fn run(root: &Path, args: HistoryArgs) -> Result<()> {
         rows.push((h, size));
     }
     let id = if args.no_trunc { img.config_digest.to_string() } else { img.config_digest.short().to_string() };
+    crate::stdout::write_with(|w| {
     if !args.quiet {
-        println!("{:<14}  {:<20}  {:<45}  {:<8}  COMMENT", "IMAGE", "CREATED", "CREATED BY", "SIZE");
+        writeln!(w, "{:<14}  {:<20}  {:<45}  {:<8}  COMMENT", "IMAGE", "CREATED", "CREATED BY", "SIZE")?;
     }
     for (i, (h, size)) in rows.iter().rev().enumerate() {
         let row_id = if i == 0 { id.clone() } else { "<missing>".into() };
         if args.quiet {
-            println!("{row_id}");
+            writeln!(w, "{row_id}")?;
             continue;
         }
         let by = h.created_by.clone().unwrap_or_default().replace('\n', " ");
@@ -72,7 +73,8 @@ pub fn run(root: &Path, args: HistoryArgs) -> Result<()> {
         } else {
             (h.created.clone().unwrap_or_default(), size.to_string())
         };
-        println!("{row_id:<14}  {created:<20}  {by:<45}  {size:<8}  {}", h.comment.clone().unwrap_or_default());
+        writeln!(w, "{row_id:<14}  {created:<20}  {by:<45}  {size:<8}  {}", h.comment.clone().unwrap_or_default())?;
     }
     Ok(())
+    })
 }

@@ -148,17 +148,19 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
             }
         }
     }
-    let stdout = std::io::stdout();
-    let mut w = std::io::BufWriter::new(stdout.lock());
+    crate::stdout::write_with(|w| write_rows(w, &args, json, &out))
+}
+
+fn write_rows(w: &mut dyn Write, args: &ImagesArgs, json: bool, out: &[Row]) -> std::io::Result<()> {
     if args.quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in out.iter().filter(|r| seen.insert(r.id.clone())) {
             writeln!(w, "{}", r.id)?;
         }
-        return w.flush().context("writing to stdout");
+        return Ok(());
     }
     if json {
-        for r in &out {
+        for r in out {
             let v = json!({
                 "Containers": "N/A",
                 "CreatedAt": r.created.clone().unwrap_or_default(),
@@ -171,11 +173,11 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
             });
             writeln!(w, "{v}")?;
         }
-        return w.flush().context("writing to stdout");
+        return Ok(());
     }
     let digest_col = if args.digests { format!("{:<72}  ", "DIGEST") } else { String::new() };
     writeln!(w, "{:<40}  {:<15}  {digest_col}{:<14}  {:<24}  SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
-    for r in &out {
+    for r in out {
         let digest_col = if args.digests { format!("{:<72}  ", r.digest) } else { String::new() };
         writeln!(
             w,
@@ -187,7 +189,7 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
             humanize::size(r.size)
         )?;
     }
-    w.flush().context("writing to stdout")
+    Ok(())
 }
 
 #[cfg(test)]

@@ -68,15 +68,24 @@ pub fn describe(s: &ImageSummary) -> Value {
 pub fn run(root: &Path, args: InspectArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let all = store.list_images().context("listing images")?;
+    // As Docker: what was found is printed, then the first image that was not is the error.
     let mut out = Vec::new();
+    let mut first_err = None;
     for name in &args.images {
-        let (_, digest) = store.lookup(name)?;
-        let s = all
-            .iter()
-            .find(|s| s.record.manifest_digest == digest)
-            .with_context(|| format!("no such image: {name}"))?;
-        out.push(describe(s));
+        let found = store.lookup(name).map_err(anyhow::Error::from).and_then(|(_, digest)| {
+            all.iter().find(|s| s.record.manifest_digest == digest).with_context(|| format!("no such image: {name}"))
+        });
+        match found {
+            Ok(s) => out.push(describe(s)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
     }
-    println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
-    Ok(())
+    let text = serde_json::to_string_pretty(&Value::Array(out))?;
+    crate::stdout::write_with(|w| writeln!(w, "{text}"))?;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

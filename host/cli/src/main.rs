@@ -19,6 +19,7 @@ mod pull;
 mod push;
 mod rmi;
 mod save;
+mod stdout;
 mod system;
 mod tag;
 
