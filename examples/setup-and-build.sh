@@ -18,8 +18,8 @@ packages=(
     qemu-system-x86 busybox-static
     # independent checkers used by the tests
     skopeo umoci
-    # real registries on loopback for the registry tests (htpasswd for their auth)
-    docker-registry apache2-utils
+    # real registries on loopback for the registry tests (htpasswd, TLS certificates, a fake front)
+    docker-registry apache2-utils openssl python3
 )
 missing=()
 for p in "${packages[@]}"; do
