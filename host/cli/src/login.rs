@@ -41,6 +41,19 @@ fn read_line(what: &str) -> Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// Prompts for a password on the terminal with echo off (`stty -echo`, restored after).
+fn read_password() -> Result<String> {
+    let stty = |arg: &str| std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    eprint!("Password: ");
+    let echo_off = stty("-echo").is_ok_and(|s| s.success());
+    let line = read_line("password");
+    if echo_off {
+        let _ = stty("echo");
+        eprintln!();
+    }
+    line
+}
+
 pub fn login(args: LoginArgs) -> Result<()> {
     let domain = kiln_registry::login::registry_domain(args.server.as_deref())?;
     let stdin_tty = std::io::stdin().is_terminal();
@@ -59,6 +72,7 @@ pub fn login(args: LoginArgs) -> Result<()> {
             p
         }
         (None, true) => read_line("password")?,
+        (None, false) if stdin_tty => read_password()?,
         (None, false) => bail!("a password is required: use --password-stdin (e.g. `echo $TOKEN | kiln login -u USER --password-stdin`)"),
     };
     if username.is_empty() || password.is_empty() {
