@@ -551,3 +551,31 @@ fn all_tags_both_ways_and_pulls_through_a_mirror() {
     ok(&viamirror.kiln_with(&["pull", &format!("{repo}:2")], &vars));
     assert_clean_error(&viamirror.kiln(&["pull", &format!("{repo}:mirrored")]), "not found");
 }
+
+#[test]
+fn docker_schema2_images_pull_push_and_save_unchanged() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regv2s2src");
+    let archive = image_archive(&src, "bb:v1", "v2s2", "linux/amd64");
+    skopeo(&["copy", "--format", "v2s2", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/s2/bb:v1", reg.host)]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/s2/bb:v1", reg.host)]);
+    assert!(raw.contains("application/vnd.docker.distribution.manifest.v2+json"), "{raw}");
+    let digest = inspect_remote(&reg, "s2/bb:v1", &[])["Digest"].as_str().expect("digest").to_string();
+
+    let env = TestEnv::new("regv2s2");
+    let name = format!("{}/s2/bb:v1", reg.host);
+    assert_eq!(line_value(&ok(&env.kiln(&["pull", &name])), "Digest: "), digest);
+    // Pushed elsewhere, the Docker manifest keeps its bytes, media type and digest.
+    let copy = format!("{}/s2/copy:v1", reg.host);
+    ok(&env.kiln(&["tag", &name, &copy]));
+    let out = ok(&env.kiln(&["push", &copy]));
+    assert_eq!(line_value(&out, "v1: digest: ").split_whitespace().next(), Some(digest.as_str()), "{out}");
+    let raw_copy = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{copy}")]);
+    assert_eq!(raw_copy, raw);
+    // And the store's other commands read it.
+    let saved = env.dir.path().join("saved.tar");
+    ok(&env.kiln(&["save", "-o", p(&saved), &name]));
+    skopeo(&["inspect", &format!("docker-archive:{}", p(&saved))]);
+    let info: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", &name]))).expect("json");
+    assert_eq!(info[0]["Architecture"], "amd64");
+}
