@@ -579,3 +579,32 @@ fn docker_schema2_images_pull_push_and_save_unchanged() {
     let info: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", &name]))).expect("json");
     assert_eq!(info[0]["Architecture"], "amd64");
 }
+
+#[test]
+fn build_from_a_registry_image_pulls_the_base() {
+    let reg = Registry::start(None);
+    let src = TestEnv::new("regbase");
+    let archive = image_archive(&src, "base:v1", "one", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/team/base:v1", reg.host)]);
+    let remote = inspect_remote(&reg, "team/base:v1", &[]);
+    let base_layers = remote["Layers"].as_array().expect("layers").len();
+
+    let env = TestEnv::new("regfrom");
+    // COPY only: the build needs no VM, only the pulled base.
+    let ctx = env.context("ctx", &format!("FROM {}/team/base:v1\nCOPY note.txt /note.txt\n", reg.host), &[("note.txt", "n\n")], false);
+    let out = env.kiln(&["build", "-t", "on-top", p(&ctx)]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("pulling {}/team/base:v1", reg.host)) && stderr.contains("no VM needed"), "{stderr}");
+    let saved = env.dir.path().join("on-top.tar");
+    ok(&env.kiln(&["save", "--format", "oci", "-o", p(&saved), "on-top"]));
+    let built = skopeo(&["inspect", &format!("oci-archive:{}", p(&saved))]);
+    let built: serde_json::Value = serde_json::from_str(&built).expect("json");
+    let layers = built["Layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), base_layers + 1, "{built}");
+    assert_eq!(&layers[..base_layers], remote["Layers"].as_array().expect("layers").as_slice(), "base layers kept as pulled");
+    // The base is in the store under its name now: a second build does not pull again.
+    let out = env.kiln(&["build", "-t", "on-top", p(&ctx)]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("pulling"), "{stderr}");
+}
