@@ -8,7 +8,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${1:-3}"
 kiln="$repo/target/release/kiln"
-[[ -x "$kiln" ]] || (cd "$repo" && cargo build --release --locked -p kiln-cli)
+(cd "$repo" && cargo build -q --release --locked -p kiln-cli)  # incremental: cheap when up to date
 if ! command -v buildah >/dev/null; then
     sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq buildah >/dev/null
