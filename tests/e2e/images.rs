@@ -512,3 +512,33 @@ fn images_filters_by_label_and_time() {
     assert_eq!(inspect(&env, "labelled:1")["Config"]["Labels"]["tier"], "1");
     assert_clean_error(&env.kiln(&["images", "--filter", "colour=blue"]), "invalid filter");
 }
+
+#[test]
+fn import_from_an_http_url() {
+    let env = TestEnv::new("importurl");
+    let tar = rootfs_tar(&env);
+    let dir = tar.parent().expect("dir").to_path_buf();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let name = tar.file_name().expect("name").to_string_lossy().into_owned();
+    let url = format!("http://127.0.0.1:{port}/{name}");
+    let imported = env.kiln(&["import", &url, "fromurl:v1"]);
+    let missing = env.kiln(&["import", &format!("http://127.0.0.1:{port}/nope.tar"), "nope"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    ok(&imported);
+    let listing = ok(&env.kiln(&["images"]));
+    assert!(listing.contains("fromurl") && listing.contains("v1"), "{listing}");
+    assert_clean_error(&missing, "answered 404");
+}

@@ -1,4 +1,4 @@
-//! `kiln import FILE|- [NAME]`: a root filesystem tarball (plain, gzip or zstd) becomes a
+//! `kiln import FILE|URL|- [NAME]`: a root filesystem tarball (plain, gzip or zstd) becomes a
 //! one-layer image, with `--change` instructions applied to its config and `-m` as comment.
 
 use std::io::{IsTerminal, Read};
@@ -21,7 +21,7 @@ pub struct ImportArgs {
     /// Platform of the image: os/arch (default linux and this machine's architecture)
     #[arg(long)]
     platform: Option<String>,
-    /// Tarball to import, or "-" for stdin
+    /// Tarball to import: a file, an http(s) URL, or "-" for stdin
     file: String,
     /// Name for the image: [host/]repository[:tag]
     name: Option<String>,
@@ -73,9 +73,6 @@ fn apply_changes(config: &mut RunConfig, changes: &[String]) -> Result<()> {
 }
 
 pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
-    if args.file.contains("://") {
-        bail!("importing from a URL is not supported yet: download {} first", args.file);
-    }
     let name = match &args.name {
         Some(n) => {
             let r: Reference = n.parse().with_context(|| format!("image name {n:?}"))?;
@@ -101,7 +98,9 @@ pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
     let created = kiln_solver::time::rfc3339(kiln_solver::time::created_seconds().map_err(anyhow::Error::msg)?);
 
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let input: Box<dyn Read> = if args.file == "-" {
+    let input: Box<dyn Read> = if args.file.contains("://") {
+        kiln_registry::download::open_url(&args.file)?
+    } else if args.file == "-" {
         if std::io::stdin().is_terminal() {
             bail!("requested import from stdin, but stdin is a terminal");
         }

@@ -11,6 +11,7 @@
 pub mod challenge;
 pub mod client;
 pub mod credentials;
+pub mod download;
 mod error;
 pub mod login;
 pub mod manifest;
