@@ -277,3 +277,29 @@ fn builtin_vmm_builds_where_the_host_can_boot_linux() {
     }
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }
+
+#[test]
+fn build_cache_outlives_image_prune_until_builder_prune() {
+    let env = TestEnv::new("cacheprune");
+    let ctx = env.context("ctx", "FROM scratch\nCOPY data.bin /data.bin\n", &[("data.bin", &"x".repeat(100_000))], false);
+    let build = |tag: &str| {
+        let out = env.kiln(&["build", "-t", tag, ctx.to_str().expect("utf8")]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    assert!(build("c1").contains("0 steps cached"));
+    let out = env.kiln(&["image", "prune", "-a", "-f"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The image is gone, but its layer is pinned by the build cache: the rebuild hits.
+    assert!(build("c2").contains("1 steps cached; no VM needed"));
+    assert!(env.kiln(&["rmi", "c2"]).status.success());
+    let out = env.kiln(&["builder", "prune", "-f", "--keep-storage", "1GB"]);
+    assert!(out.status.success() && text(&out.stdout).contains("Deleted build cache entries: 0"), "{}", text(&out.stdout));
+    let out = env.kiln(&["builder", "prune", "-a", "-f"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success() && stdout.contains("Deleted build cache entries: 1"), "{stdout}");
+    assert!(!stdout.contains("Total reclaimed space: 0B"), "the cache-only layer must be collected: {stdout}");
+    assert!(build("c3").contains("0 steps cached"));
+    let out = env.kiln(&["builder", "prune", "-f", "--keep-storage", "lots"]);
+    harness::assert_clean_error(&out, "invalid size");
+}

@@ -2,6 +2,7 @@
 //! below, print results and one-line errors. No build or store logic lives here.
 
 mod build;
+mod builder;
 mod dockerfile;
 mod doctor;
 mod history;
@@ -75,6 +76,9 @@ enum Command {
     Dockerfile(dockerfile::DockerfileArgs),
     /// Show what kiln found on this machine and which backend builds will use, with reasons
     Doctor,
+    /// Manage the build cache (prune)
+    #[command(subcommand)]
+    Builder(builder::BuilderCommand),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         Command::Push(args) => push::run(&root, args),
         Command::System(cmd) => system::run(&root, cmd),
         Command::Doctor => doctor::run(&root),
+        Command::Builder(cmd) => builder::run(&root, cmd),
         Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) => Ok(()), // handled above: need no store
     };
     match result {

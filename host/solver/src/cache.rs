@@ -5,8 +5,12 @@
 //! directory, for FROM the base image's manifest digest. A hit is reused only while its layer
 //! blob is still in the store; anything else is a miss, never an error.
 //!
-//! Entries live in `<store>/cache/<key>` (one small JSON file each, written atomically) and are
-//! recorded only after a build committed its image, so a failed build adds nothing.
+//! Entries live in `<store>/pins/build-cache/<key>` (one small JSON file each, written
+//! atomically), recorded only after a build committed its image, so a failed build adds
+//! nothing. Living under the store's pins keeps their layers alive through `image prune` and
+//! `rmi`, as Docker keeps its build cache apart from images; [`CacheIndex::prune`]
+//! (`kiln builder prune`) drops entries, and the next collection frees their layers. A hit
+//! refreshes its entry's mtime, so pruning by age drops the least recently used first.
 
 use std::fs;
 use std::io::Write;
@@ -82,13 +86,16 @@ pub struct CacheIndex {
 
 impl CacheIndex {
     pub fn new(store: &Store) -> Self {
-        Self { dir: store.root().join("cache"), store: store.clone() }
+        Self { dir: store.pins_dir().join("build-cache"), store: store.clone() }
     }
 
     /// The cached result of `key`, if present and its layer blob still exists.
     pub fn get(&self, key: &CacheKey) -> Option<Cached> {
-        let bytes = fs::read(self.dir.join(key.as_str())).ok()?;
+        let path = self.dir.join(key.as_str());
+        let bytes = fs::read(&path).ok()?;
         let record: Record = serde_json::from_slice(&bytes).ok()?;
+        // Least-recently-used order for pruning; a failure only makes the entry look older.
+        let _ = fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         match record.layer {
             None => Some(Cached::Empty),
             Some(l) if self.store.has_blob(&l.digest) => {
@@ -111,6 +118,56 @@ impl CacheIndex {
         tmp.as_file().sync_all()?;
         tmp.persist(self.dir.join(key.as_str())).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// What [`CacheIndex::prune`] drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneMode {
+    /// Entries whose layer no image uses (the space a prune can actually free).
+    Unused,
+    /// Every entry.
+    All,
+    /// Least recently used unused entries until the layers only the cache holds total at
+    /// most this many bytes.
+    KeepBytes(u64),
+}
+
+impl CacheIndex {
+    /// Drops cache entries; returns how many. The caller collects the freed blobs.
+    pub fn prune(&self, mode: PruneMode) -> std::io::Result<usize> {
+        let mut used_by_images = std::collections::BTreeSet::new();
+        for digest in self.store.image_digests().map_err(std::io::Error::other)? {
+            if let Ok(img) = self.store.image(&digest) {
+                used_by_images.extend(img.layers);
+            }
+        }
+        let mut entries = Vec::new();
+        let Ok(dir) = fs::read_dir(&self.dir) else { return Ok(0) };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let mtime = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+            let layer = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()).and_then(|r| r.layer);
+            let cache_only = layer.as_ref().is_some_and(|l| !used_by_images.contains(&l.digest));
+            let size = if cache_only { layer.map_or(0, |l| l.size) } else { 0 };
+            entries.push((mtime, path, cache_only, size));
+        }
+        entries.sort_by_key(|e| e.0);
+        let mut held: u64 = entries.iter().map(|e| e.3).sum();
+        let mut removed = 0;
+        for (_, path, cache_only, size) in entries {
+            let drop = match mode {
+                PruneMode::All => true,
+                PruneMode::Unused => cache_only,
+                PruneMode::KeepBytes(limit) => cache_only && held > limit,
+            };
+            if drop {
+                fs::remove_file(&path)?;
+                held = held.saturating_sub(size);
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -150,7 +207,7 @@ mod tests {
         assert_eq!(cache.get(&key2), Some(Cached::Layer(layer.clone())));
         fs::remove_file(store.blob_path(&layer.digest)).expect("rm");
         assert_eq!(cache.get(&key2), None, "a record whose blob is gone is a miss");
-        fs::write(dir.path().join("cache").join(key.as_str()), b"garbage").expect("corrupt");
+        fs::write(store.pins_dir().join("build-cache").join(key.as_str()), b"garbage").expect("corrupt");
         assert_eq!(cache.get(&key), None, "a corrupt record is a miss");
     }
 }

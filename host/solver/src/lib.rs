@@ -6,7 +6,7 @@
 //! blobs into the store and moves the tags, so a failed, killed or interrupted build leaves
 //! the store as it was. This crate knows nothing of Dockerfile text or of QEMU command lines.
 
-mod cache;
+pub mod cache;
 mod copy;
 mod guest;
 mod output;

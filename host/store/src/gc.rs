@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
@@ -62,10 +62,44 @@ fn staging_in_use(dir: &Path) -> bool {
     }
 }
 
+/// Largest pin file read; a larger one is skipped (pins are small lists of digests).
+const MAX_PIN_FILE: u64 = 1024 * 1024;
+
+/// Every `sha256:<64 hex>` in `text`.
+fn digests_in(text: &str) -> impl Iterator<Item = Digest> + '_ {
+    text.match_indices("sha256:").filter_map(|(i, _)| text.get(i..i + 71).and_then(|d| d.parse().ok()))
+}
+
 impl Store {
-    /// Every blob some image references: manifests, configs, layers.
+    /// Where other parts of kiln pin blobs (e.g. the build cache): every file below it keeps
+    /// alive each blob whose digest it mentions. The store does not interpret the files.
+    pub fn pins_dir(&self) -> PathBuf {
+        self.root().join("pins")
+    }
+
+    /// Blobs pinned by files under [`Store::pins_dir`] (two levels deep).
+    pub fn pinned_blobs(&self) -> BTreeSet<Digest> {
+        let mut pinned = BTreeSet::new();
+        let mut dirs = vec![(self.pins_dir(), 0)];
+        while let Some((dir, depth)) = dirs.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() && depth < 2 {
+                    dirs.push((entry.path(), depth + 1));
+                } else if meta.is_file() && meta.len() <= MAX_PIN_FILE {
+                    if let Ok(text) = fs::read_to_string(entry.path()) {
+                        pinned.extend(digests_in(&text));
+                    }
+                }
+            }
+        }
+        pinned
+    }
+
+    /// Every blob some image references (manifests, configs, layers) or a pin keeps.
     pub fn live_blobs(&self) -> Result<BTreeSet<Digest>, StoreError> {
-        let mut live = BTreeSet::new();
+        let mut live = self.pinned_blobs();
         for digest in self.image_digests()? {
             let img = self.image(&digest).map_err(|e| {
                 StoreError::Conflict(format!("image {digest} is unreadable ({e}); run `kiln system check`"))
@@ -183,6 +217,23 @@ mod tests {
         let report = store.prune(true).expect("prune -a");
         assert_eq!(report.deleted[0].1, vec!["kept:latest".to_string()]);
         assert_eq!(fs::read_dir(store.blobs_dir()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn pinned_blobs_survive_collection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let kept = store.write_blob(b"pinned").expect("blob");
+        let gone = store.write_blob(b"loose").expect("blob");
+        let pins = store.pins_dir().join("build-cache");
+        fs::create_dir_all(&pins).expect("mkdir");
+        fs::write(pins.join("k1"), format!(r#"{{"layer":{{"digest":"{kept}","size":6}}}}"#)).expect("pin");
+        fs::write(pins.join("junk"), "sha256:not-a-digest sha256:").expect("junk");
+        let lock = store.lock().expect("lock");
+        let report = store.collect_garbage(&lock).expect("gc");
+        assert!(store.has_blob(&kept), "a pinned blob must stay");
+        assert!(!store.has_blob(&gone), "an unpinned, unreferenced blob goes");
+        assert_eq!(report.removed.len(), 1);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!                      image configs, manifests
 //! ingest/              temp files being written; never read as blobs
 //! refs.json            image name -> manifest digest
+//! pins/                files other parts of kiln write to keep blobs alive (the build cache);
+//!                      the store only reads the digests they mention
 //! images/<hex>         one empty marker per image (manifest digest), named or not
 //! lock                 advisory lock serialising writers of refs.json
 //! ```

@@ -1,0 +1,94 @@
+//! `kiln builder prune [-a] [--keep-storage SIZE] [-f]`: drops build-cache entries, then
+//! collects the layers nothing else keeps.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use kiln_solver::cache::{CacheIndex, PruneMode};
+use kiln_store::Store;
+
+use crate::humanize;
+
+#[derive(Subcommand)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all build cache, not just layers no image uses
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Keep at most this much cache-only layer data (e.g. 512MB, 10GB), dropping the least
+    /// recently used first
+    #[arg(long = "keep-storage")]
+    keep_storage: Option<String>,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+/// Parses Docker's sizes: a number with an optional B/KB/MB/GB/TB suffix (1024-based).
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => bail!("invalid size {text:?}: expected a number with B, KB, MB, GB or TB"),
+    };
+    let n: f64 = num.parse().with_context(|| format!("invalid size {text:?}"))?;
+    if !(n.is_finite() && n >= 0.0) {
+        bail!("invalid size {text:?}");
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+pub fn run(root: &Path, cmd: BuilderCommand) -> Result<()> {
+    let BuilderCommand::Prune(args) = cmd;
+    let mode = match (&args.keep_storage, args.all) {
+        (Some(_), true) => bail!("--all and --keep-storage cannot be combined"),
+        (Some(s), false) => PruneMode::KeepBytes(parse_size(s)?),
+        (None, true) => PruneMode::All,
+        (None, false) => PruneMode::Unused,
+    };
+    if !args.force {
+        eprint!("WARNING! This will remove build cache.\nAre you sure you want to continue? [y/N] ");
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(());
+        }
+    }
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let lock = store.lock()?;
+    let removed = CacheIndex::new(&store).prune(mode).context("pruning the build cache")?;
+    let gc = store.collect_garbage(&lock)?;
+    println!("Deleted build cache entries: {removed}");
+    println!("Total reclaimed space: {}", humanize::size(gc.reclaimed));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").expect("ok"), 1024);
+        assert_eq!(parse_size("10GB").expect("ok"), 10 << 30);
+        assert_eq!(parse_size("1.5kb").expect("ok"), 1536);
+        assert_eq!(parse_size("512M").expect("ok"), 512 << 20);
+        for bad in ["", "ten", "5XB", "-1"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
