@@ -238,6 +238,24 @@ fn copy_only_build_boots_no_vm_and_honours_dockerignore_labels_and_iidfile() {
     let out = env.kiln(&["build", "-t", "copyonly-out", "--output", "type=zip,dest=x", ctx.to_str().expect("utf8")]);
     harness::assert_clean_error(&out, "invalid --output type");
 
+    // -f -: the Dockerfile on stdin; the context's .dockerignore still applies.
+    let mut child = env
+        .command(&["build", "-f", "-", "-t", "fromstdin", "--output", &format!("type=tar,dest={}", rootfs_tar.display()), ctx.to_str().expect("utf8")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"FROM scratch\nCOPY . /stdin/\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&rootfs_tar));
+    assert!(listing.contains("stdin/run") && !listing.contains("notes.md"), "{listing}");
+
     let archive = env.dir.path().join("c.tar");
     assert!(env.kiln(&["save", "-o", archive.to_str().expect("utf8"), "copyonly"]).status.success());
     let config = run_ok(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{}", archive.display())]));

@@ -52,7 +52,19 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         bail!("build context {} is not a directory", args.context.display());
     }
     let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
-    let text = std::fs::read(&file).with_context(|| format!("reading Dockerfile {}", file.display()))?;
+    // `-f -`: the Dockerfile comes on stdin (then only the context's .dockerignore applies).
+    let from_stdin = file.as_os_str() == "-";
+    let text = if from_stdin {
+        use std::io::{IsTerminal, Read};
+        if std::io::stdin().is_terminal() {
+            bail!("-f -: the Dockerfile is read from stdin, but stdin is a terminal");
+        }
+        let mut bytes = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut bytes).context("reading the Dockerfile from stdin")?;
+        bytes
+    } else {
+        std::fs::read(&file).with_context(|| format!("reading Dockerfile {}", file.display()))?
+    };
     let text = String::from_utf8(text).with_context(|| format!("Dockerfile {} is not UTF-8", file.display()))?;
     let plan = kiln_frontend::parse_dockerfile(&text)?;
     let tags = args
@@ -74,7 +86,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
             _ => bail!("invalid --label {l:?}: expected KEY=VALUE"),
         })
         .collect::<Result<Vec<_>>>()?;
-    let ignore = read_dockerignore(&file, &args.context)?;
+    let ignore = read_dockerignore(if from_stdin { None } else { Some(&file) }, &args.context)?;
     let output = args.output.as_deref().map(crate::output::Output::parse).transpose()?.unwrap_or(crate::output::Output::Image);
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let opts = BuildOptions {
@@ -112,9 +124,9 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
 
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` next to the Dockerfile, else
 /// `.dockerignore` at the context root.
-fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<Option<kiln_frontend::dockerignore::Dockerignore>> {
-    let beside = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
-    for candidate in [beside, context.join(".dockerignore")] {
+fn read_dockerignore(dockerfile: Option<&Path>, context: &Path) -> Result<Option<kiln_frontend::dockerignore::Dockerignore>> {
+    let beside = dockerfile.map(|d| PathBuf::from(format!("{}.dockerignore", d.display())));
+    for candidate in beside.into_iter().chain(std::iter::once(context.join(".dockerignore"))) {
         match std::fs::read_to_string(&candidate) {
             Ok(text) => {
                 let ig = kiln_frontend::dockerignore::Dockerignore::parse(&text)
