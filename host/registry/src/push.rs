@@ -142,17 +142,55 @@ fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Diges
     Ok(PushEvent::Pushed(blob.clone()))
 }
 
+/// Blobs uploaded at once: layers are independent, only the manifest must come last.
+const PARALLEL_UPLOADS: usize = 3;
+
+/// Pushes `blobs`, [`PARALLEL_UPLOADS`] at a time; the first error stops the others from
+/// starting new blobs and is returned.
+fn upload_blobs(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    opts: &PushOptions,
+    events: &(dyn Fn(PushEvent) + Sync),
+    blobs: &[&Digest],
+) -> Result<(), RegistryError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<RegistryError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_UPLOADS.min(blobs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let stop = failed.lock().map(|f| f.is_some()).unwrap_or(true);
+                let Some(blob) = blobs.get(i).filter(|_| !stop) else { break };
+                match push_blob(store, client, reference, blob, opts) {
+                    Ok(event) => events(event),
+                    Err(e) => {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        Ok(None) => Ok(()),
+        Err(_) => Err(RegistryError::invalid("an upload thread panicked")),
+    }
+}
+
 /// Pushes the image the store names `reference` to `client`'s registry, under its tag.
-pub fn push(store: &Store, client: &Client, reference: &Reference, opts: &PushOptions, events: &dyn Fn(PushEvent)) -> Result<Pushed, RegistryError> {
+pub fn push(store: &Store, client: &Client, reference: &Reference, opts: &PushOptions, events: &(dyn Fn(PushEvent) + Sync)) -> Result<Pushed, RegistryError> {
     if reference.digest.is_some() {
         return Err(RegistryError::Unsupported(format!("pushing by digest ({}): push a tag", reference.familiar())));
     }
     let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
     let (_, image) = store.image_by_name(&reference.to_string())?;
     let manifest = store.read_blob(&image.manifest_digest)?;
-    for blob in image.layers.iter().chain(std::iter::once(&image.config_digest)) {
-        events(push_blob(store, client, reference, blob, opts)?);
-    }
+    upload_blobs(store, client, reference, opts, events, &image.layers.iter().chain(std::iter::once(&image.config_digest)).collect::<Vec<_>>())?;
     let media = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
         .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
