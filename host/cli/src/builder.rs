@@ -1,7 +1,6 @@
 //! `kiln builder prune [-a] [--keep-storage SIZE] [-f]`: drops build-cache entries, then
 //! collects the layers nothing else keeps.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -59,14 +58,8 @@ pub fn run(root: &Path, cmd: BuilderCommand) -> Result<()> {
         (None, true) => PruneMode::All,
         (None, false) => PruneMode::Unused,
     };
-    if !args.force {
-        eprint!("WARNING! This will remove build cache.\nAre you sure you want to continue? [y/N] ");
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
+    if !args.force && !crate::fileout::confirm("build cache")? {
+        return Ok(());
     }
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let lock = store.lock()?;

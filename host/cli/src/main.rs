@@ -5,6 +5,7 @@ mod build;
 mod builder;
 mod dockerfile;
 mod doctor;
+mod fileout;
 mod history;
 mod humanize;
 mod image;

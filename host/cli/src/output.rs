@@ -3,15 +3,18 @@
 //! `type=image` (the default: the store only), `type=oci,dest=FILE` and `type=docker,dest=FILE`
 //! (archives, as `kiln save --format`), `type=tar,dest=FILE|-` (the flattened root filesystem),
 //! `type=local,dest=DIR` (that filesystem unpacked). A bare `-o DIR` means `type=local,dest=DIR`.
-//! Files are written to a temp file beside the destination and renamed, so a failed export
-//! leaves no partial file; `local` unpacks with the tar crate's `unpack_in`, which refuses
+//! Files are written through [`fileout::write`] (temp file beside the destination, renamed),
+//! so a failed export leaves no partial file; `local` unpacks with the tar crate's `unpack_in`, which refuses
 //! paths that leave the destination (`..`, absolute paths, writes through symlinks).
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use kiln_store::{archive, flatten, ImageRecord, Reference, Store};
+
+use crate::fileout;
+
+const TERMINAL_HINT: &str = "refusing to write a tar to a terminal: give dest=FILE or redirect stdout";
 
 /// A parsed `--output` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,33 +52,6 @@ impl Output {
     }
 }
 
-/// Writes `dest` through `fill`: a temp file beside it, renamed on success; `-` is stdout.
-fn write_file(dest: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    if dest == Path::new("-") {
-        let stdout = std::io::stdout();
-        if stdout.is_terminal() {
-            bail!("refusing to write a tar to a terminal: give dest=FILE or redirect stdout");
-        }
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        fill(&mut out)?;
-        return out.flush().context("writing to stdout");
-    }
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".kiln-output-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    let mut out = std::io::BufWriter::new(tmp);
-    fill(&mut out)?;
-    let tmp = out.into_inner().map_err(|e| e.into_error()).context("writing the output")?;
-    tmp.as_file().sync_all().context("syncing the output")?;
-    tmp.persist(dest).with_context(|| format!("writing {}", dest.display()))?;
-    Ok(())
-}
-
 /// Exports the built image as asked.
 pub fn export(store: &Store, output: &Output, name: Option<&Reference>, image: &ImageRecord) -> Result<()> {
     match output {
@@ -86,12 +62,12 @@ pub fn export(store: &Store, output: &Output, name: Option<&Reference>, image: &
                 None => bail!("--output type=oci|docker needs a name for the image: add -t NAME"),
             };
             let images = [(name, image.clone())];
-            write_file(dest, |w| {
+            fileout::write(Some(dest), TERMINAL_HINT, |w| {
                 archive::write_archive_as(store, &images, *format, w)?;
                 Ok(())
             })
         }
-        Output::Tar { dest } => write_file(dest, |w| {
+        Output::Tar { dest } => fileout::write(Some(dest), TERMINAL_HINT, |w| {
             flatten::flatten_image(store, image, w)?;
             Ok(())
         }),

@@ -1,6 +1,5 @@
 //! `kiln image prune [-a] [-f]`: delete dangling (or all) images and collect their blobs.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -20,15 +19,8 @@ pub struct PruneArgs {
 }
 
 pub fn run(root: &Path, args: PruneArgs) -> Result<()> {
-    if !args.force {
-        let what = if args.all { "all images" } else { "all dangling images" };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
+    if !args.force && !crate::fileout::confirm(if args.all { "all images" } else { "all dangling images" })? {
+        return Ok(());
     }
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let report = store.prune(args.all)?;

@@ -1,12 +1,13 @@
 //! `kiln save`: images to one tar archive (docker-archive by default, `--format oci` for a pure
 //! OCI layout), written atomically (temp file + rename) or streamed to stdout.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use kiln_store::{archive, Store};
+
+use crate::fileout;
 
 #[derive(Args)]
 pub struct SaveArgs {
@@ -40,32 +41,8 @@ pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
         };
         images.push((reference, store.image(&digest)?));
     }
-    match args.output.as_deref() {
-        Some(p) if p != Path::new("-") => {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let tmp = tempfile::Builder::new()
-                .prefix(".kiln-save-")
-                .tempfile_in(&dir)
-                .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-            let mut file = archive::write_archive_as(&store, &images, format, std::io::BufWriter::new(tmp))?
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("writing the archive")?;
-            file.flush()?;
-            file.as_file().sync_all().context("syncing the archive")?;
-            file.persist(p).with_context(|| format!("writing {}", p.display()))?;
-        }
-        _ => {
-            let stdout = std::io::stdout();
-            if stdout.is_terminal() {
-                bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
-            }
-            let mut out = archive::write_archive_as(&store, &images, format, std::io::BufWriter::new(stdout.lock()))?;
-            out.flush().context("writing the archive to stdout")?;
-        }
-    }
-    Ok(())
+    fileout::write(args.output.as_deref(), "refusing to write an archive to a terminal: use -o FILE or redirect stdout", |w| {
+        archive::write_archive_as(&store, &images, format, w)?;
+        Ok(())
+    })
 }
