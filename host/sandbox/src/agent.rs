@@ -44,7 +44,7 @@ impl std::fmt::Display for ExitStatus {
 }
 
 /// A process to run in the guest (stream ids are filled in by [`AgentClient::run`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Process {
     pub rootfs: String,
     pub argv: Vec<String>,
@@ -52,6 +52,8 @@ pub struct Process {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (Docker gives a USER the groups that list it in /etc/group).
+    pub additional_gids: Vec<u32>,
 }
 
 /// A connected agent.
@@ -149,7 +151,7 @@ impl AgentClient {
             cwd: p.cwd.clone(),
             uid: p.uid,
             gid: p.gid,
-            additional_gids: vec![],
+            additional_gids: p.additional_gids.clone(),
             hostname: "kiln".into(),
             stdout_stream: out_id,
             stderr_stream: err_id,
