@@ -1,0 +1,525 @@
+//! A read-only view of the root filesystem a stack of layers makes: for the build engine's
+//! `COPY --from=<stage|image>`, and for reading `/etc/passwd` and `/etc/group` when resolving
+//! `--chown` and `USER` names.
+//!
+//! [`RootFs::from_layers`] flattens the layers once ([`flatten_layers`], the one implementation
+//! of whiteouts, opaque directories and shadowing) into an uncompressed tar in an anonymous
+//! temp file (under `$TMPDIR`, or a directory given to [`RootFs::from_layers_in`]; unnamed, so
+//! gone with the view), then indexes it: path -> [`Node`], with the offset of each regular
+//! file's bytes. Nothing from a layer ever touches the host
+//! filesystem by its path; paths are resolved inside the index the way
+//! `openat2(RESOLVE_IN_ROOT)` would, with at most [`MAX_SYMLINK_HOPS`] symlinks followed.
+//!
+//! For the passwd/group case, [`layer_mentions`] reads a single layer (no flattening, no temp
+//! file) and says what it does to a few paths, so a caller can go top-down over an image's
+//! layers, stop at the first layer that says anything, and cache answers by layer digest;
+//! [`read_from_layers`] does that walk for one path. It does not follow symlinks: a path that a
+//! layer makes a symlink (or puts below one) comes back as [`Mention::Other`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::flatten::{classify, flatten_layers, hostile, is_regular, normalise, Exact, Marker, OpenBlob};
+use crate::layer_verify::decompress;
+use crate::{Digest, StoreError};
+
+/// Symlinks followed while resolving one path before giving up (Linux's `MAXSYMLINKS`).
+pub const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// Largest file [`layer_mentions`] reads.
+pub const MENTION_LIMIT: u64 = 1024 * 1024;
+
+/// What an entry of the view is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink,
+    /// A hardlink to a regular file: [`Node::link`] is the other path, and the node's metadata,
+    /// size and bytes are its target's (one inode). A hardlink to a symlink or a fifo is indexed
+    /// as a copy of that node instead.
+    Hardlink,
+    /// Device nodes: never in a stored layer (ingest refuses them), listed for completeness.
+    Char,
+    Block,
+    Fifo,
+}
+
+/// One entry of the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Relative and normalised, no leading `/`; `""` is the root.
+    pub path: PathBuf,
+    pub kind: NodeKind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch.
+    pub mtime: u64,
+    /// Bytes of a regular file (or a hardlink's target); 0 for everything else.
+    pub size: u64,
+    /// A symlink's target as written, or a hardlink's target path (relative to the root).
+    pub link: Option<PathBuf>,
+    /// Offset of the bytes in the flattened tar: regular files, and hardlinks to them.
+    data: Option<u64>,
+}
+
+impl Node {
+    fn dir(path: PathBuf) -> Self {
+        Node { path, kind: NodeKind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, link: None, data: None }
+    }
+
+    /// Whether [`RootFs::open`] reads bytes from it: a regular file, or a hardlink to one
+    /// (false for a hardlink whose target is not in the view).
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+}
+
+/// The nodes of a view and, per directory, its children's names.
+#[derive(Default)]
+struct Tree {
+    nodes: HashMap<PathBuf, Node>,
+    kids: HashMap<PathBuf, BTreeSet<OsString>>,
+}
+
+impl Tree {
+    /// Makes `dir` and its missing ancestors directories (implicit: 0o755, root-owned).
+    fn ensure_dir(&mut self, dir: &Path) -> Result<(), StoreError> {
+        let mut missing = Vec::new();
+        for a in dir.ancestors() {
+            match self.nodes.get(a) {
+                Some(n) if n.kind == NodeKind::Dir => break,
+                Some(_) => return Err(hostile(format!("{} is below {}, which is not a directory", dir.display(), a.display()))),
+                None => missing.push(a.to_path_buf()),
+            }
+        }
+        for a in missing.into_iter().rev() {
+            self.add_kid(&a);
+            self.nodes.insert(a.clone(), Node::dir(a));
+        }
+        Ok(())
+    }
+
+    fn add_kid(&mut self, path: &Path) {
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            self.kids.entry(parent.to_path_buf()).or_default().insert(name.to_os_string());
+        }
+    }
+
+    /// Adds or replaces a node; a later entry at a path replaces an earlier one, but a
+    /// directory that has children stays one.
+    fn insert(&mut self, node: Node) -> Result<(), StoreError> {
+        let Some(parent) = node.path.parent() else {
+            return Ok(()); // The root stays the implicit directory.
+        };
+        self.ensure_dir(parent)?;
+        if node.kind != NodeKind::Dir {
+            if self.kids.get(&node.path).is_some_and(|k| !k.is_empty()) {
+                return Err(hostile(format!("{} replaces a directory that is not empty", node.path.display())));
+            }
+            self.kids.remove(&node.path);
+        }
+        self.add_kid(&node.path);
+        self.nodes.insert(node.path.clone(), node);
+        Ok(())
+    }
+
+    /// Points a hardlink node at its target's bytes; false if the target is not (yet) a node.
+    fn link(&self, node: &mut Node) -> bool {
+        let Some(target) = node.link.as_ref().and_then(|t| self.nodes.get(t)) else {
+            return false;
+        };
+        match target.kind {
+            NodeKind::Dir => return false,
+            NodeKind::File | NodeKind::Hardlink if target.data.is_none() => return false,
+            NodeKind::File | NodeKind::Hardlink => (node.size, node.data) = (target.size, target.data),
+            NodeKind::Symlink | NodeKind::Char | NodeKind::Block | NodeKind::Fifo => {
+                (node.kind, node.link) = (target.kind, target.link.clone());
+            }
+        }
+        (node.mode, node.uid, node.gid, node.mtime) = (target.mode, target.uid, target.gid, target.mtime);
+        true
+    }
+}
+
+/// The root filesystem of a stack of layers, read-only.
+pub struct RootFs {
+    /// The flattened tar.
+    file: File,
+    tree: Tree,
+}
+
+/// A path as a key of the view: no leading `/`, no `.`.
+fn key(path: &Path) -> PathBuf {
+    normalise(path.strip_prefix("/").unwrap_or(path))
+}
+
+impl RootFs {
+    /// Flattens `layers` (bottom first, as in an image; `open` opens a blob, e.g.
+    /// [`crate::Staging::open_blob`]) into a temp file and indexes it.
+    pub fn from_layers(open: OpenBlob<'_>, layers: &[Digest]) -> Result<RootFs, StoreError> {
+        let tmp = tempfile::tempfile().map_err(|e| StoreError::io("creating a temp file for a root filesystem", e))?;
+        Self::flatten_into(open, layers, tmp)
+    }
+
+    /// As [`RootFs::from_layers`], with the temp file in `dir` (e.g. the store's `ingest/`, on
+    /// the store's disk: `$TMPDIR` may be a small tmpfs, and a view is as big as the image).
+    pub fn from_layers_in(open: OpenBlob<'_>, layers: &[Digest], dir: &Path) -> Result<RootFs, StoreError> {
+        let tmp = tempfile::tempfile_in(dir).map_err(|e| StoreError::io(format!("creating a temp file in {}", dir.display()), e))?;
+        Self::flatten_into(open, layers, tmp)
+    }
+
+    fn flatten_into(open: OpenBlob<'_>, layers: &[Digest], tmp: File) -> Result<RootFs, StoreError> {
+        let out = flatten_layers(open, layers, BufWriter::new(tmp))?;
+        let file = out.into_inner().map_err(|e| StoreError::io("writing a root filesystem tar", e.into_error()))?;
+        let tree = index(&file)?;
+        Ok(RootFs { file, tree })
+    }
+
+    /// Resolves `path` (absolute or relative, as written in a Dockerfile) inside the view the way
+    /// `openat2(RESOLVE_IN_ROOT)` would: `..` never climbs above the root, absolute symlink
+    /// targets are relative to the view's root, every intermediate symlink is followed and the
+    /// last component only if `follow_last` (a trailing `/` makes it followed). Ok(None) when a
+    /// component is absent, a non-directory is used as a directory, or a symlink is empty; an
+    /// error after [`MAX_SYMLINK_HOPS`] symlinks. Returns the key for [`RootFs::node`].
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<Option<PathBuf>, StoreError> {
+        // Components still to walk, the next one last.
+        let mut todo: Vec<OsString> = Vec::new();
+        push_components(&mut todo, Path::new(path));
+        let mut cur = PathBuf::new(); // Always an existing directory.
+        let mut hops = 0;
+        while let Some(name) = todo.pop() {
+            match name.as_bytes() {
+                b"" | b"." => continue,
+                b".." => {
+                    cur.pop(); // At the root, stays there.
+                    continue;
+                }
+                _ => {}
+            }
+            let next = cur.join(&name);
+            let Some(node) = self.tree.nodes.get(&next) else {
+                return Ok(None);
+            };
+            let last = todo.is_empty();
+            match node.kind {
+                NodeKind::Dir => cur = next,
+                NodeKind::Symlink if !last || follow_last => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        let why = format!("more than {MAX_SYMLINK_HOPS} symbolic links");
+                        return Err(StoreError::io(format!("resolving {path} in an image"), io::Error::other(why)));
+                    }
+                    let target = node.link.as_deref().unwrap_or(Path::new(""));
+                    if target.as_os_str().is_empty() {
+                        return Ok(None);
+                    }
+                    if target.has_root() {
+                        cur = PathBuf::new();
+                    }
+                    push_components(&mut todo, target);
+                }
+                _ if last => return Ok(Some(next)),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    /// The node at a resolved path (a leading `/` is allowed; nothing else is resolved).
+    pub fn node(&self, resolved: &Path) -> Option<&Node> {
+        self.tree.nodes.get(&key(resolved))
+    }
+
+    /// Direct children of a directory (a resolved path), sorted by name; empty if it is not one.
+    pub fn children(&self, dir: &Path) -> Vec<&Node> {
+        let dir = key(dir);
+        let Some(names) = self.tree.kids.get(&dir) else {
+            return Vec::new();
+        };
+        names.iter().filter_map(|n| self.tree.nodes.get(&dir.join(n))).collect()
+    }
+
+    /// A reader of a regular file's bytes (a hardlink reads its target's bytes). An error for
+    /// anything without bytes (see [`Node::has_data`]).
+    pub fn open(&self, node: &Node) -> Result<impl Read + '_, StoreError> {
+        let start = node.data.ok_or_else(|| StoreError::Unsupported(format!("{} is not a regular file", node.path.display())))?;
+        let end = start.checked_add(node.size).ok_or_else(|| hostile(format!("{}: size out of range", node.path.display())))?;
+        Ok(Slice { file: &self.file, pos: start, end })
+    }
+
+    /// Reads a small file by path (following symlinks), refusing (an error) more than `limit`
+    /// bytes; Ok(None) if absent or not a regular file.
+    pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(node) = self.resolve(path, true)?.and_then(|p| self.tree.nodes.get(&p)) else {
+            return Ok(None);
+        };
+        if node.data.is_none() {
+            return Ok(None);
+        }
+        if node.size > limit {
+            return Err(StoreError::Unsupported(format!("{path} in the image is {} bytes, more than the {limit} read", node.size)));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(node.size).unwrap_or(0));
+        self.open(node)?.read_to_end(&mut bytes).map_err(|e| StoreError::io(format!("reading {path} in an image"), e))?;
+        Ok(Some(bytes))
+    }
+}
+
+/// Pushes the components of `path` onto `todo` so that the first is popped first; a trailing
+/// `/` becomes a last `.` (the name before it must then be a directory, or a symlink to one).
+fn push_components(todo: &mut Vec<OsString>, path: &Path) {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > 1 && bytes.ends_with(b"/") {
+        todo.push(".".into());
+    }
+    for part in bytes.split(|b| *b == b'/').rev() {
+        if !part.is_empty() {
+            todo.push(std::ffi::OsStr::from_bytes(part).to_os_string());
+        }
+    }
+}
+
+/// A byte range of the flattened tar, read with `pread` (readers of one view are independent).
+struct Slice<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for Slice<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX).min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the flattened tar ends inside a file"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Indexes a flattened tar (written by [`flatten_layers`], so its paths are checked already).
+fn index(mut file: &File) -> Result<Tree, StoreError> {
+    let read_err = |e: io::Error| StoreError::io("reading a flattened root filesystem", e);
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut tree = Tree::default();
+    tree.nodes.insert(PathBuf::new(), Node::dir(PathBuf::new()));
+    // Hardlinks whose target comes later in the tar (a link into a lower layer).
+    let mut later = Vec::new();
+    let mut archive = tar::Archive::new(BufReader::new(file));
+    for entry in archive.entries_with_seek().map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let path = key(&entry.path().map_err(read_err)?);
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        let header = entry.header();
+        let field = |e: io::Error| hostile(format!("{}: {e}", path.display()));
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => NodeKind::Dir,
+            tar::EntryType::Symlink => NodeKind::Symlink,
+            tar::EntryType::Link => NodeKind::Hardlink,
+            tar::EntryType::Char => NodeKind::Char,
+            tar::EntryType::Block => NodeKind::Block,
+            tar::EntryType::Fifo => NodeKind::Fifo,
+            k if is_regular(k) => NodeKind::File,
+            other => return Err(hostile(format!("{} has unsupported type {other:?}", path.display()))),
+        };
+        let link = match kind {
+            NodeKind::Symlink => entry.link_name().map_err(field)?.map(|l| l.into_owned()),
+            NodeKind::Hardlink => entry.link_name().map_err(field)?.map(|l| key(&l)),
+            _ => None,
+        };
+        let is_file = kind == NodeKind::File;
+        let (mode, uid) = (header.mode().map_err(field)? & 0o7777, header.uid().map_err(field)?);
+        let (gid, mtime) = (header.gid().map_err(field)?, header.mtime().map_err(field)?);
+        let mut node = Node {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            size: if is_file { entry.size() } else { 0 },
+            link,
+            data: is_file.then(|| entry.raw_file_position()),
+        };
+        if kind == NodeKind::Hardlink && !tree.link(&mut node) {
+            later.push(node.path.clone());
+        }
+        tree.insert(node)?;
+    }
+    for path in later {
+        if let Some(mut node) = tree.nodes.get(&path).cloned() {
+            if tree.link(&mut node) {
+                tree.nodes.insert(path, node);
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// What one layer says about a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mention {
+    /// Nothing: look in the layer below.
+    Absent,
+    /// A whiteout of it or of an ancestor, an opaque ancestor directory, or a non-directory
+    /// ancestor that is not a symlink: it does not exist from here down.
+    Deleted,
+    /// A regular file (or a hardlink to one earlier in the same layer) with these bytes.
+    File(Vec<u8>),
+    /// A directory, symlink, fifo, a symlink ancestor, or a hardlink this layer cannot answer
+    /// (to a path it does not hold): read it through a [`RootFs`] if it matters.
+    Other,
+}
+
+/// Says what layer `layer` does to each of `paths` (absolute or relative; `..` is refused),
+/// in order. Reads the layer once (twice if one of the paths is a hardlink). A file of more
+/// than [`MENTION_LIMIT`] bytes is an error.
+pub fn layer_mentions(open: OpenBlob<'_>, layer: &Digest, paths: &[&str]) -> Result<Vec<Mention>, StoreError> {
+    let wanted = paths.iter().map(|p| query_path(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut said: Vec<Option<Mention>> = vec![None; wanted.len()];
+    let mut deleted = vec![false; wanted.len()];
+    // Wanted paths that are hardlinks: (index in `wanted`, target, the link's entry number).
+    let mut links: Vec<(usize, PathBuf, usize)> = Vec::new();
+    let (stream, _) = decompress(open(layer)?)?;
+    let mut archive = tar::Archive::new(stream);
+    for (n, entry) in archive.entries().map_err(hostile)?.enumerate() {
+        let mut entry = entry.map_err(hostile)?;
+        let path = match classify(&entry)? {
+            Marker::Skip => continue,
+            Marker::Opaque(dir) => {
+                for (w, d) in wanted.iter().zip(deleted.iter_mut()) {
+                    *d |= *w != dir && w.starts_with(&dir);
+                }
+                continue;
+            }
+            Marker::Whiteout(gone) => {
+                for (w, d) in wanted.iter().zip(deleted.iter_mut()) {
+                    *d |= w.starts_with(&gone);
+                }
+                continue;
+            }
+            Marker::Entry(path) => path,
+        };
+        let kind = entry.header().entry_type();
+        let mut bytes: Option<Vec<u8>> = None;
+        for (i, w) in wanted.iter().enumerate() {
+            let mention = if *w == path {
+                if is_regular(kind) {
+                    let b = match &bytes {
+                        Some(b) => b.clone(),
+                        None => bytes.insert(read_capped(&mut entry, &path, layer)?).clone(),
+                    };
+                    Mention::File(b)
+                } else {
+                    Mention::Other
+                }
+            } else if !kind.is_dir() && w.starts_with(&path) {
+                if kind.is_symlink() { Mention::Other } else { Mention::Deleted }
+            } else {
+                continue;
+            };
+            links.retain(|l| l.0 != i);
+            if *w == path && kind.is_hard_link() {
+                let target = entry.link_name().map_err(hostile)?.map(|t| normalise(&t)).unwrap_or_default();
+                links.push((i, target, n));
+            }
+            said[i] = Some(mention);
+        }
+    }
+    if !links.is_empty() {
+        follow_links(open, layer, &mut said, &links)?;
+    }
+    let absent = |d: bool| if d { Mention::Deleted } else { Mention::Absent };
+    Ok(said.into_iter().zip(deleted).map(|(s, d)| s.unwrap_or_else(|| absent(d))).collect())
+}
+
+/// Second pass for wanted hardlinks: each gets what its target was just before it.
+fn follow_links(open: OpenBlob<'_>, layer: &Digest, said: &mut [Option<Mention>], links: &[(usize, PathBuf, usize)]) -> Result<(), StoreError> {
+    let end = links.iter().map(|l| l.2).max().unwrap_or(0);
+    let mut found = vec![Mention::Other; links.len()];
+    let (stream, _) = decompress(open(layer)?)?;
+    let mut archive = tar::Archive::new(stream);
+    for (n, entry) in archive.entries().map_err(hostile)?.enumerate().take(end) {
+        let mut entry = entry.map_err(hostile)?;
+        let Marker::Entry(path) = classify(&entry)? else { continue };
+        let kind = entry.header().entry_type();
+        let mut bytes: Option<Vec<u8>> = None;
+        for ((_, target, at), f) in links.iter().zip(found.iter_mut()) {
+            if n >= *at || *target != path {
+                continue;
+            }
+            *f = if is_regular(kind) {
+                match &bytes {
+                    Some(b) => Mention::File(b.clone()),
+                    None => Mention::File(bytes.insert(read_capped(&mut entry, &path, layer)?).clone()),
+                }
+            } else {
+                Mention::Other
+            };
+        }
+    }
+    for ((i, ..), f) in links.iter().zip(found) {
+        said[*i] = Some(f);
+    }
+    Ok(())
+}
+
+/// A regular file's bytes, at most [`MENTION_LIMIT`] of them.
+fn read_capped<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path, layer: &Digest) -> Result<Vec<u8>, StoreError> {
+    let size = entry.size();
+    if size > MENTION_LIMIT {
+        return Err(StoreError::Unsupported(format!("{} in layer {layer} is {size} bytes; at most {MENTION_LIMIT} are read", path.display())));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    Exact { inner: entry, left: size }
+        .read_to_end(&mut bytes)
+        .map_err(|e| hostile(format!("layer {layer}: {}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// A path asked about: `/` and `.` dropped; `..` and the root itself refused.
+fn query_path(path: &str) -> Result<PathBuf, StoreError> {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return Err(StoreError::Unsupported(format!("path {path:?}: '..' is not resolved here"))),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(StoreError::Unsupported(format!("path {path:?} names the root")));
+    }
+    Ok(out)
+}
+
+/// Reads `path` from the top-most layer of `layers` (bottom first) that mentions it: its bytes
+/// if that layer has a regular file there, None if no layer mentions it or the first that does
+/// deletes it or has something else there (see [`Mention`]). Symlinks are not followed.
+pub fn read_from_layers(open: OpenBlob<'_>, layers: &[Digest], path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    for layer in layers.iter().rev() {
+        match layer_mentions(open, layer, &[path])?.pop().unwrap_or(Mention::Absent) {
+            Mention::Absent => continue,
+            Mention::File(bytes) => return Ok(Some(bytes)),
+            Mention::Deleted | Mention::Other => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;
