@@ -17,7 +17,7 @@ packages=(
     # running guests; base images for the example and the tests
     qemu-system-x86 busybox-static
     # independent checkers used by the tests
-    skopeo umoci
+    skopeo umoci buildah
     # real registries on loopback for the registry tests (htpasswd, TLS certificates, a fake front)
     docker-registry apache2-utils openssl python3
 )
