@@ -31,6 +31,12 @@ pub struct BuildArgs {
     /// Set a label on the image (KEY=VALUE); may be given several times
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Build this stage (and what it needs) instead of the last one
+    #[arg(long)]
+    target: Option<String>,
     /// Guest memory in MiB
     #[arg(long, default_value_t = 2048, env = "KILN_VM_MEMORY")]
     memory: u32,
@@ -66,7 +72,23 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         std::fs::read(&file).with_context(|| format!("reading Dockerfile {}", file.display()))?
     };
     let text = String::from_utf8(text).with_context(|| format!("Dockerfile {} is not UTF-8", file.display()))?;
-    let plan = kiln_frontend::parse_dockerfile(&text)?;
+    let dockerfile = kiln_frontend::parse_full(&text)?;
+    let mut build_args = std::collections::BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None if !a.is_empty() => {
+                // Docker: `--build-arg NAME` takes the value from the environment, if set.
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+            _ => bail!("invalid --build-arg {a:?}: expected KEY=VALUE"),
+        }
+    }
+    let frontend = kiln_frontend::graph::BuildOptions { build_args, target: args.target.clone(), ..Default::default() };
     let tags = args
         .tags
         .iter()
@@ -91,13 +113,15 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let opts = BuildOptions {
         context: args.context.clone(),
-        plan,
+        dockerfile,
+        frontend,
         tags,
         vm: VmConfig { memory_mib: args.memory, cpus: args.cpus, cache_dir: crate::paths::cache_dir()?, debug: args.debug },
         no_cache: args.no_cache,
         ignore,
         labels,
         pull: Some(Box::new(pull_base(store.clone()))),
+        fetch: Some(Box::new(fetch_url)),
     };
     let mut reporter = Reporter::new(args.quiet);
     let backend = ChosenLater { kind: args.backend.parse::<BackendKind>()?, cache_dir: opts.vm.cache_dir.clone() };
@@ -149,4 +173,9 @@ fn pull_base(store: Store) -> impl Fn(&str) -> std::result::Result<kiln_store::D
             .map(|p| p.image)
             .map_err(|e| e.to_string())
     }
+}
+
+/// `ADD <url>`: the body in an anonymous temp file, and its Last-Modified time.
+fn fetch_url(url: &str) -> std::result::Result<(std::fs::File, Option<i64>), String> {
+    kiln_registry::download::fetch_to_file(url).map_err(|e| e.to_string())
 }

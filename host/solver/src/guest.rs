@@ -1,28 +1,37 @@
-//! One guest for the whole build: layers are uploaded once, each RUN is an overlay over them
-//! whose upper dir then serves as the next lower dir.
+//! One guest for the whole build: each layer is uploaded at most once (to its own directory),
+//! and each RUN is an overlay over the layers of its stage whose upper dir then serves as that
+//! new layer's directory, for later steps of any stage.
 //!
-//! Guest layout: `/run/kiln/layers/<i>` holds layer i (uploaded, or the upper dir of the RUN
+//! Guest layout: `/run/kiln/layers/<n>` holds one layer (uploaded, or the upper dir of the RUN
 //! that made it), `/run/kiln/work/<n>` and `/run/kiln/root/<n>` are per-RUN overlay work dir
 //! and mount point.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use kiln_sandbox::agent::Process;
 use kiln_sandbox::{Backend, GuestImage, SandboxError, Vm, VmConfig};
-use kiln_store::image::RunConfig;
-use kiln_store::{LayerInfo, Staging};
+use kiln_store::{Digest, LayerInfo, Staging};
 
 use crate::{is_empty_layer, BuildError, Reporter};
 
 pub struct GuestSession {
     vm: Box<dyn Vm>,
-    /// Layers 0..uploaded are present in the guest.
-    uploaded: usize,
+    /// Guest directory of each layer present in the guest.
+    dirs: HashMap<Digest, String>,
+    next_dir: usize,
     runs: usize,
 }
 
-fn layer_dir(i: usize) -> String {
-    format!("/run/kiln/layers/{i}")
+/// What a RUN executes, beyond its layers.
+pub struct RunRequest<'a> {
+    pub argv: &'a [String],
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub clamp_mtime: Option<i64>,
 }
 
 impl GuestSession {
@@ -31,44 +40,52 @@ impl GuestSession {
         out.info("starting the build VM");
         let vm = backend.start(&image, config)?;
         out.info(&format!("VM ready: {}", vm.describe()));
-        Ok(Self { vm, uploaded: 0, runs: 0 })
+        Ok(Self { vm, dirs: HashMap::new(), next_dir: 0, runs: 0 })
     }
 
-    fn upload(&mut self, staging: &Staging, layers: &[LayerInfo]) -> Result<(), BuildError> {
-        while self.uploaded < layers.len() {
-            let layer = &layers[self.uploaded];
+    fn new_dir(&mut self) -> String {
+        self.next_dir += 1;
+        format!("/run/kiln/layers/{}", self.next_dir)
+    }
+
+    fn upload(&mut self, staging: &Staging, layers: &[LayerInfo]) -> Result<Vec<String>, BuildError> {
+        let mut dirs = Vec::new();
+        for layer in layers {
+            if is_empty_layer(layer) {
+                continue;
+            }
+            if let Some(d) = self.dirs.get(&layer.digest) {
+                dirs.push(d.clone());
+                continue;
+            }
+            let dir = self.new_dir();
             let blob = staging.open_blob(&layer.digest)?;
             let mut tar = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
-            self.vm.agent().receive_tar(&layer_dir(self.uploaded), &mut tar as &mut dyn Read)?;
-            self.uploaded += 1;
+            self.vm.agent().receive_tar(&dir, &mut tar as &mut dyn Read)?;
+            self.dirs.insert(layer.digest.clone(), dir.clone());
+            dirs.push(dir);
         }
-        Ok(())
+        Ok(dirs)
     }
 
-    /// Runs `argv` over `layers` and returns the new layer (possibly empty).
-    pub fn run_step(
-        &mut self,
-        staging: &Staging,
-        layers: &[LayerInfo],
-        config: &RunConfig,
-        argv: &[String],
-        clamp_mtime: Option<i64>,
-        out: &mut Reporter,
-    ) -> Result<LayerInfo, BuildError> {
-        self.upload(staging, layers)?;
-        let n = layers.len();
+    /// Runs a process over `layers` and returns the new layer (possibly empty).
+    pub fn run_step(&mut self, staging: &Staging, layers: &[LayerInfo], req: &RunRequest<'_>, out: &mut Reporter) -> Result<LayerInfo, BuildError> {
+        let lower_dirs = self.upload(staging, layers)?;
         self.runs += 1;
-        let (upper, work, root) = (layer_dir(n), format!("/run/kiln/work/{}", self.runs), format!("/run/kiln/root/{}", self.runs));
+        let upper = self.new_dir();
+        let (work, root) = (format!("/run/kiln/work/{}", self.runs), format!("/run/kiln/root/{}", self.runs));
         let agent = self.vm.agent();
-        let lowers = (0..n).rev().map(layer_dir).collect();
+        let lowers = lower_dirs.into_iter().rev().collect();
         agent.mount_overlay(lowers, &upper, &work, &root)?;
         let process = Process {
             rootfs: root.clone(),
-            argv: argv.to_vec(),
-            env: config.env.clone().unwrap_or_default(),
-            cwd: config.working_dir.clone().unwrap_or_else(|| "/".into()),
-            uid: 0,
-            gid: 0,
+            argv: req.argv.to_vec(),
+            env: req.env.clone(),
+            cwd: req.cwd.clone(),
+            uid: req.uid,
+            gid: req.gid,
+            additional_gids: req.groups.clone(),
+            ..Default::default()
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);
@@ -76,14 +93,14 @@ impl GuestSession {
         let status = status?;
         unmounted?;
         if !status.success() {
-            return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: argv.to_vec(), status, tail: tail.render() });
+            return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: req.argv.to_vec(), status, tail: tail.render() });
         }
-        let layer = agent.diff(&upper, clamp_mtime, |stream| {
+        let layer = agent.diff(&upper, req.clamp_mtime, |stream| {
             staging.store().ingest_layer(stream).map_err(|e| SandboxError::Agent(format!("layer from the guest rejected: {e}")))
         })?;
         if !is_empty_layer(&layer) {
             // The upper dir already is this layer in the guest: no need to upload it again.
-            self.uploaded = n + 1;
+            self.dirs.entry(layer.digest.clone()).or_insert(upper);
         }
         Ok(layer)
     }

@@ -19,15 +19,15 @@ impl Reporter {
         Self { quiet, started: Instant::now() }
     }
 
-    pub fn step(&mut self, n: usize, total: usize, text: &str) {
-        if !self.quiet {
-            eprintln!("#{n} [{n}/{total}] {text}  ({:.1}s)", self.started.elapsed().as_secs_f64());
+    /// `#N [LABEL] TEXT` with the elapsed time, or `CACHED`.
+    pub fn step(&mut self, n: usize, label: &str, text: &str, cached: bool) {
+        if self.quiet {
+            return;
         }
-    }
-
-    pub fn step_cached(&mut self, n: usize, total: usize, text: &str) {
-        if !self.quiet {
-            eprintln!("#{n} [{n}/{total}] {text}  CACHED");
+        if cached {
+            eprintln!("#{n} [{label}] {text}  CACHED");
+        } else {
+            eprintln!("#{n} [{label}] {text}  ({:.1}s)", self.started.elapsed().as_secs_f64());
         }
     }
 

@@ -176,6 +176,13 @@ impl RootFs {
         Self::flatten_into(open, layers, tmp)
     }
 
+    /// Indexes an uncompressed tar that is not a layer stack (`ADD archive.tar`): entries are
+    /// checked as layer entries are; whiteout names get no special meaning beyond that.
+    pub fn from_tar(file: File) -> Result<RootFs, StoreError> {
+        let tree = index(&file)?;
+        Ok(RootFs { file, tree })
+    }
+
     fn flatten_into(open: OpenBlob<'_>, layers: &[Digest], tmp: File) -> Result<RootFs, StoreError> {
         let out = flatten_layers(open, layers, BufWriter::new(tmp))?;
         let file = out.into_inner().map_err(|e| StoreError::io("writing a root filesystem tar", e.into_error()))?;

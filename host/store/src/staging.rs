@@ -72,13 +72,30 @@ impl Staging {
     /// Holds the store lock from the first blob moved in to the last name set, so garbage
     /// collection never sees the blobs unreferenced.
     pub fn commit(self, image: NewImage, names: &[Reference]) -> Result<Digest, StoreError> {
+        self.commit_with(image, names, &[], |_| Ok(()))
+    }
+
+    /// [`Staging::commit`], also moving the blobs in `keep` (layers of a build's other stages)
+    /// into the store and running `pin` while the store lock is still held, so that whatever
+    /// `pin` records to keep those blobs alive is in place before garbage collection can see
+    /// them unreferenced.
+    pub fn commit_with(
+        self,
+        image: NewImage,
+        names: &[Reference],
+        keep: &[Digest],
+        pin: impl FnOnce(&Store) -> Result<(), StoreError>,
+    ) -> Result<Digest, StoreError> {
         let lock = self.main.lock()?;
         let layers: Vec<Digest> = image.layers.iter().map(|l| l.digest.clone()).collect();
         self.move_in(&layers)?;
+        let kept: Vec<Digest> = keep.iter().filter(|d| self.stage.has_blob(d) || self.main.has_blob(d)).cloned().collect();
+        self.move_in(&kept)?;
         let manifest = self.main.write_image(image)?;
         for name in names {
             self.main.set_ref_locked(&lock, name, &manifest)?;
         }
+        pin(&self.main)?;
         Ok(manifest)
     }
 

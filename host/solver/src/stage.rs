@@ -1,0 +1,333 @@
+//! One build: the state shared by its stages (store, staging area, cache, guest, layer
+//! indexes, finished stages) and the walk of each stage's instructions with BuildKit's
+//! semantics: base image (ONBUILD triggers first), ARG scope, expansion, metadata
+//! instructions applied to the config, history lines, and the cache key chain.
+
+use std::collections::HashMap;
+
+use kiln_frontend::command::{parse_onbuild_triggers, Command, Located};
+use kiln_frontend::config::{created_by, ImageConfig, StageConfig};
+use kiln_frontend::graph::{ResolvedStage, Scope, StageBase};
+use kiln_frontend::shell::Lexer;
+use kiln_sandbox::Backend;
+use kiln_store::image::History;
+use kiln_store::{Digest, LayerInfo, NewImage, Staging, Store, StoreError};
+use serde_json::{Map, Value};
+
+use crate::cache::{CacheIndex, CacheKey, Cached};
+use crate::fsview::Indexes;
+use crate::guest::GuestSession;
+use crate::{convert, time, BuildError, BuildOptions, BuildOutcome, Puller, Reporter, DEFAULT_PATH};
+
+/// An image or stage result: what a stage starts from and what it produces.
+#[derive(Clone)]
+pub struct ImageState {
+    pub key: CacheKey,
+    pub layers: Vec<LayerInfo>,
+    pub config: ImageConfig,
+    /// Config fields kiln does not model, carried over from the base image.
+    pub extra: Map<String, Value>,
+    pub history: Vec<History>,
+}
+
+/// A stage being executed.
+pub struct StageState {
+    pub key: CacheKey,
+    pub layers: Vec<LayerInfo>,
+    pub config: StageConfig,
+    pub extra: Map<String, Value>,
+    pub history: Vec<History>,
+    /// `[name k/n]` for progress lines.
+    pub label: String,
+    pub step: usize,
+    pub steps: usize,
+}
+
+pub struct Build<'a> {
+    pub store: &'a Store,
+    pub staging: Option<Staging>,
+    pub backend: &'a dyn Backend,
+    pub opts: &'a BuildOptions,
+    pub cache: CacheIndex,
+    pub guest: Option<GuestSession>,
+    pub indexes: Indexes,
+    pub created: i64,
+    pub created_text: String,
+    pub clamp: Option<i64>,
+    /// Step results to record in the cache once the build is committed.
+    pub results: Vec<(CacheKey, Cached)>,
+    pub cached_steps: usize,
+    /// Finished stages by Dockerfile index.
+    pub done: HashMap<usize, ImageState>,
+    /// Images used by name (FROM, COPY --from), fetched once.
+    pub images: HashMap<String, ImageState>,
+    /// Progress numbering: `#N`.
+    pub counter: usize,
+}
+
+fn base_image(store: &Store, name: &str, pull: Option<&Puller>, out: &mut Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
+    match store.image_by_name(name) {
+        Ok((_, img)) => Ok(img),
+        Err(StoreError::NoSuchImage(_)) => {
+            let pull = pull.ok_or_else(|| BuildError::BaseMissing(name.to_string()))?;
+            out.info(&format!("pulling {name}"));
+            let digest = pull(name).map_err(|why| BuildError::PullFailed { name: name.to_string(), why })?;
+            Ok(store.image(&digest)?)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+impl<'a> Build<'a> {
+    pub fn new(store: &'a Store, backend: &'a dyn Backend, opts: &'a BuildOptions) -> Result<Self, BuildError> {
+        let created = time::created_seconds().map_err(BuildError::Invalid)?;
+        // With SOURCE_DATE_EPOCH, layer entries are clamped to it too, so the same inputs give
+        // the same image digest (BuildKit's rewrite-timestamp).
+        let clamp = time::source_date_epoch().map_err(BuildError::Invalid)?;
+        Ok(Self {
+            store,
+            staging: Some(store.staging()?),
+            backend,
+            opts,
+            cache: CacheIndex::new(store),
+            guest: None,
+            indexes: Indexes::default(),
+            created,
+            created_text: time::rfc3339(created),
+            clamp,
+            results: Vec::new(),
+            cached_steps: 0,
+            done: HashMap::new(),
+            images: HashMap::new(),
+            counter: 0,
+        })
+    }
+
+    pub fn staging(&self) -> Result<&Staging, BuildError> {
+        self.staging.as_ref().ok_or_else(|| BuildError::Invalid("internal: the build was already committed".into()))
+    }
+
+    /// An image by name, from the store or pulled, once per build.
+    pub fn image(&mut self, name: &str, out: &mut Reporter) -> Result<ImageState, BuildError> {
+        if let Some(s) = self.images.get(name) {
+            return Ok(s.clone());
+        }
+        let img = base_image(self.store, name, self.opts.pull.as_deref(), out)?;
+        let sizes = img.manifest.layers().iter().map(|d| d.size());
+        let layers = img
+            .layers
+            .iter()
+            .zip(&img.config.rootfs.diff_ids)
+            .zip(sizes)
+            .map(|((digest, diff_id), size)| LayerInfo { digest: digest.clone(), diff_id: diff_id.clone(), size })
+            .collect();
+        let (config, extra) = convert::from_store(&img.config.config);
+        let state = ImageState {
+            key: CacheKey::base(&img.manifest_digest.to_string()),
+            layers,
+            config,
+            extra,
+            history: img.config.history.clone(),
+        };
+        self.images.insert(name.to_string(), state.clone());
+        Ok(state)
+    }
+
+    /// Prints a step line (`#N [stage k/n] TEXT`).
+    pub fn announce(&mut self, st: &mut StageState, text: &str, cached: bool, out: &mut Reporter) {
+        self.counter += 1;
+        st.step += 1;
+        let label = format!("{}{}/{}", st.label, st.step, st.steps);
+        out.step(self.counter, &label, &first_line(text), cached);
+    }
+
+    pub fn history(&self, created_by: String, empty: bool) -> History {
+        History { created: Some(self.created_text.clone()), created_by: Some(created_by), comment: Some("buildkit.dockerfile.v0".into()), empty_layer: empty }
+    }
+
+    pub fn run_stage(&mut self, stage: &ResolvedStage, multi: bool, out: &mut Reporter) -> Result<(), BuildError> {
+        let base = match &stage.base {
+            StageBase::Scratch => ImageState {
+                key: CacheKey::base("scratch"),
+                layers: vec![],
+                config: ImageConfig::default(),
+                extra: Map::new(),
+                history: vec![],
+            },
+            StageBase::Stage(j) => self.done.get(j).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {j} has not run")))?,
+            StageBase::Image(name) => self.image(name, out).map_err(|e| step_error(stage.line, &format!("FROM {name}"), e))?,
+        };
+        let mut config = base.config;
+        if config.env_value("PATH").is_none() {
+            config.env.insert(0, DEFAULT_PATH.to_string());
+        }
+        // The base's ONBUILD triggers run first; the new image does not inherit them.
+        let triggers = parse_onbuild_triggers(&std::mem::take(&mut config.on_build), stage.line)?;
+        let label = match (&stage.name, multi) {
+            (Some(n), _) => format!("{n} "),
+            (None, true) => format!("stage-{} ", stage.index),
+            (None, false) => String::new(),
+        };
+        let mut st = StageState {
+            key: base.key,
+            layers: base.layers,
+            config: StageConfig::from_base(config),
+            extra: base.extra,
+            history: base.history,
+            label,
+            step: 0,
+            steps: 1 + triggers.len() + stage.commands.iter().filter(|c| !matches!(c.command, Command::Arg(_))).count(),
+        };
+        let from_text = match &stage.base {
+            StageBase::Scratch => "FROM scratch".to_string(),
+            StageBase::Stage(j) => format!("FROM {}", self.done_name(*j)),
+            StageBase::Image(n) => format!("FROM {n}"),
+        };
+        self.announce(&mut st, &from_text, false, out);
+        let lexer = Lexer::new(self.opts.dockerfile.escape);
+        let mut scope = Scope::new(stage, &self.opts.frontend);
+        for located in triggers.iter().chain(&stage.commands) {
+            if kiln_sandbox::children::interrupted() {
+                return Err(BuildError::Interrupted);
+            }
+            self.command(&mut st, &mut scope, &lexer, located, out)?;
+        }
+        let state = ImageState { key: st.key, layers: st.layers, config: st.config.config, extra: st.extra, history: st.history };
+        self.done.insert(stage.index, state);
+        Ok(())
+    }
+
+    fn done_name(&self, j: usize) -> String {
+        self.opts.dockerfile.stages.get(j).and_then(|s| s.name.clone()).unwrap_or_else(|| j.to_string())
+    }
+
+    /// One instruction of a stage.
+    fn command(&mut self, st: &mut StageState, scope: &mut Scope, lexer: &Lexer, located: &Located, out: &mut Reporter) -> Result<(), BuildError> {
+        if let Command::Arg(defs) = &located.command {
+            let env = st.config.config.env_pairs();
+            return scope.declare(defs, lexer, &env).map_err(|m| kiln_frontend::ParseError::new(located.line, m).into());
+        }
+        let env = st.config.config.env_pairs();
+        let expanded = located.expand(lexer, &scope.expansion_env(&env))?;
+        let wrap = |e: BuildError| step_error(located.line, &located.text, e);
+        match &expanded.command {
+            Command::Run(run) => self.run(st, scope, &expanded, run, out).map_err(|e| match e {
+                BuildError::StepFailed { argv, status, tail, .. } => {
+                    BuildError::StepFailed { line: located.line, text: first_line(&located.text), argv, status, tail }
+                }
+                other => wrap(other),
+            }),
+            Command::Copy(c) => self.copy(st, &expanded, c, false, out).map_err(wrap),
+            Command::Add(c) => self.copy(st, &expanded, c, true, out).map_err(wrap),
+            Command::Workdir(_) => {
+                st.config.apply(&expanded.command).map_err(|m| kiln_frontend::ParseError::new(located.line, m))?;
+                self.workdir(st, &expanded, out).map_err(wrap)
+            }
+            other => {
+                self.announce(st, &located.text, false, out);
+                st.config.apply(other).map_err(|m| kiln_frontend::ParseError::new(located.line, m))?;
+                let text = created_by(other, &st.config.config, &located.text, &[]);
+                st.key = st.key.child(&["CONFIG", &text]);
+                let h = self.history(text, true);
+                st.history.push(h);
+                Ok(())
+            }
+        }
+    }
+
+    /// Looks a layer step up in the cache; on a miss runs `make`. Records the result and
+    /// extends the stage.
+    pub fn layer_step(
+        &mut self,
+        st: &mut StageState,
+        key: CacheKey,
+        text: &str,
+        created_by: String,
+        out: &mut Reporter,
+        make: impl FnOnce(&mut Self, &mut StageState, &mut Reporter) -> Result<LayerInfo, BuildError>,
+    ) -> Result<(), BuildError> {
+        let hit = if self.opts.no_cache { None } else { self.cache.get(&key) };
+        let result = match hit {
+            Some(hit) => {
+                self.announce(st, text, true, out);
+                self.cached_steps += 1;
+                hit
+            }
+            None => {
+                self.announce(st, text, false, out);
+                let layer = make(self, st, out)?;
+                if crate::is_empty_layer(&layer) {
+                    Cached::Empty
+                } else {
+                    Cached::Layer(layer)
+                }
+            }
+        };
+        match &result {
+            Cached::Layer(layer) => {
+                st.layers.push(layer.clone());
+                let h = self.history(created_by, false);
+                st.history.push(h);
+            }
+            Cached::Empty => {
+                let h = self.history(created_by, true);
+                st.history.push(h);
+            }
+        }
+        st.key = key.clone();
+        self.results.push((key, result));
+        Ok(())
+    }
+
+    /// Commits the target stage as the build's image.
+    pub fn finish(mut self, target: usize, out: &mut Reporter) -> Result<BuildOutcome, BuildError> {
+        let guest_desc = self.guest.take().map(|g| g.finish(out));
+        let mut state = self.done.remove(&target).ok_or_else(|| BuildError::Invalid("internal: the target stage did not run".into()))?;
+        for (k, v) in &self.opts.labels {
+            state.config.labels.insert(k.clone(), v.clone());
+        }
+        let layers = state.layers.len();
+        let image = NewImage {
+            layers: state.layers,
+            config: convert::to_store(&state.config, &state.extra),
+            history: state.history,
+            created: self.created_text.clone(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+        };
+        // Layers of the other stages stay in the store while cache entries name them.
+        let keep: Vec<Digest> = self.results.iter().filter_map(|(_, r)| match r {
+            Cached::Layer(l) => Some(l.digest.clone()),
+            Cached::Empty => None,
+        }).collect();
+        let staging = self.staging.take().ok_or_else(|| BuildError::Invalid("internal: committed twice".into()))?;
+        let cache = &self.cache;
+        let results = &self.results;
+        let mut warnings = Vec::new();
+        let manifest = staging.commit_with(image, &self.opts.tags, &keep, |_| {
+            for (key, result) in results {
+                if let Err(e) = cache.put(key, result) {
+                    warnings.push(format!("warning: could not record a cache entry: {e}"));
+                }
+            }
+            Ok(())
+        })?;
+        for w in warnings {
+            out.info(&w);
+        }
+        let config = self.store.image(&manifest)?.config_digest;
+        Ok(BuildOutcome { manifest, config, layers, cached_steps: self.cached_steps, guest: guest_desc })
+    }
+}
+
+pub fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// Names the instruction an error came from (unless it already does).
+pub fn step_error(line: usize, text: &str, e: BuildError) -> BuildError {
+    match e {
+        e @ (BuildError::StepFailed { .. } | BuildError::Step { .. } | BuildError::Parse(_) | BuildError::Interrupted) => e,
+        other => BuildError::Step { line, text: first_line(text), source: Box::new(other) },
+    }
+}
