@@ -58,7 +58,8 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert_eq!(fs::read_to_string(local.join("data/keep")).expect("keep"), "keep\n");
     assert!(!local.join("data/gone").exists(), "type=local must apply the whiteout of the later RUN");
     assert_eq!(fs::read_link(local.join("data/link")).expect("link"), Path::new("/work/hello.txt"));
-    assert!(stderr.contains("4 steps cached; no VM needed"), "{stderr}");
+    // WORKDIR, three RUNs and the COPY (WORKDIR makes its directory as a layer, as in BuildKit).
+    assert!(stderr.contains("5 steps cached; no VM needed"), "{stderr}");
     assert!(!stderr.contains("VM ready"), "a fully cached build must not boot a guest:\n{stderr}");
     // Change the COPY'd file: that COPY reruns (on the host), the RUNs before it stay cached.
     fs::write(app.join("note.txt"), "another note\n").expect("write");
@@ -66,7 +67,7 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     let out = env.kiln(&["build", "-t", "kiln-e2e/app:changed", app.to_str().expect("utf8")]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("3 steps cached; no VM needed"), "{stderr}");
+    assert!(stderr.contains("4 steps cached; no VM needed"), "{stderr}");
     assert!(stderr.lines().any(|l| l.contains("COPY note.txt /etc/") && !l.contains("CACHED")), "{stderr}");
     fs::write(app.join("note.txt"), "a note\n").expect("write");
 
@@ -79,8 +80,8 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
     assert!(out.status.success(), "save failed: {}", text(&out.stderr));
     let inspect = run_ok(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]));
     let info: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
-    // busybox COPY, busybox --install, three RUNs, one COPY.
-    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(6), "{inspect}");
+    // busybox COPY, busybox --install, WORKDIR's directory, three RUNs, one COPY.
+    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(7), "{inspect}");
     let env_list = info["Env"].to_string();
     assert!(env_list.contains("GREETING=hi") && env_list.contains("PATH=/usr/local/sbin"), "{inspect}");
     let config = run_ok(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{}", archive.display())]));

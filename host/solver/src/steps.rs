@@ -213,7 +213,9 @@ impl Build<'_> {
             Origin::Context => {
                 let ctx = ContextFs::new(&self.opts.context, self.opts.ignore.as_ref()).map_err(|e| copy_error(cmd, e))?;
                 let sink = HashingWriter::new(io::sink());
-                let sink = copy::write_copy(&ctx, &spec(keyed), Dest::Literal, sink).map_err(|e| copy_error(cmd, e))?;
+                // Dated entries the copy creates would make every key new: the key pass dates them 0.
+                let key_spec = CopySpec { now: 0, ..spec(keyed) };
+                let sink = copy::write_copy(&ctx, &key_spec, Dest::Literal, sink).map_err(|e| copy_error(cmd, e))?;
                 sink.finish().0.to_string()
             }
             Origin::Image(img) => img.key.as_str().to_string(),
