@@ -6,7 +6,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_frontend::{Instruction, ShellOrExec};
 use kiln_store::image::{History, RunConfig};
 use kiln_store::{layer_verify, NewImage, Reference, Store};
 
@@ -36,39 +35,29 @@ fn host_arch() -> &'static str {
     }
 }
 
-fn argv(cmd: &ShellOrExec) -> Vec<String> {
-    cmd.argv(&["/bin/sh".to_string(), "-c".to_string()])
-}
-
-/// Applies `--change` lines, parsed with the Dockerfile frontend.
+/// Applies `--change` lines with the Dockerfile frontend's config semantics (the
+/// instructions `docker import --change` accepts).
 fn apply_changes(config: &mut RunConfig, changes: &[String]) -> Result<()> {
+    let (mut image, extra) = kiln_solver::convert::from_store(config);
     for change in changes {
-        let plan = kiln_frontend::parse_dockerfile(&format!("FROM scratch\n{change}\n"))
-            .map_err(|e| anyhow::anyhow!("--change {change:?}: {}", e.to_string().replace("Dockerfile:2: ", "")))?;
-        for step in plan.steps {
-            match step.instruction {
-                Instruction::Cmd(c) => config.cmd = Some(argv(&c)),
-                Instruction::Entrypoint(c) => {
-                    config.entrypoint = Some(argv(&c));
-                    config.cmd = None;
-                }
-                Instruction::Env(pairs) => {
-                    let env = config.env.get_or_insert_with(Vec::new);
-                    for (k, v) in pairs {
-                        env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-                        env.push(format!("{k}={v}"));
-                    }
-                }
-                Instruction::Workdir(dir) => {
-                    if !dir.starts_with('/') {
-                        bail!("--change {change:?}: WORKDIR must be absolute here");
-                    }
-                    config.working_dir = Some(dir);
-                }
-                _ => bail!("--change {change:?}: only CMD, ENTRYPOINT, ENV and WORKDIR can be changed"),
+        let fail = |e: String| anyhow::anyhow!("--change {change:?}: {}", e.replace("Dockerfile:2: ", ""));
+        let df = kiln_frontend::parse_full(&format!("FROM scratch\n{change}\n")).map_err(|e| fail(e.to_string()))?;
+        let lexer = kiln_frontend::shell::Lexer::new(df.escape);
+        for located in df.stages.iter().flat_map(|s| &s.commands) {
+            use kiln_frontend::command::Command as C;
+            if !matches!(
+                located.command,
+                C::Cmd(_) | C::Entrypoint(_) | C::Env(_) | C::Expose(_) | C::Label(_) | C::Onbuild { .. } | C::User(_) | C::Volume(_) | C::Workdir(_)
+            ) {
+                bail!("--change {change:?}: only CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME and WORKDIR can be changed");
             }
+            let expanded = located.expand(&lexer, &image.env_pairs()).map_err(|e| fail(e.to_string()))?;
+            let mut stage = kiln_frontend::config::StageConfig::from_base(image);
+            stage.apply(&expanded.command).map_err(fail)?;
+            image = stage.config;
         }
     }
+    *config = kiln_solver::convert::to_store(&image, &extra);
     Ok(())
 }
 

@@ -1,7 +1,4 @@
-//! The instructions of the single-stage plan ([`crate::plan`]) that the executor runs today.
-//!
-//! The full language lives in [`crate::command`]; this is the subset the executor matches on,
-//! kept stable so that it keeps compiling while the frontend grows.
+//! The exec (JSON array) and shell forms of RUN, CMD and ENTRYPOINT.
 
 /// The exec (JSON array) or shell form of RUN, CMD and ENTRYPOINT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +15,6 @@ impl ShellOrExec {
             Self::Shell(s) => shell.iter().cloned().chain(std::iter::once(s.clone())).collect(),
         }
     }
-}
-
-/// One instruction, typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Instruction {
-    From { image: String, alias: Option<String> },
-    Run(ShellOrExec),
-    Copy { srcs: Vec<String>, dst: String, chmod: Option<u32> },
-    Cmd(ShellOrExec),
-    Entrypoint(ShellOrExec),
-    Workdir(String),
-    Env(Vec<(String, String)>),
 }
 
 #[cfg(test)]

@@ -26,10 +26,6 @@
 //!    [`graph::Scope::run_env`]; COPY/ADD resolve `--chown` with [`command::chown`];
 //! 4. each step's history line is [`config::created_by`] (RUN: with
 //!    [`graph::Scope::history_args`]).
-//!
-//! The original single-stage API ([`parse_dockerfile`] -> [`BuildPlan`] of [`Instruction`]s,
-//! in [`instructions`] and [`plan`], built on the full frontend) is what the executor uses today; it rejects
-//! what the executor cannot run yet, naming the line.
 
 pub mod ast;
 pub mod command;
@@ -39,7 +35,6 @@ pub mod error;
 pub mod graph;
 pub mod instructions;
 pub mod lint;
-pub mod plan;
 pub mod shell;
 
 #[cfg(test)]
@@ -47,5 +42,4 @@ mod robustness;
 
 pub use error::ParseError;
 pub use graph::parse_full;
-pub use instructions::{Instruction, ShellOrExec};
-pub use plan::{parse_dockerfile, Base, BuildPlan, Step};
+pub use instructions::ShellOrExec;

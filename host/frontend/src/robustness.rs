@@ -84,7 +84,6 @@ fn no_layer_panics_on_generated_input() {
         let len = rng.next() % 40;
         let text: String = (0..len).map(|_| TOKENS[rng.next() % TOKENS.len()]).collect();
         let _ = crate::ast::parse(&text).map(|a| a.dump());
-        let _ = crate::parse_dockerfile(&text);
         if let Ok(df) = crate::parse_full(&text) {
             let _ = df.resolve(&BuildOptions::default());
             for stage in &df.stages {

@@ -11,7 +11,7 @@
 
 mod add;
 pub mod cache;
-mod convert;
+pub mod convert;
 mod copy;
 mod fsview;
 mod guest;
