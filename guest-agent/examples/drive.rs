@@ -11,7 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_protocol::{Mux, Request, Response, RunSpec, PROTOCOL_VERSION};
+use kiln_protocol::{Mux, Request, Response, RunFile, RunMount, RunSpec, PROTOCOL_VERSION};
 use tar::{Builder, EntryType, Header};
 
 type R<T> = Result<T, String>;
@@ -109,11 +109,22 @@ fn send_tar(mux: &Mux, dest: &str, data: &[u8]) -> R<u64> {
 }
 
 fn run(mux: &Mux, rootfs: &str, script: &str) -> R<(Response, String, String, Duration)> {
+    let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+    run_with(mux, rootfs, argv, vec![], vec![])
+}
+
+fn run_with(
+    mux: &Mux,
+    rootfs: &str,
+    argv: Vec<String>,
+    mounts: Vec<RunMount>,
+    files: Vec<RunFile>,
+) -> R<(Response, String, String, Duration)> {
     let (so, se) = (mux.next_id(), mux.next_id());
     let (mut out, mut err) = (mux.open_reader(so), mux.open_reader(se));
     let spec = RunSpec {
         rootfs: rootfs.into(),
-        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        argv,
         env: vec!["PATH=/bin".into()],
         cwd: "/".into(),
         uid: 0,
@@ -122,6 +133,8 @@ fn run(mux: &Mux, rootfs: &str, script: &str) -> R<(Response, String, String, Du
         hostname: "kiln".into(),
         stdout_stream: so,
         stderr_stream: se,
+        mounts,
+        files,
     };
     let t = Instant::now();
     let resp = call(mux, &Request::Run(spec))?;
@@ -312,6 +325,50 @@ fn drive() -> R<()> {
         names.is_empty(),
         &format!("scratch layer is empty ({names:?})"),
     )?;
+
+    // RUN --mount and a heredoc script in /dev/pipes: nothing of them reaches the layer.
+    expect_done(&mux, &mount(vec!["/run/kiln/l0".into()], 4))?;
+    expect_done(&mux, &Request::MakeDirs { paths: vec!["/run/kiln/cache/0".into()] })?;
+    let bind = |target: &str, source: &str, readonly| RunMount::Bind {
+        target: target.into(),
+        source: source.into(),
+        readonly,
+    };
+    let mounts = vec![
+        RunMount::Tmpfs { target: "/tmp/t".into(), size_bytes: Some(1 << 20) },
+        RunMount::Secret {
+            target: "/run/secrets/x".into(),
+            data: b"s3cret".to_vec(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        },
+        bind("/cache", "/run/kiln/cache/0", false),
+        bind("/stage", "/run/kiln/l0", true),
+    ];
+    let script = "#!/bin/sh\ncat /run/secrets/x; echo; echo t > /tmp/t/f; cat /tmp/t/in; echo c > /cache/c\nls /stage/etc; echo no > /stage/x 2>/dev/null || echo ro\n";
+    let files = vec![
+        RunFile { path: "/dev/pipes/EOF".into(), data: script.into(), mode: 0o755, uid: 0, gid: 0 },
+        RunFile { path: "/tmp/t/in".into(), data: b"in\n".to_vec(), mode: 0o644, uid: 0, gid: 0 },
+    ];
+    let (resp, out, err, took) =
+        run_with(&mux, "/run/kiln/m4", vec!["/dev/pipes/EOF".into()], mounts, files)?;
+    println!("run with mounts: {took:?}");
+    check(
+        resp == Response::Exited { code: Some(0), signal: None } && out == "s3cret\nin\ngone\nro\n",
+        &format!("mounts and files seen by the step ({resp:?}, {out:?}, {err:?})"),
+    )?;
+    let (_, names) = diff(&mux, "/run/kiln/u4")?;
+    check(names.is_empty(), &format!("RUN --mount layer is empty ({names:?})"))?;
+    let (_, out, _, _) = run_with(
+        &mux,
+        "/run/kiln/m4",
+        vec!["/bin/cat".into(), "/c/c".into()],
+        vec![bind("/c", "/run/kiln/cache/0", true)],
+        vec![],
+    )?;
+    check(out == "c\n", &format!("cache writes land in the cache dir ({out:?})"))?;
+    expect_done(&mux, &Request::Unmount { target: "/run/kiln/m4".into() })?;
 
     // Errors are answers, not crashes.
     let bad = call(

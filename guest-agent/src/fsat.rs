@@ -6,7 +6,7 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
@@ -127,4 +127,55 @@ pub fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
     }
     // SAFETY: fresh descriptor nobody else owns.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens directory `name` in `dir` for reading, refusing a symlink (ENOTDIR or ELOOP).
+pub fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid dirfd and NUL-terminated name; the fd is wrapped right away.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The target of symlink `name` in `dir`.
+pub fn readlink(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid dirfd, NUL-terminated name, and a buffer of the length we pass.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// `fstat` of an open descriptor.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    // SAFETY: `stat` is plain old data, filled in by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a stat buffer we own.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// Sets the access and modification times of an open file or directory.
+pub fn set_times(
+    fd: BorrowedFd<'_>,
+    atime: libc::timespec,
+    mtime: libc::timespec,
+) -> io::Result<()> {
+    let times = [atime, mtime];
+    // SAFETY: valid fd and two timespecs.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
 }

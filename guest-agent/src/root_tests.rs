@@ -16,6 +16,8 @@ use tar::{Builder, EntryType, Header};
 
 use crate::reaper::Reaper;
 
+mod run_mounts;
+
 /// A private tmpfs for one test, unmounted on drop.
 struct Scratch(PathBuf);
 
@@ -81,7 +83,9 @@ fn busybox_tar() -> Option<Vec<u8>> {
     let mut b = Builder::new(Vec::new());
     add_dir(&mut b, "bin/");
     add_file(&mut b, "bin/busybox", &busybox, 0o755);
-    for applet in ["sh", "echo", "mkdir", "rm", "cat", "ls", "ln", "touch"] {
+    for applet in [
+        "sh", "echo", "mkdir", "rm", "cat", "ls", "ln", "touch", "stat", "id", "grep",
+    ] {
         add_link(
             &mut b,
             EntryType::Symlink,
@@ -276,12 +280,17 @@ struct RunResult {
 }
 
 fn run_in(rootfs: &Path, argv: &[&str], cwd: &str) -> RunResult {
+    run_with(rootfs, argv, cwd, |_| {})
+}
+
+/// Runs `argv` in `rootfs` as root, with `edit` applied to the spec first.
+fn run_with(rootfs: &Path, argv: &[&str], cwd: &str, edit: impl FnOnce(&mut RunSpec)) -> RunResult {
     let (h, a) = UnixStream::pair().expect("pair");
     let host = Mux::host(h.try_clone().expect("clone"), h);
     let (agent, _reqs) = Mux::agent(a.try_clone().expect("clone"), a);
     let mut out = host.open_reader(10);
     let mut err = host.open_reader(11);
-    let spec = RunSpec {
+    let mut spec = RunSpec {
         rootfs: rootfs.display().to_string(),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec!["PATH=/bin".into(), "HOME=/root".into()],
@@ -292,7 +301,10 @@ fn run_in(rootfs: &Path, argv: &[&str], cwd: &str) -> RunResult {
         hostname: "kiln-test".into(),
         stdout_stream: 10,
         stderr_stream: 11,
+        mounts: vec![],
+        files: vec![],
     };
+    edit(&mut spec);
     let resp = crate::run::run(&agent, reaper(), &spec).map_err(|e| e.to_string());
     let (mut stdout, mut stderr) = (String::new(), String::new());
     out.read_to_string(&mut stdout).expect("stdout");

@@ -8,10 +8,11 @@
 //!
 //! This crate must stay free of anything host- or guest-specific: both sides link it.
 
+pub mod base64;
 pub mod frame;
 pub mod messages;
 pub mod mux;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_PAYLOAD};
-pub use messages::{Request, Response, RunSpec, PROTOCOL_VERSION};
+pub use messages::{Request, Response, RunFile, RunMount, RunSpec, PROTOCOL_VERSION};
 pub use mux::{Mux, MuxError, Role, StreamReader, StreamWriter};

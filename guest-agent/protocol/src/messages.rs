@@ -63,6 +63,83 @@ pub struct RunSpec {
     pub stdout_stream: u32,
     /// Data stream for the process's stderr (guest to host).
     pub stderr_stream: u32,
+    /// Mounts for this process only, applied in order after `/proc`, `/dev` and `/sys`. File
+    /// and secret contents travel inside this request, which must fit one frame
+    /// ([`crate::MAX_PAYLOAD`], 256 KiB of JSON; base64 adds a third): larger contents fail
+    /// the call on the host side.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<RunMount>,
+    /// Files placed for this process only, outside the image (see [`RunFile`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<RunFile>,
+}
+
+/// A mount that exists for one process only (`RUN --mount`).
+///
+/// `target` is an absolute path inside the process's root. It is resolved inside `rootfs`
+/// (symlinks included, as if `rootfs` were `/`: nothing can lead outside it) and must not lie
+/// under `/proc`, `/dev` or `/sys`. Missing directories on the way and a missing target are
+/// created as mount points and removed again after the process if they are still empty, so
+/// they never reach a layer. Nothing written under the mount reaches the overlay upper dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunMount {
+    /// A fresh tmpfs (`RUN --mount=type=tmpfs`), mode 1777, mounted `nosuid`.
+    Tmpfs {
+        target: String,
+        /// Size limit in bytes; the kernel's default (half the guest's RAM) when absent or 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_bytes: Option<u64>,
+    },
+    /// A recursive bind mount of guest path `source` (a directory or a file, outside the
+    /// rootfs, e.g. a cache directory or another stage's root). With `readonly` the process
+    /// cannot write through it; otherwise its writes land in `source`.
+    Bind {
+        target: String,
+        source: String,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// A file holding `data` (`RUN --mount=type=secret`), read-only and `nosuid,nodev,noexec`,
+    /// kept in a tmpfs private to the process. A missing target becomes an empty file.
+    Secret {
+        target: String,
+        #[serde(with = "crate::base64")]
+        data: Vec<u8>,
+        /// Permission bits (`& 0o7777`).
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+    },
+}
+
+impl RunMount {
+    pub fn target(&self) -> &str {
+        match self {
+            RunMount::Tmpfs { target, .. }
+            | RunMount::Bind { target, .. }
+            | RunMount::Secret { target, .. } => target,
+        }
+    }
+}
+
+/// A regular file created for one process only, e.g. BuildKit's `/dev/pipes/EOF` for a
+/// `RUN <<EOF` script with a shebang. `path` is absolute and lies strictly below `/dev/` or
+/// below the target of a [`RunMount::Tmpfs`] of the same [`RunSpec`], so the file lives in a
+/// tmpfs and never in a layer. Missing parent directories are created (mode 0755, root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFile {
+    pub path: String,
+    #[serde(with = "crate::base64")]
+    pub data: Vec<u8>,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
 }
 
 /// The agent's answer to one [`Request`].
@@ -111,6 +188,8 @@ mod tests {
                 hostname: "kiln".into(),
                 stdout_stream: 3,
                 stderr_stream: 4,
+                mounts: vec![],
+                files: vec![],
             }),
             Request::PowerOff,
         ];
@@ -121,5 +200,86 @@ mod tests {
         }
         let text = serde_json::to_string(&Request::PowerOff).expect("encode");
         assert_eq!(text, r#"{"op":"power_off"}"#);
+    }
+
+    fn run_spec() -> RunSpec {
+        RunSpec {
+            rootfs: "/t".into(),
+            argv: vec!["/dev/pipes/EOF".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+            hostname: "kiln".into(),
+            stdout_stream: 3,
+            stderr_stream: 4,
+            mounts: vec![],
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn run_mounts_and_files_round_trip_with_binary_data() {
+        let mut spec = run_spec();
+        spec.mounts = vec![
+            RunMount::Tmpfs {
+                target: "/tmp/t".into(),
+                size_bytes: Some(1 << 20),
+            },
+            RunMount::Tmpfs {
+                target: "/tmp/u".into(),
+                size_bytes: None,
+            },
+            RunMount::Bind {
+                target: "/root/.cache".into(),
+                source: "/run/kiln/cache/3".into(),
+                readonly: false,
+            },
+            RunMount::Secret {
+                target: "/run/secrets/x".into(),
+                data: vec![0, 255, b'"', b'\\', 10],
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        ];
+        spec.files = vec![RunFile {
+            path: "/dev/pipes/EOF".into(),
+            data: b"#!/bin/sh\necho hi\n".to_vec(),
+            mode: 0o755,
+            uid: 1000,
+            gid: 1000,
+        }];
+        let req = Request::Run(spec);
+        let json = serde_json::to_string(&req).expect("encode");
+        assert!(json.contains(r#""type":"secret""#), "{json}");
+        assert!(json.contains(r#""data":"AP8iXAo=""#), "binary data is base64: {json}");
+        assert!(!json.contains("size_bytes\":null"), "{json}");
+        let back: Request = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, req);
+        assert_eq!(
+            RunMount::Bind {
+                target: "/a".into(),
+                source: "/b".into(),
+                readonly: true
+            }
+            .target(),
+            "/a"
+        );
+    }
+
+    #[test]
+    fn run_spec_without_mounts_or_files_keeps_the_old_encoding() {
+        let json = serde_json::to_string(&Request::Run(run_spec())).expect("encode");
+        assert!(!json.contains("mounts") && !json.contains("files"), "{json}");
+        let old = r#"{"op":"run","rootfs":"/t","argv":["sh"],"env":[],"cwd":"/","uid":0,"gid":0,
+            "hostname":"h","stdout_stream":1,"stderr_stream":2}"#;
+        let Request::Run(spec) = serde_json::from_str(old).expect("decode") else {
+            panic!("not a run");
+        };
+        assert!(spec.mounts.is_empty() && spec.files.is_empty());
+        let bad = r#"{"path":"/dev/x","data":"not base64!","mode":420}"#;
+        assert!(serde_json::from_str::<RunFile>(bad).is_err());
     }
 }

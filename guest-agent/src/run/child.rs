@@ -2,11 +2,13 @@
 //!
 //! Runs in a copy of a multithreaded process: it must not allocate, lock, or call anything that
 //! is not async-signal-safe. It only reads the prepared [`Plan`] and makes raw syscalls. A setup
-//! failure is reported on the status pipe as `(step, errno)`; an exec failure is reported on the
+//! failure is reported on the status pipe as `(step, errno, index)`; an exec failure is reported on the
 //! process's stderr like a shell would, with exit code 127 (not found) or 126 (not executable).
+//! `RUN --mount`s and per-process files are set up by [`child_mounts::apply`], after `/sys`.
 
 use std::ffi::{c_char, CStr};
 
+use super::child_mounts;
 use super::plan::Plan;
 
 /// Which setup step failed; the parent turns it into a message.
@@ -28,6 +30,12 @@ pub enum Step {
     SetGid,
     SetUid,
     Signals,
+    MountTarget,
+    UserMount,
+    MountReadonly,
+    SecretStage,
+    WriteSecret,
+    WriteFile,
 }
 
 impl Step {
@@ -49,6 +57,12 @@ impl Step {
             SetGid,
             SetUid,
             Signals,
+            MountTarget,
+            UserMount,
+            MountReadonly,
+            SecretStage,
+            WriteSecret,
+            WriteFile,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -71,7 +85,18 @@ impl Step {
             Step::SetGid => "setgid",
             Step::SetUid => "setuid",
             Step::Signals => "reset signal mask and dispositions",
+            Step::MountTarget => "open or create the mount point of RUN --mount target TARGET",
+            Step::UserMount => "mount RUN --mount target TARGET",
+            Step::MountReadonly => "make RUN --mount target TARGET read-only",
+            Step::SecretStage => "set up the secrets tmpfs in ROOTFS/dev",
+            Step::WriteSecret => "write the secret for RUN --mount target TARGET",
+            Step::WriteFile => "create file TARGET",
         }
+    }
+
+    /// Whether the step's index names a file (else a mount).
+    pub fn is_file_step(self) -> bool {
+        self == Step::WriteFile
     }
 }
 
@@ -84,16 +109,25 @@ pub struct ChildFds {
     pub status: i32,
 }
 
-fn errno() -> i32 {
+pub fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot, always valid.
     unsafe { *libc::__errno_location() }
 }
 
+/// Size of a status message: `step: u32 LE | errno: i32 LE | index: u32 LE`.
+pub const STATUS_LEN: usize = 12;
+
 /// Reports a failed step and exits. Never returns.
 fn fail(fds: &ChildFds, step: Step) -> ! {
-    let mut msg = [0u8; 8];
+    report(fds, step, 0, errno())
+}
+
+/// Reports a failed step for mount or file number `index` with `errno` and exits.
+fn report(fds: &ChildFds, step: Step, index: u32, errno: i32) -> ! {
+    let mut msg = [0u8; STATUS_LEN];
     msg[..4].copy_from_slice(&(step as u32).to_le_bytes());
-    msg[4..].copy_from_slice(&errno().to_le_bytes());
+    msg[4..8].copy_from_slice(&errno.to_le_bytes());
+    msg[8..].copy_from_slice(&index.to_le_bytes());
     // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a valid buffer.
     unsafe {
         libc::write(fds.status, msg.as_ptr().cast(), msg.len());
@@ -230,6 +264,9 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
             fds,
             Step::MountSys,
         );
+        if let Err(f) = child_mounts::apply(plan) {
+            report(fds, f.step, f.index, f.errno);
+        }
 
         ok(
             libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()),

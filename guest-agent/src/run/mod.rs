@@ -1,13 +1,17 @@
 //! `Run`: one build step's process, in its own mount, pid, uts and ipc namespaces.
 //!
-//! The parent side: prepares the [`plan::Plan`] and the mount points, clones the child
-//! ([`child::run_child`]) while holding the reaper's spawn guard, pumps stdout/stderr into their
-//! data streams, and answers `Exited` only once both streams have ended and the child was
-//! reaped. The child's setup failures come back on a CLOEXEC status pipe and become an Error.
+//! The parent side: prepares the [`plan::Plan`] and the mount points (including those of
+//! `RUN --mount` targets, [`mountpoints`]), clones the child ([`child::run_child`], which makes
+//! the mounts and places the per-process files: [`child_mounts`]) while holding the reaper's
+//! spawn guard, pumps stdout/stderr into their data streams, and answers `Exited` only once both
+//! streams have ended and the child was reaped. Created mount points are removed afterwards.
+//! The child's setup failures come back on a CLOEXEC status pipe and become an Error.
 
 mod child;
+mod child_mounts;
 mod mountpoints;
 pub mod plan;
+mod usermounts;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::thread::JoinHandle;
 
-use kiln_protocol::{Mux, Response, RunSpec};
+use kiln_protocol::{Mux, Response, RunSpec, StreamWriter};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 
@@ -27,16 +31,41 @@ use plan::{ptr_array, Plan};
 /// Stack for the cloned child until it execs; it only runs a few syscalls.
 const CHILD_STACK: usize = 256 * 1024;
 
+/// The output streams of one Run, until the pumps take them over.
+type Streams = Option<(StreamWriter, StreamWriter)>;
+
 /// Runs `spec` to completion and returns the `Exited` answer.
 pub fn run(mux: &Mux, reaper: &Reaper, spec: &RunSpec) -> Result<Response> {
-    let plan = Plan::new(spec)?;
-    let mut created = mountpoints::prepare(Path::new(&spec.rootfs))?;
-    let result = spawn_and_wait(mux, reaper, spec, &plan);
+    let mut streams = Some((
+        mux.open_writer(spec.stdout_stream),
+        mux.open_writer(spec.stderr_stream),
+    ));
+    let result = prepare_and_run(reaper, spec, &mut streams);
+    // Failed before the process started: end its (empty) output streams, or a host reading
+    // them to the end would wait forever.
+    if let Some((out, err)) = streams {
+        let _ = out.finish();
+        let _ = err.finish();
+    }
+    result
+}
+
+fn prepare_and_run(reaper: &Reaper, spec: &RunSpec, streams: &mut Streams) -> Result<Response> {
+    let mut plan = Plan::new(spec)?;
+    let rootfs = Path::new(&spec.rootfs);
+    let mut created = mountpoints::prepare(rootfs)?;
+    let result = mountpoints::prepare_targets(rootfs, &mut plan.mounts, &mut created)
+        .and_then(|()| spawn_and_wait(reaper, spec, &plan, streams));
     created.remove();
     result
 }
 
-fn spawn_and_wait(mux: &Mux, reaper: &Reaper, spec: &RunSpec, plan: &Plan) -> Result<Response> {
+fn spawn_and_wait(
+    reaper: &Reaper,
+    spec: &RunSpec,
+    plan: &Plan,
+    streams: &mut Streams,
+) -> Result<Response> {
     let argv = ptr_array(&plan.argv);
     let envp = ptr_array(&plan.envp);
     let devnull = File::open("/dev/null").ctx(|| "run: open /dev/null".to_string())?;
@@ -70,11 +99,11 @@ fn spawn_and_wait(mux: &Mux, reaper: &Reaper, spec: &RunSpec, plan: &Plan) -> Re
     drop((out_w, err_w, status_w, devnull));
     crate::log::debug!("run: started pid {pid} {:?}", spec.argv);
 
-    let pumps = [
-        pump(mux, out_r, spec.stdout_stream),
-        pump(mux, err_r, spec.stderr_stream),
-    ];
-    let setup_error = read_setup_error(status_r, &spec.rootfs);
+    let Some((out_stream, err_stream)) = streams.take() else {
+        return Err(Error::msg("run: internal: output streams already taken"));
+    };
+    let pumps = [pump(out_stream, out_r), pump(err_stream, err_r)];
+    let setup_error = read_setup_error(status_r, spec);
     let status = reaper.wait_for(pid.as_raw());
     for p in pumps {
         let _ = p.join();
@@ -95,19 +124,24 @@ fn spawn_and_wait(mux: &Mux, reaper: &Reaper, spec: &RunSpec, plan: &Plan) -> Re
 }
 
 /// Reads the status pipe to EOF (closed by execve or the child's exit).
-fn read_setup_error(status_r: OwnedFd, rootfs: &str) -> Option<Error> {
+fn read_setup_error(status_r: OwnedFd, spec: &RunSpec) -> Option<Error> {
     let mut buf = Vec::new();
     if let Err(e) = File::from(status_r).read_to_end(&mut buf) {
         return Some(Error::io("run: read child status pipe", e));
     }
-    if buf.len() < 8 {
-        return None;
-    }
-    let step = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    let what = Step::from_u32(step)
+    let msg: [u8; child::STATUS_LEN] = buf.get(..child::STATUS_LEN)?.try_into().ok()?;
+    let word = |i: usize| [msg[i], msg[i + 1], msg[i + 2], msg[i + 3]];
+    let step = Step::from_u32(u32::from_le_bytes(word(0)));
+    let errno = i32::from_le_bytes(word(4));
+    let index = u32::from_le_bytes(word(8)) as usize;
+    let target = match step {
+        Some(s) if s.is_file_step() => spec.files.get(index).map(|f| f.path.as_str()),
+        _ => spec.mounts.get(index).map(|m| m.target()),
+    };
+    let what = step
         .map_or("set up the process", Step::describe)
-        .replace("ROOTFS", rootfs);
+        .replace("ROOTFS", &spec.rootfs)
+        .replace("TARGET", target.unwrap_or("?"));
     Some(Error::io(
         format!("run: {what}"),
         std::io::Error::from_raw_os_error(errno),
@@ -116,8 +150,8 @@ fn read_setup_error(status_r: OwnedFd, rootfs: &str) -> Option<Error> {
 
 /// Copies a pipe into a data stream until EOF, then finishes the stream. If the connection is
 /// gone it keeps draining, so the process never blocks on a full pipe.
-fn pump(mux: &Mux, pipe: OwnedFd, stream: u32) -> JoinHandle<()> {
-    let mut writer = Some(mux.open_writer(stream));
+fn pump(stream: StreamWriter, pipe: OwnedFd) -> JoinHandle<()> {
+    let mut writer = Some(stream);
     std::thread::spawn(move || {
         let mut pipe = File::from(pipe);
         let mut buf = vec![0u8; 32 * 1024];

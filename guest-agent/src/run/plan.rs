@@ -8,6 +8,7 @@ use std::ffi::{c_char, CString};
 
 use kiln_protocol::RunSpec;
 
+use super::usermounts::{self, UserFile, UserMount, SECRET_STAGE};
 use crate::error::{Error, Result};
 
 /// `PATH` used for the lookup when the environment has none (Docker's default).
@@ -44,6 +45,12 @@ pub struct Plan {
     pub envp: Vec<CString>,
     /// `kiln: ARGV0: ` for the exec-failure message on stderr.
     pub exec_error_prefix: Vec<u8>,
+    /// `RUN --mount`s, in order; their paths are filled in by `mountpoints::prepare_targets`.
+    pub mounts: Vec<UserMount>,
+    /// Files in `/dev` or in a tmpfs mount.
+    pub files: Vec<UserFile>,
+    /// `ROOTFS/dev/.kiln-secrets`, where the secrets tmpfs is staged.
+    pub secret_stage: CString,
 }
 
 fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString> {
@@ -103,6 +110,8 @@ impl Plan {
             ("/proc/self/fd/2", "stderr"),
             ("pts/ptmx", "ptmx"),
         ];
+        let mounts = usermounts::mounts(&spec.mounts, &format!("{root}/dev"))?;
+        let files = usermounts::files(&spec.files, &mounts)?;
         let cwd = if spec.cwd.is_empty() {
             "/".to_string()
         } else {
@@ -160,6 +169,9 @@ impl Plan {
                 .map(|e| cstr("env", e.as_str()))
                 .collect::<Result<_>>()?,
             exec_error_prefix: format!("kiln: {argv0}: ").into_bytes(),
+            mounts,
+            files,
+            secret_stage: under(&format!("dev/{SECRET_STAGE}"))?,
         })
     }
 }
@@ -212,6 +224,8 @@ mod tests {
             hostname: "h".into(),
             stdout_stream: 1,
             stderr_stream: 2,
+            mounts: vec![],
+            files: vec![],
         };
         assert!(Plan::new(&spec).is_err());
         spec.argv = vec!["sh".into(), "a\0b".into()];
@@ -220,5 +234,17 @@ mod tests {
         let plan = Plan::new(&spec).expect("plan");
         assert_eq!(plan.proc_dir.to_str().expect("utf8"), "/r/proc");
         assert_eq!(ptr_array(&plan.argv).len(), 2);
+        assert_eq!(plan.secret_stage.as_c_str(), c"/r/dev/.kiln-secrets");
+        spec.files = vec![kiln_protocol::RunFile {
+            path: "/etc/x".into(),
+            data: vec![],
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }];
+        assert!(
+            Plan::new(&spec).is_err(),
+            "files outside /dev and tmpfs mounts"
+        );
     }
 }

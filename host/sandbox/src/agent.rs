@@ -8,9 +8,12 @@ use std::io::{self, Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, PROTOCOL_VERSION};
+use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, MAX_PAYLOAD, PROTOCOL_VERSION};
 
 use crate::SandboxError;
+
+/// Mounts and files of a [`Process`]: the protocol's own types (see their docs for the rules).
+pub use kiln_protocol::{RunFile, RunMount};
 
 /// What the agent said about itself.
 #[derive(Debug, Clone)]
@@ -54,6 +57,11 @@ pub struct Process {
     pub gid: u32,
     /// Supplementary groups (Docker gives a USER the groups that list it in /etc/group).
     pub additional_gids: Vec<u32>,
+    /// Files placed for the process outside the image (in tmpfs), e.g. `/dev/pipes/EOF`;
+    /// each must lie below `/dev/` or below the target of a tmpfs in `mounts`.
+    pub files: Vec<RunFile>,
+    /// Mounts for the process (tmpfs, bind, secret), applied in order; never part of a layer.
+    pub mounts: Vec<RunMount>,
 }
 
 /// A connected agent.
@@ -140,10 +148,6 @@ impl AgentClient {
         mut stderr: Box<dyn Write + Send>,
     ) -> Result<ExitStatus, SandboxError> {
         let (out_id, err_id) = (self.mux.next_id(), self.mux.next_id());
-        let mut out_r = self.mux.open_reader(out_id);
-        let mut err_r = self.mux.open_reader(err_id);
-        let pump_out = thread::spawn(move || io::copy(&mut out_r, &mut stdout).map(drop));
-        let pump_err = thread::spawn(move || io::copy(&mut err_r, &mut stderr).map(drop));
         let spec = RunSpec {
             rootfs: p.rootfs.clone(),
             argv: p.argv.clone(),
@@ -152,11 +156,26 @@ impl AgentClient {
             uid: p.uid,
             gid: p.gid,
             additional_gids: p.additional_gids.clone(),
+            files: p.files.clone(),
+            mounts: p.mounts.clone(),
             hostname: "kiln".into(),
             stdout_stream: out_id,
             stderr_stream: err_id,
         };
-        let resp = self.mux.call(&Request::Run(spec), None);
+        let req = Request::Run(spec);
+        // File and secret contents travel inline; a request over one frame would tear the
+        // connection down, so refuse it here with a clear message.
+        let size = serde_json::to_vec(&req).map_or(0, |v| v.len());
+        if size > MAX_PAYLOAD {
+            return Err(SandboxError::Agent(format!(
+                "running the process: files and secrets too large ({size} bytes encoded, at most {MAX_PAYLOAD})"
+            )));
+        }
+        let mut out_r = self.mux.open_reader(out_id);
+        let mut err_r = self.mux.open_reader(err_id);
+        let pump_out = thread::spawn(move || io::copy(&mut out_r, &mut stdout).map(drop));
+        let pump_err = thread::spawn(move || io::copy(&mut err_r, &mut stderr).map(drop));
+        let resp = self.mux.call(&req, None);
         if resp.is_err() {
             self.mux.close(); // Unblocks the pumps; the connection is unusable anyway.
         }
