@@ -51,3 +51,37 @@ fn bad_input_gives_one_clear_error_and_leaves_the_store_alone() {
     assert_eq!(env.store_snapshot(), before, "the store changed");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }
+
+/// Malformed instructions of the whole language: each is `Dockerfile:LINE: message`, exit 1,
+/// nothing stored, no guest booted (they are all found before any RUN).
+#[test]
+fn malformed_instructions_name_their_line() {
+    let env = TestEnv::new("malformed");
+    let out = env.kiln(&["images"]);
+    assert!(out.status.success(), "{}", harness::text(&out.stderr));
+    let before = env.store_snapshot();
+    let cases: &[(&str, &str)] = &[
+        ("FROM scratch\nEXPOSE 80/tcpx\n", "Dockerfile:2: "),
+        ("FROM scratch\nSTOPSIGNAL NOTASIGNAL\n", "Dockerfile:2: "),
+        ("FROM scratch\nHEALTHCHECK --interval=soon CMD true\n", "Dockerfile:2: "),
+        ("FROM scratch\nCOPY --chmod=999 a /a\n", "Dockerfile:2: "),
+        ("FROM scratch\nARG A\nENV B=${A:?A must be set}\n", "Dockerfile:3: "),
+        ("FROM scratch AS one\nFROM scratch AS one\n", "Dockerfile:2: duplicate stage name"),
+        ("FROM scratch\nCOPY --from=missing-stage-image-x:1 /a /b\n", "Dockerfile:2: COPY --from"),
+        ("FROM scratch\nONBUILD ONBUILD RUN true\n", "Dockerfile:2: "),
+        ("RUN true\nFROM scratch\n", "Dockerfile:1: "),
+        ("FROM a AS b\nFROM b AS a\n", "circular dependency"),
+        ("FROM scratch\nADD --checksum=sha256:00 local /x\n", "Dockerfile:2: "),
+        ("FROM scratch\nUSER nobody\nWORKDIR /w\n", "Dockerfile:3: WORKDIR /w: unable to find user nobody"),
+    ];
+    for (i, (dockerfile, needle)) in cases.iter().enumerate() {
+        let ctx = env.context(&format!("m{i}"), dockerfile, &[("a", "x")], false);
+        let out = env.kiln(&["build", "-t", "x", ctx.to_str().expect("utf8")]);
+        assert_clean_error(&out, needle);
+    }
+    let ctx = env.context("target", "FROM scratch AS a\n", &[], false);
+    assert_clean_error(&env.kiln(&["build", "--target", "nope", ctx.to_str().expect("utf8")]), "target stage \"nope\" could not be found");
+    assert_clean_error(&env.kiln(&["build", "--build-arg", "=x", ctx.to_str().expect("utf8")]), "invalid --build-arg");
+    assert_eq!(env.store_snapshot(), before, "the store changed");
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}
