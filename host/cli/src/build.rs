@@ -34,6 +34,9 @@ pub struct BuildArgs {
     /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg")]
     build_args: Vec<String>,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (neither: env var ID)
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
     /// Build this stage (and what it needs) instead of the last one
     #[arg(long)]
     target: Option<String>,
@@ -88,6 +91,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
             _ => bail!("invalid --build-arg {a:?}: expected KEY=VALUE"),
         }
     }
+    let secrets = args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?;
     let frontend = kiln_frontend::graph::BuildOptions { build_args, target: args.target.clone(), ..Default::default() };
     let tags = args
         .tags
@@ -122,6 +126,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         labels,
         pull: Some(Box::new(pull_base(store.clone()))),
         fetch: Some(Box::new(fetch_url)),
+        secrets,
     };
     let mut reporter = Reporter::new(args.quiet);
     let backend = ChosenLater { kind: args.backend.parse::<BackendKind>()?, cache_dir: opts.vm.cache_dir.clone() };
@@ -178,4 +183,28 @@ fn pull_base(store: Store) -> impl Fn(&str) -> std::result::Result<kiln_store::D
 /// `ADD <url>`: the body in an anonymous temp file, and its Last-Modified time.
 fn fetch_url(url: &str) -> std::result::Result<(std::fs::File, Option<i64>), String> {
     kiln_registry::download::fetch_to_file(url).map_err(|e| e.to_string())
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR]` (also `source=`, and `type=file|env`).
+fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
+    let (mut id, mut src, mut env) = (None, None, None);
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", "file" | "env")) => {}
+            _ => bail!("invalid --secret {spec:?}: expected id=ID[,src=FILE|,env=VAR]"),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).with_context(|| format!("invalid --secret {spec:?}: id= is required"))?;
+    let value = match (src, env) {
+        (Some(_), Some(_)) => bail!("invalid --secret {spec:?}: give src= or env=, not both"),
+        (Some(path), None) => std::fs::read(&path).with_context(|| format!("--secret {id}: reading {path}"))?,
+        (None, var) => {
+            let var = var.unwrap_or_else(|| id.clone());
+            std::env::var(&var).with_context(|| format!("--secret {id}: environment variable {var} is not set"))?.into_bytes()
+        }
+    };
+    Ok((id, value))
 }

@@ -8,12 +8,18 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use kiln_sandbox::agent::Process;
+use kiln_sandbox::agent::{Process, RunFile, RunMount};
 use kiln_sandbox::{Backend, GuestImage, SandboxError, Vm, VmConfig};
 use kiln_store::{Digest, LayerInfo, Staging};
 
 use crate::{is_empty_layer, BuildError, Reporter};
+
+/// Where cache mount `id` is kept between builds.
+pub fn cache_file(store_dir: &Path, id: &str) -> PathBuf {
+    store_dir.join(format!("{}.tar", kiln_store::Digest::of(id.as_bytes()).hex()))
+}
 
 pub struct GuestSession {
     vm: Box<dyn Vm>,
@@ -21,6 +27,10 @@ pub struct GuestSession {
     dirs: HashMap<Digest, String>,
     next_dir: usize,
     runs: usize,
+    /// Cache mount ids in use, with their guest directories.
+    caches: HashMap<String, String>,
+    /// Where cache mounts are kept between builds.
+    cache_store: PathBuf,
 }
 
 /// What a RUN executes, beyond its layers.
@@ -32,15 +42,19 @@ pub struct RunRequest<'a> {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub clamp_mtime: Option<i64>,
+    pub files: Vec<RunFile>,
+    pub mounts: Vec<RunMount>,
+    /// Cache mounts: (id, target).
+    pub caches: Vec<(String, String)>,
 }
 
 impl GuestSession {
-    pub fn start(backend: &dyn Backend, config: &VmConfig, out: &mut Reporter) -> Result<Self, BuildError> {
+    pub fn start(backend: &dyn Backend, config: &VmConfig, cache_store: &Path, out: &mut Reporter) -> Result<Self, BuildError> {
         let image = GuestImage::locate()?;
         out.info("starting the build VM");
         let vm = backend.start(&image, config)?;
         out.info(&format!("VM ready: {}", vm.describe()));
-        Ok(Self { vm, dirs: HashMap::new(), next_dir: 0, runs: 0 })
+        Ok(Self { vm, dirs: HashMap::new(), next_dir: 0, runs: 0, caches: HashMap::new(), cache_store: cache_store.to_path_buf() })
     }
 
     fn new_dir(&mut self) -> String {
@@ -68,9 +82,42 @@ impl GuestSession {
         Ok(dirs)
     }
 
+    /// The guest directory of cache mount `id`, filled from `saved` (a tar) at first use.
+    fn cache_dir(&mut self, id: &str, saved: &Path) -> Result<String, BuildError> {
+        if let Some(d) = self.caches.get(id) {
+            return Ok(d.clone());
+        }
+        let dir = format!("/run/kiln/cache/{}", self.caches.len() + 1);
+        match std::fs::File::open(saved) {
+            Ok(f) => {
+                self.vm.agent().receive_tar(&dir, &mut std::io::BufReader::new(f) as &mut dyn Read)?;
+            }
+            Err(_) => self.vm.agent().make_dirs(&[&dir])?,
+        }
+        self.caches.insert(id.to_string(), dir.clone());
+        Ok(dir)
+    }
+
+    /// Writes every cache mount used back to `store_dir` (a tar per id, replaced atomically).
+    pub fn save_caches(&mut self, store_dir: &Path) -> Result<(), BuildError> {
+        for (id, dir) in &self.caches {
+            std::fs::create_dir_all(store_dir).map_err(|e| BuildError::Invalid(format!("creating {}: {e}", store_dir.display())))?;
+            let target = cache_file(store_dir, id);
+            let mut tmp = tempfile::NamedTempFile::new_in(store_dir).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {e}")))?;
+            self.vm.agent().diff(dir, None, |stream| std::io::copy(stream, tmp.as_file_mut()).map_err(|e| SandboxError::Agent(e.to_string())))?;
+            tmp.persist(&target).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {}", e.error)))?;
+        }
+        Ok(())
+    }
+
     /// Runs a process over `layers` and returns the new layer (possibly empty).
     pub fn run_step(&mut self, staging: &Staging, layers: &[LayerInfo], req: &RunRequest<'_>, out: &mut Reporter) -> Result<LayerInfo, BuildError> {
         let lower_dirs = self.upload(staging, layers)?;
+        let mut mounts = req.mounts.clone();
+        for (id, target) in &req.caches {
+            let source = self.cache_dir(id, &cache_file(&self.cache_store, id))?;
+            mounts.push(RunMount::Bind { target: target.clone(), source, readonly: false });
+        }
         self.runs += 1;
         let upper = self.new_dir();
         let (work, root) = (format!("/run/kiln/work/{}", self.runs), format!("/run/kiln/root/{}", self.runs));
@@ -85,7 +132,8 @@ impl GuestSession {
             uid: req.uid,
             gid: req.gid,
             additional_gids: req.groups.clone(),
-            ..Default::default()
+            files: req.files.clone(),
+            mounts,
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);

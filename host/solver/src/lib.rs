@@ -15,6 +15,7 @@ pub mod convert;
 mod copy;
 mod fsview;
 mod guest;
+mod mounts;
 mod output;
 mod stage;
 mod steps;
@@ -53,6 +54,8 @@ pub struct BuildOptions {
     /// Fetches an image the store lacks (from a registry) and returns its manifest digest.
     /// `None`: only local images can be used.
     pub pull: Option<Box<Puller>>,
+    /// `--secret` values by id, for `RUN --mount=type=secret`.
+    pub secrets: std::collections::BTreeMap<String, Vec<u8>>,
     /// Downloads an `ADD <url>` source into a file; returns it with its Last-Modified time.
     pub fetch: Option<Box<Fetcher>>,
 }

@@ -281,6 +281,9 @@ impl<'a> Build<'a> {
 
     /// Commits the target stage as the build's image.
     pub fn finish(mut self, target: usize, out: &mut Reporter) -> Result<BuildOutcome, BuildError> {
+        if let Some(g) = self.guest.as_mut() {
+            g.save_caches(&self.store.root().join(crate::steps::CACHE_MOUNTS))?;
+        }
         let guest_desc = self.guest.take().map(|g| g.finish(out));
         let mut state = self.done.remove(&target).ok_or_else(|| BuildError::Invalid("internal: the target stage did not run".into()))?;
         for (k, v) in &self.opts.labels {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Seek, Write};
 
-use kiln_frontend::command::{add_source_kind, values, AddSourceKind, CopyLike, Located, Run, RunProgram, Source};
+use kiln_frontend::command::{add_source_kind, values, AddSourceKind, CopyLike, Located, Run, Source};
 use kiln_frontend::config::created_by;
 use kiln_frontend::dockerignore::Dockerignore;
 use kiln_frontend::graph::Scope;
@@ -13,7 +13,10 @@ use kiln_store::digest::HashingWriter;
 use crate::copy::{self, ContextFs, CopySpec, Dest, SourceFs, Src};
 use crate::guest::{GuestSession, RunRequest};
 use crate::stage::{first_line, Build, ImageState, StageState};
-use crate::{add, users, BuildError, Reporter};
+use crate::{add, mounts, users, BuildError, Reporter};
+
+/// Where RUN --mount=type=cache directories are kept between builds, below the store root.
+pub const CACHE_MOUNTS: &str = "cache-mounts";
 
 /// Joins strings with NUL, which none of them can contain, for cache key parts.
 fn join_nul(parts: &[String]) -> String {
@@ -39,21 +42,14 @@ impl Build<'_> {
 
     pub(crate) fn run(&mut self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &mut Reporter) -> Result<(), BuildError> {
         let config = &st.config.config;
-        let argv = match run.program() {
-            RunProgram::Command(c) => config.argv(&c),
-            RunProgram::Script { .. } => {
-                return Err(BuildError::Invalid("a RUN heredoc starting with #! is not supported yet".into()));
-            }
-        };
-        if !run.mounts.is_empty() {
-            return Err(BuildError::Invalid("RUN --mount is not supported yet".into()));
-        }
+        let prepared = mounts::prepare(run, config, &self.opts.secrets)?;
+        let argv = prepared.argv.clone();
         let env_pairs = config.env_pairs();
         let env = scope.run_env(&env_pairs);
         let cwd = config.working_dir.clone().unwrap_or_else(|| "/".into());
         let user = config.user.clone().unwrap_or_default();
         let clamp = self.clamp.map(|c| c.to_string()).unwrap_or_default();
-        let key = st.key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &cwd, &user, &clamp]);
+        let key = st.key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &cwd, &user, &clamp, &prepared.key]);
         let history = created_by(&cmd.command, config, &cmd.text, &scope.history_args(&env_pairs));
         let clamp_mtime = self.clamp;
         self.layer_step(st, key, &cmd.text, history, out, |b, st, out| {
@@ -64,9 +60,22 @@ impl Build<'_> {
                 users::run_user(&view, &user)?
             };
             if b.guest.is_none() {
-                b.guest = Some(GuestSession::start(b.backend, &b.opts.vm, out)?);
+                b.guest = Some(GuestSession::start(b.backend, &b.opts.vm, &b.store.root().join(CACHE_MOUNTS), out)?);
             }
-            let req = RunRequest { argv: &argv, env, cwd, uid, gid, groups, clamp_mtime };
+            let mut env = env;
+            env.extend(prepared.secret_env);
+            let req = RunRequest {
+                argv: &argv,
+                env,
+                cwd,
+                uid,
+                gid,
+                groups,
+                clamp_mtime,
+                files: prepared.files,
+                mounts: prepared.mounts,
+                caches: prepared.caches.into_iter().map(|c| (c.id, c.target)).collect(),
+            };
             let staging = staged(&b.staging)?;
             let session = b.guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
             session.run_step(staging, &st.layers, &req, out)
