@@ -13,15 +13,6 @@ pub fn open_url(url: &str) -> Result<Box<dyn Read + Send>, RegistryError> {
     Ok(Box::new(response.into_body().into_reader()))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn http_dates() {
-        assert_eq!(super::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(super::parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(super::parse_http_date("yesterday"), None);
-    }
-}
 
 /// Downloads `url` into an anonymous temp file (`ADD <url>`); returns it, rewound, with the
 /// answer's Last-Modified time (seconds since the epoch) when it has a valid one.
@@ -77,4 +68,14 @@ fn get(url: &str) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         return Err(RegistryError::Status { context: format!("downloading {url}"), status, detail: String::new() });
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates() {
+        assert_eq!(super::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(super::parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(super::parse_http_date("yesterday"), None);
+    }
 }
