@@ -97,7 +97,9 @@ impl LayerIndex {
                 _ => Kind::Other,
             };
             let link = if kind == Kind::Symlink { entry.link_name()?.map(|l| l.into_owned()) } else { None };
-            let meta = Meta { kind, mode: h.mode()? & 0o7777, uid: h.uid()?, gid: h.gid()?, link };
+            // Blank numeric fields occur in real layers (tar writers that leave them empty);
+            // extractors read them as 0, and so does this view.
+            let meta = Meta { kind, mode: h.mode().unwrap_or(0o755) & 0o7777, uid: h.uid().unwrap_or(0), gid: h.gid().unwrap_or(0), link };
             if kind == Kind::File && KEPT_FILES.iter().any(|k| Path::new(k) == path) && entry.header().entry_size()? <= KEPT_MAX {
                 let mut data = Vec::new();
                 entry.read_to_end(&mut data)?;
@@ -242,7 +244,12 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o755);
             h.set_size(0);
-            h.set_uid(0);
+            if path.starts_with("etc") {
+                // Real layers carry blank numeric fields too: read as 0.
+                h.as_old_mut().uid = [0; 8];
+            } else {
+                h.set_uid(0);
+            }
             h.set_gid(0);
             h.set_mtime(0);
             if *what == "dir" {

@@ -83,10 +83,10 @@ pub struct BuildOutcome {
 pub enum BuildError {
     #[error("Dockerfile:{line}: {text}: process {argv:?} did not complete successfully: {status}{tail}")]
     StepFailed { line: usize, text: String, argv: Vec<String>, status: kiln_sandbox::ExitStatus, tail: String },
-    #[error("Dockerfile:{line}: {text}: {source}")]
-    Copy { line: usize, text: String, source: io::Error },
-    #[error("Dockerfile:{line}: {text}: {source}")]
-    Step { line: usize, text: String, source: Box<BuildError> },
+    #[error("Dockerfile:{line}: {text}: {cause}")]
+    Copy { line: usize, text: String, cause: io::Error },
+    #[error("Dockerfile:{line}: {text}: {cause}")]
+    Step { line: usize, text: String, cause: Box<BuildError> },
     #[error(transparent)]
     Parse(#[from] kiln_frontend::ParseError),
     #[error("{0}: image not found in the local store and no registry to pull it from")]

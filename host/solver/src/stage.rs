@@ -330,7 +330,7 @@ pub fn first_line(text: &str) -> String {
 /// Names the instruction an error came from (unless it already does).
 pub fn step_error(line: usize, text: &str, e: BuildError) -> BuildError {
     match e {
-        e @ (BuildError::StepFailed { .. } | BuildError::Step { .. } | BuildError::Parse(_) | BuildError::Interrupted) => e,
-        other => BuildError::Step { line, text: first_line(text), source: Box::new(other) },
+        e @ (BuildError::StepFailed { .. } | BuildError::Step { .. } | BuildError::Copy { .. } | BuildError::Parse(_) | BuildError::Interrupted) => e,
+        other => BuildError::Step { line, text: first_line(text), cause: Box::new(other) },
     }
 }

@@ -316,12 +316,12 @@ fn make_spec<'a>(
 }
 
 fn copy_error(cmd: &Located, e: io::Error) -> BuildError {
-    BuildError::Copy { line: cmd.line, text: first_line(&cmd.text), source: e }
+    BuildError::Copy { line: cmd.line, text: first_line(&cmd.text), cause: e }
 }
 
 fn reword(cmd: &Located, e: BuildError) -> BuildError {
     match e {
-        BuildError::Invalid(m) => BuildError::Copy { line: cmd.line, text: first_line(&cmd.text), source: io::Error::other(m) },
+        BuildError::Invalid(m) => BuildError::Copy { line: cmd.line, text: first_line(&cmd.text), cause: io::Error::other(m) },
         other => other,
     }
 }
