@@ -1,6 +1,5 @@
-//! A read-only view of the root filesystem a stack of layers makes: for the build engine's
-//! `COPY --from=<stage|image>`, and for reading `/etc/passwd` and `/etc/group` when resolving
-//! `--chown` and `USER` names.
+//! A read-only view of the root filesystem a stack of layers makes (or of one tar archive):
+//! what the build engine reads for `COPY --from=<stage|image>` and `ADD archive.tar.gz`.
 //!
 //! [`RootFs::from_layers`] flattens the layers once ([`flatten_layers`], the one implementation
 //! of whiteouts, opaque directories and shadowing) into an uncompressed tar in an anonymous
@@ -9,12 +8,6 @@
 //! file's bytes. Nothing from a layer ever touches the host
 //! filesystem by its path; paths are resolved inside the index the way
 //! `openat2(RESOLVE_IN_ROOT)` would, with at most [`MAX_SYMLINK_HOPS`] symlinks followed.
-//!
-//! For the passwd/group case, [`layer_mentions`] reads a single layer (no flattening, no temp
-//! file) and says what it does to a few paths, so a caller can go top-down over an image's
-//! layers, stop at the first layer that says anything, and cache answers by layer digest;
-//! [`read_from_layers`] does that walk for one path. It does not follow symlinks: a path that a
-//! layer makes a symlink (or puts below one) comes back as [`Mention::Other`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -22,17 +15,14 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use crate::flatten::{classify, flatten_layers, hostile, is_regular, normalise, Exact, Marker, OpenBlob};
-use crate::layer_verify::decompress;
+use crate::flatten::{flatten_layers, hostile, is_regular, normalise, OpenBlob};
 use crate::{Digest, StoreError};
 
 /// Symlinks followed while resolving one path before giving up (Linux's `MAXSYMLINKS`).
 pub const MAX_SYMLINK_HOPS: u32 = 40;
 
-/// Largest file [`layer_mentions`] reads.
-pub const MENTION_LIMIT: u64 = 1024 * 1024;
 
 /// What an entry of the view is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,157 +365,6 @@ fn index(mut file: &File) -> Result<Tree, StoreError> {
         }
     }
     Ok(tree)
-}
-
-/// What one layer says about a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mention {
-    /// Nothing: look in the layer below.
-    Absent,
-    /// A whiteout of it or of an ancestor, an opaque ancestor directory, or a non-directory
-    /// ancestor that is not a symlink: it does not exist from here down.
-    Deleted,
-    /// A regular file (or a hardlink to one earlier in the same layer) with these bytes.
-    File(Vec<u8>),
-    /// A directory, symlink, fifo, a symlink ancestor, or a hardlink this layer cannot answer
-    /// (to a path it does not hold): read it through a [`RootFs`] if it matters.
-    Other,
-}
-
-/// Says what layer `layer` does to each of `paths` (absolute or relative; `..` is refused),
-/// in order. Reads the layer once (twice if one of the paths is a hardlink). A file of more
-/// than [`MENTION_LIMIT`] bytes is an error.
-pub fn layer_mentions(open: OpenBlob<'_>, layer: &Digest, paths: &[&str]) -> Result<Vec<Mention>, StoreError> {
-    let wanted = paths.iter().map(|p| query_path(p)).collect::<Result<Vec<_>, _>>()?;
-    let mut said: Vec<Option<Mention>> = vec![None; wanted.len()];
-    let mut deleted = vec![false; wanted.len()];
-    // Wanted paths that are hardlinks: (index in `wanted`, target, the link's entry number).
-    let mut links: Vec<(usize, PathBuf, usize)> = Vec::new();
-    let (stream, _) = decompress(open(layer)?)?;
-    let mut archive = tar::Archive::new(stream);
-    for (n, entry) in archive.entries().map_err(hostile)?.enumerate() {
-        let mut entry = entry.map_err(hostile)?;
-        let path = match classify(&entry)? {
-            Marker::Skip => continue,
-            Marker::Opaque(dir) => {
-                for (w, d) in wanted.iter().zip(deleted.iter_mut()) {
-                    *d |= *w != dir && w.starts_with(&dir);
-                }
-                continue;
-            }
-            Marker::Whiteout(gone) => {
-                for (w, d) in wanted.iter().zip(deleted.iter_mut()) {
-                    *d |= w.starts_with(&gone);
-                }
-                continue;
-            }
-            Marker::Entry(path) => path,
-        };
-        let kind = entry.header().entry_type();
-        let mut bytes: Option<Vec<u8>> = None;
-        for (i, w) in wanted.iter().enumerate() {
-            let mention = if *w == path {
-                if is_regular(kind) {
-                    let b = match &bytes {
-                        Some(b) => b.clone(),
-                        None => bytes.insert(read_capped(&mut entry, &path, layer)?).clone(),
-                    };
-                    Mention::File(b)
-                } else {
-                    Mention::Other
-                }
-            } else if !kind.is_dir() && w.starts_with(&path) {
-                if kind.is_symlink() { Mention::Other } else { Mention::Deleted }
-            } else {
-                continue;
-            };
-            links.retain(|l| l.0 != i);
-            if *w == path && kind.is_hard_link() {
-                let target = entry.link_name().map_err(hostile)?.map(|t| normalise(&t)).unwrap_or_default();
-                links.push((i, target, n));
-            }
-            said[i] = Some(mention);
-        }
-    }
-    if !links.is_empty() {
-        follow_links(open, layer, &mut said, &links)?;
-    }
-    let absent = |d: bool| if d { Mention::Deleted } else { Mention::Absent };
-    Ok(said.into_iter().zip(deleted).map(|(s, d)| s.unwrap_or_else(|| absent(d))).collect())
-}
-
-/// Second pass for wanted hardlinks: each gets what its target was just before it.
-fn follow_links(open: OpenBlob<'_>, layer: &Digest, said: &mut [Option<Mention>], links: &[(usize, PathBuf, usize)]) -> Result<(), StoreError> {
-    let end = links.iter().map(|l| l.2).max().unwrap_or(0);
-    let mut found = vec![Mention::Other; links.len()];
-    let (stream, _) = decompress(open(layer)?)?;
-    let mut archive = tar::Archive::new(stream);
-    for (n, entry) in archive.entries().map_err(hostile)?.enumerate().take(end) {
-        let mut entry = entry.map_err(hostile)?;
-        let Marker::Entry(path) = classify(&entry)? else { continue };
-        let kind = entry.header().entry_type();
-        let mut bytes: Option<Vec<u8>> = None;
-        for ((_, target, at), f) in links.iter().zip(found.iter_mut()) {
-            if n >= *at || *target != path {
-                continue;
-            }
-            *f = if is_regular(kind) {
-                match &bytes {
-                    Some(b) => Mention::File(b.clone()),
-                    None => Mention::File(bytes.insert(read_capped(&mut entry, &path, layer)?).clone()),
-                }
-            } else {
-                Mention::Other
-            };
-        }
-    }
-    for ((i, ..), f) in links.iter().zip(found) {
-        said[*i] = Some(f);
-    }
-    Ok(())
-}
-
-/// A regular file's bytes, at most [`MENTION_LIMIT`] of them.
-fn read_capped<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path, layer: &Digest) -> Result<Vec<u8>, StoreError> {
-    let size = entry.size();
-    if size > MENTION_LIMIT {
-        return Err(StoreError::Unsupported(format!("{} in layer {layer} is {size} bytes; at most {MENTION_LIMIT} are read", path.display())));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    Exact { inner: entry, left: size }
-        .read_to_end(&mut bytes)
-        .map_err(|e| hostile(format!("layer {layer}: {}: {e}", path.display())))?;
-    Ok(bytes)
-}
-
-/// A path asked about: `/` and `.` dropped; `..` and the root itself refused.
-fn query_path(path: &str) -> Result<PathBuf, StoreError> {
-    let mut out = PathBuf::new();
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => return Err(StoreError::Unsupported(format!("path {path:?}: '..' is not resolved here"))),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        return Err(StoreError::Unsupported(format!("path {path:?} names the root")));
-    }
-    Ok(out)
-}
-
-/// Reads `path` from the top-most layer of `layers` (bottom first) that mentions it: its bytes
-/// if that layer has a regular file there, None if no layer mentions it or the first that does
-/// deletes it or has something else there (see [`Mention`]). Symlinks are not followed.
-pub fn read_from_layers(open: OpenBlob<'_>, layers: &[Digest], path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    for layer in layers.iter().rev() {
-        match layer_mentions(open, layer, &[path])?.pop().unwrap_or(Mention::Absent) {
-            Mention::Absent => continue,
-            Mention::File(bytes) => return Ok(Some(bytes)),
-            Mention::Deleted | Mention::Other => return Ok(None),
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

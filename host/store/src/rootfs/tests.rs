@@ -184,53 +184,6 @@ fn read_file_refuses_more_than_the_limit() {
 }
 
 #[test]
-fn layer_mentions_say_what_one_layer_does() {
-    let (_dir, store, layers) = stored(&[
-        &[E::File("etc/passwd", "root:x:0:0"), E::File("etc/group", "root:x:0:"), E::File("var/lib/x", "x")],
-        &[
-            E::File("etc/passwd", "root:x:0:0\napp:x:1000:1000"),
-            E::File("etc/.wh.group", ""),
-            E::File("opq/.wh..wh..opq", ""),
-            E::File("opq/kept", "k"),
-            E::File(".wh.var", ""),
-            E::Sym("lnk", "etc/passwd"),
-            E::Dir("d/"),
-            E::Sym("s", "/etc"),
-            E::File("f", "file"),
-            E::Link("h", "etc/passwd"),
-            E::Link("h2", "elsewhere"),
-        ],
-        &[E::File("unrelated", "u")],
-        &[E::Dir("etc/"), E::File("etc/.wh.passwd", "")],
-    ]);
-    let open = |d: &Digest| store.open_blob(d);
-    let paths = ["/etc/passwd", "etc/group", "/opq/x", "opq/kept", "var/lib/x", "lnk", "d", "s/x", "f/x", "nothing", "etc/shadow", "h", "h2", "opq"];
-    let got = layer_mentions(&open, &layers[1], &paths).expect("mentions");
-    let passwd = b"root:x:0:0\napp:x:1000:1000".to_vec();
-    use Mention::*;
-    let want = [File(passwd.clone()), Deleted, Deleted, File(b"k".to_vec()), Deleted, Other, Other, Other, Deleted, Absent, Absent, File(passwd.clone()), Other, Absent];
-    for ((p, g), w) in paths.iter().zip(&got).zip(&want) {
-        assert_eq!(g, w, "{p}");
-    }
-    assert!(layer_mentions(&open, &layers[1], &["../etc/passwd"]).is_err());
-    // Top-down: the first layer that mentions the path decides.
-    assert_eq!(read_from_layers(&open, &layers[..3], "/etc/passwd").expect("read"), Some(passwd));
-    assert_eq!(read_from_layers(&open, &layers[..3], "/etc/group").expect("read"), None);
-    assert_eq!(read_from_layers(&open, &layers[..1], "/etc/group").expect("read"), Some(b"root:x:0:".to_vec()));
-    assert_eq!(read_from_layers(&open, &layers, "/etc/passwd").expect("read"), None);
-    assert_eq!(read_from_layers(&open, &layers, "/unrelated").expect("read"), Some(b"u".to_vec()));
-}
-
-#[test]
-fn layer_mentions_refuse_big_files() {
-    let big = "x".repeat(MENTION_LIMIT as usize + 1);
-    let (_dir, store, layers) = stored(&[&[E::File("etc/passwd", &big)]]);
-    let open = |d: &Digest| store.open_blob(d);
-    assert!(matches!(layer_mentions(&open, &layers[0], &["etc/passwd"]), Err(StoreError::Unsupported(_))));
-    assert_eq!(layer_mentions(&open, &layers[0], &["etc/group"]).expect("mentions"), [Mention::Absent]);
-}
-
-#[test]
 fn hostile_and_truncated_layers_are_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
@@ -250,6 +203,5 @@ fn hostile_and_truncated_layers_are_errors() {
         let digest = store.write_blob(&bytes).expect("blob");
         let err = RootFs::from_layers(&open, std::slice::from_ref(&digest)).err().expect(what);
         assert!(matches!(err, StoreError::HostileLayer(_)), "{what}: {err}");
-        assert!(layer_mentions(&open, &digest, &["a"]).is_err(), "{what}");
     }
 }
