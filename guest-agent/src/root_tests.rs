@@ -142,7 +142,7 @@ fn receive_tar_preserves_metadata_and_converts_whiteouts() {
     add_file(&mut b, "x", b"", 0o600);
     let tar = b.into_inner().expect("finish");
     let dest = s.0.join("layer");
-    let n = crate::receive::receive_tar(tar.as_slice(), &dest).expect("receive");
+    let n = receive_tar(tar.as_slice(), &dest).expect("receive");
     assert_eq!(n, 8);
     let f = fs::metadata(dest.join("d/f")).expect("f");
     assert_eq!(
@@ -193,7 +193,7 @@ fn receive_tar_refuses_escapes() {
         b.into_inner().expect("finish")
     };
     for name in [&b"/abs"[..], b"../up", b"a/../../up"] {
-        let err = crate::receive::receive_tar(evil(name).as_slice(), &s.0.join("dest"))
+        let err = receive_tar(evil(name).as_slice(), &s.0.join("dest"))
             .expect_err("refused");
         assert!(err.to_string().contains("tar entry"), "{err}");
     }
@@ -206,13 +206,13 @@ fn receive_tar_refuses_escapes() {
     );
     add_file(&mut b, "esc/pwned", b"x", 0o644);
     let tar = b.into_inner().expect("finish");
-    assert!(crate::receive::receive_tar(tar.as_slice(), &s.0.join("dest2")).is_err());
+    assert!(receive_tar(tar.as_slice(), &s.0.join("dest2")).is_err());
     assert!(!outside.join("pwned").exists());
     let mut b = Builder::new(Vec::new());
     add_link(&mut b, EntryType::Symlink, "esc", "../../..");
     add_file(&mut b, "esc/pwned", b"x", 0o644);
     let tar = b.into_inner().expect("finish");
-    assert!(crate::receive::receive_tar(tar.as_slice(), &s.0.join("dest3")).is_err());
+    assert!(receive_tar(tar.as_slice(), &s.0.join("dest3")).is_err());
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn diff_of_an_overlay_upper_is_an_oci_layer() {
     };
     let Some(rootfs) = busybox_tar() else { return };
     let lower = s.0.join("lower");
-    crate::receive::receive_tar(rootfs.as_slice(), &lower).expect("receive");
+    receive_tar(rootfs.as_slice(), &lower).expect("receive");
     let (upper, work, merged) = (s.0.join("upper"), s.0.join("work"), s.0.join("merged"));
     let p = |p: &Path| p.display().to_string();
     crate::mounts::mount_overlay(&[p(&lower)], &p(&upper), &p(&work), &p(&merged)).expect("mount");
@@ -257,7 +257,7 @@ fn diff_of_an_overlay_upper_is_an_oci_layer() {
     assert_eq!(entries["etc/.wh.gone"].0, EntryType::Regular);
     // The layer applies back onto a fresh dir: whiteouts become overlay whiteouts again.
     let again = s.0.join("again");
-    crate::receive::receive_tar(out.as_slice(), &again).expect("re-apply");
+    receive_tar(out.as_slice(), &again).expect("re-apply");
     assert!(fs::symlink_metadata(again.join("etc/gone"))
         .expect("wh")
         .file_type()
@@ -283,8 +283,21 @@ fn run_in(rootfs: &Path, argv: &[&str], cwd: &str) -> RunResult {
     run_with(rootfs, argv, cwd, |_| {})
 }
 
+/// Tests run in parallel threads of one process: a child cloned while another test is still
+/// writing an executable (receive_tar) inherits that write fd until it execs, and the other
+/// test's exec of that file then fails with ETXTBSY. Writers and runs take this lock apart.
+/// (The agent itself serves one request at a time, so it never meets this.)
+static EXEC_FILES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// `receive::receive_tar` for tests, never overlapping a test's clone.
+fn receive_tar(tar: &[u8], dest: &Path) -> crate::error::Result<u64> {
+    let _writing = EXEC_FILES.write().unwrap_or_else(|e| e.into_inner());
+    crate::receive::receive_tar(tar, dest)
+}
+
 /// Runs `argv` in `rootfs` as root, with `edit` applied to the spec first.
 fn run_with(rootfs: &Path, argv: &[&str], cwd: &str, edit: impl FnOnce(&mut RunSpec)) -> RunResult {
+    let _running = EXEC_FILES.read().unwrap_or_else(|e| e.into_inner());
     let (h, a) = UnixStream::pair().expect("pair");
     let host = Mux::host(h.try_clone().expect("clone"), h);
     let (agent, _reqs) = Mux::agent(a.try_clone().expect("clone"), a);
@@ -321,7 +334,7 @@ fn run_streams_output_and_cleans_mount_points() {
     let Some(s) = Scratch::new("run") else { return };
     let Some(rootfs) = busybox_tar() else { return };
     let root = s.0.join("root");
-    crate::receive::receive_tar(rootfs.as_slice(), &root).expect("receive");
+    receive_tar(rootfs.as_slice(), &root).expect("receive");
     let r = run_in(&root, &["sh", "-c", "echo hi; echo err >&2; mkdir /a; echo x > /a/f; hostname; echo $$; pwd; ls /proc/self >/dev/null && exit 3"], "/work/dir");
     assert_eq!(
         r.resp,

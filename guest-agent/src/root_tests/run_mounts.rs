@@ -29,7 +29,7 @@ fn overlay(s: &Scratch) -> Option<Layer> {
         upper: s.0.join("upper"),
         merged: s.0.join("merged"),
     };
-    crate::receive::receive_tar(tar.as_slice(), &l.lower).expect("receive");
+    super::receive_tar(tar.as_slice(), &l.lower).expect("receive");
     let p = |p: &Path| p.display().to_string();
     let work = s.0.join("work");
     crate::mounts::mount_overlay(&[p(&l.lower)], &p(&l.upper), &p(&work), &p(&l.merged))
