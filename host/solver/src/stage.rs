@@ -104,7 +104,7 @@ impl<'a> Build<'a> {
     }
 
     pub fn staging(&self) -> Result<&Staging, BuildError> {
-        self.staging.as_ref().ok_or_else(|| BuildError::Invalid("internal: the build was already committed".into()))
+        crate::steps::staged(&self.staging)
     }
 
     /// An image by name, from the store or pulled, once per build.

@@ -297,7 +297,7 @@ impl Build<'_> {
 }
 
 /// The build's staging area (borrowed apart from the rest of the build).
-fn staged(staging: &Option<kiln_store::Staging>) -> Result<&kiln_store::Staging, BuildError> {
+pub(crate) fn staged(staging: &Option<kiln_store::Staging>) -> Result<&kiln_store::Staging, BuildError> {
     staging.as_ref().ok_or_else(|| BuildError::Invalid("internal: the build was already committed".into()))
 }
 

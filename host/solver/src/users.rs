@@ -6,17 +6,13 @@
 //! with gid 0, a named user must exist, and without an explicit group the user also gets the
 //! supplementary groups that list it in `/etc/group`.
 
-use kiln_frontend::command::chown::{resolve_chown, Owner};
+use kiln_frontend::command::chown::{records, resolve_chown, Owner};
 
 use crate::fsview::View;
 use crate::BuildError;
 
 fn text(view: &View, path: &str) -> Result<Option<String>, BuildError> {
     Ok(view.kept_file(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
-}
-
-fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| l.split(':').collect())
 }
 
 /// `--chown=user[:group]` against the stage's files.

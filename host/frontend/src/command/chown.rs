@@ -10,13 +10,14 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// The records of passwd or group text, split on `:` (blank lines and comments skipped).
+pub fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| l.split(':').collect())
+}
+
 /// Looks a name up in passwd (`name:x:uid:gid:...`) or group (`name:x:gid:...`) text.
 fn lookup<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))
+    records(text).find(|f| f.first() == Some(&name))
 }
 
 fn id(field: Option<&&str>, what: &str) -> Result<u32, String> {
