@@ -29,6 +29,7 @@ use kiln_frontend::graph::Dockerfile;
 use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
 use kiln_store::{Digest, LayerInfo, Reference, Store, StoreError};
 
+pub use cache::CacheKey;
 pub use output::Reporter;
 
 /// The PATH Docker and BuildKit give a Linux image that has none.
@@ -76,6 +77,9 @@ pub struct BuildOutcome {
     pub cached_steps: usize,
     /// How the guest ran, if one was needed.
     pub guest: Option<String>,
+    /// The cache keys of every layer step of this build (hits and misses), in order: what
+    /// `--cache-to` exports.
+    pub cache_keys: Vec<CacheKey>,
 }
 
 /// Why a build failed. The store is unchanged in every case.

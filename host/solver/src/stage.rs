@@ -319,7 +319,8 @@ impl<'a> Build<'a> {
             out.info(&w);
         }
         let config = self.store.image(&manifest)?.config_digest;
-        Ok(BuildOutcome { manifest, config, layers, cached_steps: self.cached_steps, guest: guest_desc })
+        let cache_keys = self.results.iter().map(|(k, _)| k.clone()).collect();
+        Ok(BuildOutcome { manifest, config, layers, cached_steps: self.cached_steps, guest: guest_desc, cache_keys })
     }
 }
 
