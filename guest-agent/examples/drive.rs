@@ -135,6 +135,7 @@ fn run_with(
         stderr_stream: se,
         mounts,
         files,
+        network: Default::default(),
     };
     let t = Instant::now();
     let resp = call(mux, &Request::Run(spec))?;
@@ -152,7 +153,7 @@ fn diff(mux: &Mux, upper: &str) -> R<(Vec<u8>, BTreeMap<String, EntryType>)> {
     let mut r = mux.open_reader(stream);
     let m2 = mux.clone();
     let up = upper.to_string();
-    let caller = std::thread::spawn(move || call(&m2, &Request::Diff { upper: up, stream, clamp_mtime: None }));
+    let caller = std::thread::spawn(move || call(&m2, &Request::Diff { upper: up, stream, clamp_mtime: None, lowers: vec![] }));
     let mut data = Vec::new();
     r.read_to_end(&mut data)
         .map_err(|e| format!("diff stream: {e}"))?;

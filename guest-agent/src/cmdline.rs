@@ -26,6 +26,8 @@ pub struct Options {
     /// `kiln.time=SECONDS`: the host's wall clock at VM start. The guest has no RTC, so
     /// without it files made by RUN steps would be dated 1970.
     pub host_time: Option<i64>,
+    /// `kiln.net=ADDR/PREFIX,GATEWAY,DNS`: the guest's network (see [`crate::net`]).
+    pub net: Option<crate::net::NetConfig>,
 }
 
 /// Parses the whole command line. Unknown words are ignored; a malformed `kiln.transport=`
@@ -36,6 +38,7 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
         debug: false,
         reboot_to_exit: false,
         host_time: None,
+        net: None,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(value) = word.strip_prefix("kiln.transport=") {
@@ -46,6 +49,8 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             opts.reboot_to_exit = value == "reboot";
         } else if let Some(value) = word.strip_prefix("kiln.time=") {
             opts.host_time = Some(value.parse().map_err(|_| format!("kiln.time={value}: expected whole seconds"))?);
+        } else if let Some(value) = word.strip_prefix("kiln.net=") {
+            opts.net = Some(crate::net::NetConfig::parse(value)?);
         } else if word == "kiln.debug" {
             opts.debug = true;
         }

@@ -5,6 +5,11 @@
 //! directories (`trusted.overlay.opaque=y`) get a `DIR/.wh..wh..opq` entry right after them.
 //! The second and later paths of a multiply-linked inode become hard-link entries. xattrs are
 //! kept as `SCHILY.xattr.*` PAX records, except overlayfs's own `trusted.overlay.*`.
+//!
+//! Given the overlay's lower dirs, a directory that is in the upper dir only because it was
+//! copied up (a mount point or a temporary file was created and removed below it) and equals
+//! the lower's directory (mode, owner, mtime, xattrs) is left out unless something below it
+//! changed, so such a step's layer carries no unchanged parents, as Docker's do not.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -21,7 +26,12 @@ use crate::xattr;
 
 /// Writes the layer tar of `upper` into `out`; returns the number of tar entries written.
 /// With `clamp_mtime`, entries newer than it are dated `clamp_mtime` (SOURCE_DATE_EPOCH).
-pub fn write_diff(upper: &Path, out: impl Write, clamp_mtime: Option<i64>) -> Result<u64> {
+pub fn write_diff(
+    upper: &Path,
+    lowers: &[PathBuf],
+    out: impl Write,
+    clamp_mtime: Option<i64>,
+) -> Result<u64> {
     let meta = fs::symlink_metadata(upper).ctx(|| format!("lstat {}", upper.display()))?;
     if !meta.is_dir() {
         return Err(Error::msg(format!(
@@ -34,6 +44,8 @@ pub fn write_diff(upper: &Path, out: impl Write, clamp_mtime: Option<i64>) -> Re
         links: HashMap::new(),
         entries: 0,
         clamp_mtime,
+        lowers,
+        pending: Vec::new(),
     };
     w.walk_dir(upper, b"")?;
     w.builder
@@ -42,12 +54,15 @@ pub fn write_diff(upper: &Path, out: impl Write, clamp_mtime: Option<i64>) -> Re
     Ok(w.entries)
 }
 
-struct Walker<W: Write> {
+struct Walker<'a, W: Write> {
     builder: tar::Builder<W>,
     /// (dev, ino) of multiply-linked files already written, with their tar path.
     links: HashMap<(u64, u64), PathBuf>,
     entries: u64,
     clamp_mtime: Option<i64>,
+    lowers: &'a [PathBuf],
+    /// Unchanged directories on the current path, written only if something below them is.
+    pending: Vec<(PathBuf, Vec<u8>, Metadata)>,
 }
 
 fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -104,7 +119,7 @@ fn is_opaque(path: &Path) -> Result<bool> {
     Ok(v.as_deref() == Some(b"y"))
 }
 
-impl<W: Write> Walker<W> {
+impl<W: Write> Walker<'_, W> {
     fn walk_dir(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
         for path in sorted_children(dir)? {
             let name = path
@@ -113,12 +128,53 @@ impl<W: Write> Walker<W> {
                 .unwrap_or_default();
             let rel = [prefix, &name].concat();
             let meta = fs::symlink_metadata(&path).ctx(|| format!("lstat {}", path.display()))?;
+            if meta.is_dir() && self.unchanged_dir(&path, &rel, &meta)? {
+                let depth = self.pending.len();
+                self.pending.push((path.clone(), rel.clone(), meta));
+                self.walk_dir(&path, &[&rel[..], b"/"].concat())?;
+                // Nothing below it was written: leave it out.
+                self.pending.truncate(depth);
+                continue;
+            }
+            self.flush_pending()?;
             self.write_entry(&path, &rel, &meta, prefix, &name)?;
             if meta.is_dir() {
                 self.walk_dir(&path, &[&rel[..], b"/"].concat())?;
             }
         }
         Ok(())
+    }
+
+    /// Writes the unchanged parents of the entry about to be written.
+    fn flush_pending(&mut self) -> Result<()> {
+        for (path, rel, meta) in std::mem::take(&mut self.pending) {
+            let (prefix, name) = match rel.iter().rposition(|b| *b == b'/') {
+                Some(i) => (rel[..=i].to_vec(), rel[i + 1..].to_vec()),
+                None => (Vec::new(), rel.clone()),
+            };
+            self.write_entry(&path, &rel, &meta, &prefix, &name)?;
+        }
+        Ok(())
+    }
+
+    /// Whether directory `path` (at `rel` in the tree) is a copy-up that changed nothing: not
+    /// opaque, and the directory the lowers show at `rel` has the same mode, owner, mtime and
+    /// xattrs. (A directory that replaced something else in the upper dir is opaque, and
+    /// [`lower_dir`] follows no symlink, so `rel` cannot name an unrelated lower directory.)
+    fn unchanged_dir(&self, path: &Path, rel: &[u8], meta: &Metadata) -> Result<bool> {
+        if self.lowers.is_empty() || is_opaque(path)? {
+            return Ok(false);
+        }
+        let Some(lower) = lower_dir(self.lowers, rel) else {
+            return Ok(false);
+        };
+        let lower_meta = fs::symlink_metadata(&lower).ctx(|| format!("lstat {}", lower.display()))?;
+        let same = lower_meta.mode() == meta.mode()
+            && lower_meta.uid() == meta.uid()
+            && lower_meta.gid() == meta.gid()
+            && lower_meta.mtime() == meta.mtime()
+            && lower_meta.mtime_nsec() == meta.mtime_nsec();
+        Ok(same && xattr_records(&lower)? == xattr_records(path)?)
     }
 
     fn write_entry(
@@ -225,6 +281,39 @@ impl<W: Write> Walker<W> {
         }
         Ok(())
     }
+}
+
+/// The directory the overlay of `lowers` (topmost first) shows at `rel`, if it is one.
+///
+/// Walks component by component with lstat, so no symlink is followed: a component that is
+/// not a directory (a symlink, a file, a whiteout) hides the lowers below it, as does an
+/// opaque directory.
+fn lower_dir(lowers: &[PathBuf], rel: &[u8]) -> Option<PathBuf> {
+    let comps: Vec<&[u8]> = rel.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
+    for lower in lowers {
+        let mut path = lower.clone();
+        let mut opaque_above = false;
+        let mut missing = false;
+        for comp in &comps {
+            path.push(OsStr::from_bytes(comp));
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => opaque_above |= is_opaque(&path).unwrap_or(true),
+                Ok(_) => return None,
+                Err(_) => {
+                    missing = true;
+                    break;
+                }
+            }
+        }
+        if !missing {
+            return Some(path);
+        }
+        if opaque_above {
+            // An opaque directory on the way hides the deeper lowers.
+            return None;
+        }
+    }
+    None
 }
 
 struct CountingReader<R> {

@@ -16,6 +16,7 @@ mod fsat;
 mod init;
 mod log;
 mod mounts;
+mod net;
 mod reaper;
 mod receive;
 mod run;
@@ -65,6 +66,11 @@ fn serve(pid1: bool) -> Result<()> {
     if let (true, Some(secs)) = (pid1, options.host_time) {
         if let Err(e) = init::set_clock(secs) {
             info!("could not set the clock from kiln.time: {e}");
+        }
+    }
+    if pid1 {
+        if let Err(e) = net::setup(options.net.as_ref()) {
+            info!("network setup: {e} (RUN steps get loopback only)");
         }
     }
     info!(

@@ -16,6 +16,8 @@ use tar::{Builder, EntryType, Header};
 
 use crate::reaper::Reaper;
 
+mod diff_unchanged;
+mod network;
 mod run_mounts;
 
 /// A private tmpfs for one test, unmounted on drop.
@@ -234,7 +236,7 @@ fn diff_of_an_overlay_upper_is_an_oci_layer() {
     fs::remove_dir_all(merged.join("opaque")).expect("rm -r");
     fs::create_dir(merged.join("opaque")).expect("mkdir");
     let mut out = Vec::new();
-    let n = crate::diff::write_diff(&upper, &mut out, None).expect("diff");
+    let n = crate::diff::write_diff(&upper, &[], &mut out, None).expect("diff");
     crate::mounts::unmount(&p(&merged)).expect("unmount");
     let entries = list_tar(&out);
     assert_eq!(n as usize, entries.len(), "{entries:?}");
@@ -316,6 +318,7 @@ fn run_with(rootfs: &Path, argv: &[&str], cwd: &str, edit: impl FnOnce(&mut RunS
         stderr_stream: 11,
         mounts: vec![],
         files: vec![],
+        network: kiln_protocol::Network::Guest,
     };
     edit(&mut spec);
     let resp = crate::run::run(&agent, reaper(), &spec).map_err(|e| e.to_string());

@@ -103,10 +103,17 @@ impl Server {
             } => mounts::mount_overlay(&lowers, &upper, &work, &target).map(|()| Response::Done),
             Request::Unmount { target } => mounts::unmount(&target).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
-            Request::Diff { upper, stream, clamp_mtime } => {
+            Request::Diff {
+                upper,
+                stream,
+                clamp_mtime,
+                lowers,
+            } => {
+                let lowers: Vec<std::path::PathBuf> =
+                    lowers.iter().map(std::path::PathBuf::from).collect();
                 let mut writer =
                     std::io::BufWriter::with_capacity(64 * 1024, self.mux.open_writer(stream));
-                match diff::write_diff(Path::new(&upper), &mut writer, clamp_mtime) {
+                match diff::write_diff(Path::new(&upper), &lowers, &mut writer, clamp_mtime) {
                     Ok(entries) => {
                         let w = writer.into_inner().map_err(|e| {
                             Error::io(format!("diff {upper}: flush"), e.into_error())
@@ -235,6 +242,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(hello(&[2]).is_err());
+        assert!(matches!(hello(&[1, 2]), Ok(Response::Hello { version: 2, .. })));
+        assert!(hello(&[3]).is_err());
     }
 }

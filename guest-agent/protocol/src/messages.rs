@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. The host offers the versions it knows in
 /// [`Request::Hello`]; the agent answers with the highest one it shares, or an error.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A call from the host to the agent. Each is answered by exactly one [`Response`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,11 +33,17 @@ pub enum Request {
     /// (guest to host), overlayfs whiteouts turned back into OCI whiteouts. Answered by
     /// [`Response::Diffed`] after the stream's end. With `clamp_mtime`, no entry is dated
     /// later than that many seconds since the epoch (reproducible builds, SOURCE_DATE_EPOCH).
+    /// `lowers` (topmost first, as in [`Request::MountOverlay`]) lets the agent leave out
+    /// directories that are in the upper dir only because they were copied up (a mount point
+    /// or a file created and removed below them) and equal the lower's: Docker's layers do not
+    /// carry unchanged directories either.
     Diff {
         upper: String,
         stream: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         clamp_mtime: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lowers: Vec<String>,
     },
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
     PowerOff,
@@ -72,6 +78,22 @@ pub struct RunSpec {
     /// Files placed for this process only, outside the image (see [`RunFile`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<RunFile>,
+    /// The process's network (`RUN --network`).
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// Which network a process sees. Either way it gets its own `/etc/hosts` and
+/// `/etc/resolv.conf` (bind-mounted over the image's, or on stubs that are removed again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The guest's network (`--network=default|host`): the host's user-mode NAT when the VM
+    /// has a network device, else loopback only.
+    #[default]
+    Guest,
+    /// A network namespace of its own with only `lo` (`--network=none`).
+    None,
 }
 
 /// A mount that exists for one process only (`RUN --mount`).
@@ -190,6 +212,7 @@ mod tests {
                 stderr_stream: 4,
                 mounts: vec![],
                 files: vec![],
+                network: Network::None,
             }),
             Request::PowerOff,
         ];
@@ -216,6 +239,7 @@ mod tests {
             stderr_stream: 4,
             mounts: vec![],
             files: vec![],
+            network: Network::Guest,
         }
     }
 

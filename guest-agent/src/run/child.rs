@@ -36,6 +36,7 @@ pub enum Step {
     SecretStage,
     WriteSecret,
     WriteFile,
+    Loopback,
 }
 
 impl Step {
@@ -63,6 +64,7 @@ impl Step {
             SecretStage,
             WriteSecret,
             WriteFile,
+            Loopback,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -91,6 +93,7 @@ impl Step {
             Step::SecretStage => "set up the secrets tmpfs in ROOTFS/dev",
             Step::WriteSecret => "write the secret for RUN --mount target TARGET",
             Step::WriteFile => "create file TARGET",
+            Step::Loopback => "bring up lo in the process's network namespace",
         }
     }
 
@@ -151,6 +154,32 @@ fn mount(
     let data = data.map_or(std::ptr::null(), |d| d.as_ptr().cast());
     // SAFETY: all strings are NUL-terminated and outlive the call; mount(2) is a plain syscall.
     unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data) }
+}
+
+/// `ip link set lo up` in the child's fresh network namespace (`RUN --network=none`), with
+/// raw syscalls on a stack-allocated `ifreq`.
+fn loopback_up(fds: &ChildFds) {
+    // SAFETY: socket/ioctl/close are async-signal-safe syscalls; `req` is plain old data on
+    // this stack, all-zero is a valid value for it, and the ioctls only read/write it.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        ok(sock, fds, Step::Loopback);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        ok(
+            libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req),
+            fds,
+            Step::Loopback,
+        );
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        ok(
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req),
+            fds,
+            Step::Loopback,
+        );
+        libc::close(sock);
+    }
 }
 
 fn write_stderr(parts: &[&[u8]]) {
@@ -273,6 +302,9 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
             fds,
             Step::Hostname,
         );
+        if plan.own_network {
+            loopback_up(fds);
+        }
         // pivot_root is impossible from an initramfs root (rootfs cannot be unmounted): chroot.
         ok(libc::chdir(plan.rootfs.as_ptr()), fds, Step::Chroot);
         ok(libc::chroot(c".".as_ptr()), fds, Step::Chroot);

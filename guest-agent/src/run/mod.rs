@@ -51,6 +51,18 @@ pub fn run(mux: &Mux, reaper: &Reaper, spec: &RunSpec) -> Result<Response> {
 }
 
 fn prepare_and_run(reaper: &Reaper, spec: &RunSpec, streams: &mut Streams) -> Result<Response> {
+    // The step's own /etc/hosts and /etc/resolv.conf go first, so its mounts can cover them.
+    let net_files = crate::net::RunFiles::prepare(Path::new(crate::net::NET_DIR))?;
+    let with_net;
+    let spec = match &net_files {
+        Some((_, mounts)) => {
+            let mut s = spec.clone();
+            s.mounts.splice(0..0, mounts.iter().cloned());
+            with_net = s;
+            &with_net
+        }
+        None => spec,
+    };
     let mut plan = Plan::new(spec)?;
     let rootfs = Path::new(&spec.rootfs);
     let mut created = mountpoints::prepare(rootfs)?;
@@ -80,10 +92,13 @@ fn spawn_and_wait(
         status: status_w.as_raw_fd(),
     };
     let mut stack = vec![0u8; CHILD_STACK];
-    let flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
+    if plan.own_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     let pid = {
         let guard = reaper.spawn_guard();
         let cb = Box::new(|| -> isize { child::run_child(plan, &fds, &argv, &envp) });
@@ -91,7 +106,7 @@ fn spawn_and_wait(
         // data prepared above (no allocation, no locks) and always ends in execve or _exit.
         // The stack outlives the call; without CLONE_VM the child works on its own copy.
         let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-            .ctx(|| "run: clone(CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWUTS|CLONE_NEWIPC)".to_string())?;
+            .ctx(|| format!("run: clone({flags:?})"))?;
         guard.expect(pid.as_raw());
         pid
     };

@@ -6,7 +6,7 @@
 
 use std::ffi::{c_char, CString};
 
-use kiln_protocol::RunSpec;
+use kiln_protocol::{Network, RunSpec};
 
 use super::usermounts::{self, UserFile, UserMount, SECRET_STAGE};
 use crate::error::{Error, Result};
@@ -51,6 +51,8 @@ pub struct Plan {
     pub files: Vec<UserFile>,
     /// `ROOTFS/dev/.kiln-secrets`, where the secrets tmpfs is staged.
     pub secret_stage: CString,
+    /// A network namespace of its own with only `lo` (`RUN --network=none`).
+    pub own_network: bool,
 }
 
 fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString> {
@@ -172,6 +174,7 @@ impl Plan {
             mounts,
             files,
             secret_stage: under(&format!("dev/{SECRET_STAGE}"))?,
+            own_network: spec.network == Network::None,
         })
     }
 }
@@ -226,6 +229,7 @@ mod tests {
             stderr_stream: 2,
             mounts: vec![],
             files: vec![],
+            network: Network::Guest,
         };
         assert!(Plan::new(&spec).is_err());
         spec.argv = vec!["sh".into(), "a\0b".into()];

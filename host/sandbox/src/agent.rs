@@ -13,7 +13,7 @@ use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, MAX_PAYLOAD, 
 use crate::SandboxError;
 
 /// Mounts and files of a [`Process`]: the protocol's own types (see their docs for the rules).
-pub use kiln_protocol::{RunFile, RunMount};
+pub use kiln_protocol::{Network, RunFile, RunMount};
 
 /// What the agent said about itself.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct Process {
     pub files: Vec<RunFile>,
     /// Mounts for the process (tmpfs, bind, secret), applied in order; never part of a layer.
     pub mounts: Vec<RunMount>,
+    /// The guest's network, or none (`RUN --network=none`).
+    pub network: Network,
 }
 
 /// A connected agent.
@@ -158,6 +160,7 @@ impl AgentClient {
             additional_gids: p.additional_gids.clone(),
             files: p.files.clone(),
             mounts: p.mounts.clone(),
+            network: p.network,
             hostname: "kiln".into(),
             stdout_stream: out_id,
             stderr_stream: err_id,
@@ -191,18 +194,20 @@ impl AgentClient {
     }
 
     /// Streams the OCI layer diff of `upper` into `consume`, which must read it to the end.
-    /// With `clamp_mtime`, no entry is dated later than it (reproducible builds).
+    /// With `clamp_mtime`, no entry is dated later than it (reproducible builds). `lowers`
+    /// (topmost first) lets the agent leave out directories that were only copied up.
     pub fn diff<T>(
         &self,
         upper: &str,
+        lowers: &[String],
         clamp_mtime: Option<i64>,
         consume: impl FnOnce(&mut StreamReader) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
         let stream = self.mux.next_id();
         let mut reader = self.mux.open_reader(stream);
         let mux = self.mux.clone();
-        let upper_owned = upper.to_string();
-        let call = thread::spawn(move || mux.call(&Request::Diff { upper: upper_owned, stream, clamp_mtime }, None));
+        let req = Request::Diff { upper: upper.to_string(), stream, clamp_mtime, lowers: lowers.to_vec() };
+        let call = thread::spawn(move || mux.call(&req, None));
         let consumed = consume(&mut reader);
         if consumed.is_err() {
             // Drain so the agent can finish and answer; the connection stays usable.

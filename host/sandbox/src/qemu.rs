@@ -83,13 +83,20 @@ fn kvm_usable() -> bool {
     fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
+/// RUN steps reach the network through QEMU's user-mode NAT (slirp): no root, no tap device.
+/// The host is 10.0.2.2 in the guest (its loopback services included, as Docker Desktop's
+/// `host.docker.internal`), 10.0.2.3 forwards DNS to the host's resolver.
+const SLIRP_NETDEV: &str = "user,id=net0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3";
+/// The guest's side of [`SLIRP_NETDEV`] for the agent (`kiln.net=ADDR/PREFIX,GATEWAY,DNS`).
+const SLIRP_GUEST: &str = "10.0.2.15/24,10.0.2.2,10.0.2.3";
+
 impl QemuBackend {
     fn command(&self, image: &GuestImage, config: &VmConfig, accel: Accel, dir: &Path, sock: &Path) -> Result<Command, SandboxError> {
         let mut cmd = Command::new(&self.qemu);
         let console = if config.debug { "console=ttyS0" } else { "console=ttyS0 quiet" };
         // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
         // reboot makes QEMU (started with -no-reboot) exit by itself.
-        let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1");
+        let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1 kiln.net={SLIRP_GUEST}");
         if accel == Accel::Tcg {
             // Under TCG the kernel often fails to calibrate the TSC and falls back to 10 ms
             // jiffies; telling it the TSC is reliable, and its rate, keeps a precise clock.
@@ -114,7 +121,8 @@ impl QemuBackend {
             .args(["-append", &append])
             .arg("-chardev")
             .arg(format!("socket,id=agent,path={}", sock.display()))
-            .args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=kiln.agent"]);
+            .args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=kiln.agent"])
+            .args(["-netdev", SLIRP_NETDEV, "-device", "virtio-net-device,netdev=net0"]);
         cmd.stdin(Stdio::null());
         if config.debug {
             // The serial console goes to kiln's stderr.

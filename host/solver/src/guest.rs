@@ -46,6 +46,7 @@ pub struct RunRequest<'a> {
     pub mounts: Vec<RunMount>,
     /// Cache mounts: (id, target).
     pub caches: Vec<(String, String)>,
+    pub network: kiln_sandbox::agent::Network,
 }
 
 impl GuestSession {
@@ -104,7 +105,7 @@ impl GuestSession {
             std::fs::create_dir_all(store_dir).map_err(|e| BuildError::Invalid(format!("creating {}: {e}", store_dir.display())))?;
             let target = cache_file(store_dir, id);
             let mut tmp = tempfile::NamedTempFile::new_in(store_dir).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {e}")))?;
-            self.vm.agent().diff(dir, None, |stream| std::io::copy(stream, tmp.as_file_mut()).map_err(|e| SandboxError::Agent(e.to_string())))?;
+            self.vm.agent().diff(dir, &[], None, |stream| std::io::copy(stream, tmp.as_file_mut()).map_err(|e| SandboxError::Agent(e.to_string())))?;
             tmp.persist(&target).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {}", e.error)))?;
         }
         Ok(())
@@ -122,8 +123,8 @@ impl GuestSession {
         let upper = self.new_dir();
         let (work, root) = (format!("/run/kiln/work/{}", self.runs), format!("/run/kiln/root/{}", self.runs));
         let agent = self.vm.agent();
-        let lowers = lower_dirs.into_iter().rev().collect();
-        agent.mount_overlay(lowers, &upper, &work, &root)?;
+        let lowers: Vec<String> = lower_dirs.into_iter().rev().collect();
+        agent.mount_overlay(lowers.clone(), &upper, &work, &root)?;
         let process = Process {
             rootfs: root.clone(),
             argv: req.argv.to_vec(),
@@ -134,6 +135,7 @@ impl GuestSession {
             additional_gids: req.groups.clone(),
             files: req.files.clone(),
             mounts,
+            network: req.network,
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);
@@ -143,7 +145,7 @@ impl GuestSession {
         if !status.success() {
             return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: req.argv.to_vec(), status, tail: tail.render() });
         }
-        let layer = agent.diff(&upper, req.clamp_mtime, |stream| {
+        let layer = agent.diff(&upper, &lowers, req.clamp_mtime, |stream| {
             staging.store().ingest_layer(stream).map_err(|e| SandboxError::Agent(format!("layer from the guest rejected: {e}")))
         })?;
         if !is_empty_layer(&layer) {

@@ -49,7 +49,17 @@ impl Build<'_> {
         let cwd = config.working_dir.clone().unwrap_or_else(|| "/".into());
         let user = config.user.clone().unwrap_or_default();
         let clamp = self.clamp.map(|c| c.to_string()).unwrap_or_default();
-        let key = st.key.child(&["RUN", &join_nul(&argv), &join_nul(&env), &cwd, &user, &clamp, &prepared.key]);
+        let (argv_part, env_part) = (join_nul(&argv), join_nul(&env));
+        let mut parts = vec!["RUN", &argv_part, &env_part, &cwd, &user, &clamp, &prepared.key];
+        // `--network=host` is the guest's network too (the VM is the sandbox), as is default.
+        let network = match run.network {
+            kiln_frontend::command::Network::None => kiln_sandbox::agent::Network::None,
+            kiln_frontend::command::Network::Default | kiln_frontend::command::Network::Host => kiln_sandbox::agent::Network::Guest,
+        };
+        if network == kiln_sandbox::agent::Network::None {
+            parts.push("network=none");
+        }
+        let key = st.key.child(&parts);
         let history = created_by(&cmd.command, config, &cmd.text, &scope.history_args(&env_pairs));
         let clamp_mtime = self.clamp;
         self.layer_step(st, key, &cmd.text, history, out, |b, st, out| {
@@ -75,6 +85,7 @@ impl Build<'_> {
                 files: prepared.files,
                 mounts: prepared.mounts,
                 caches: prepared.caches.into_iter().map(|c| (c.id, c.target)).collect(),
+                network,
             };
             let staging = staged(&b.staging)?;
             let session = b.guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;

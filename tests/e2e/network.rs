@@ -1,0 +1,107 @@
+//! RUN steps and the network, through the real CLI and a real guest: a RUN reaches an HTTP
+//! server the test runs on the host (at 10.0.2.2, QEMU's user-mode NAT; named
+//! `host.docker.internal` in the step's own /etc/hosts), `--network=none` isolates it, and the
+//! per-step /etc/hosts and /etc/resolv.conf never reach a layer, not even as an unchanged /etc.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use harness::{text, TestEnv};
+
+const BODY: &str = "hello from the host 4711\n";
+
+/// Serves BODY to every connection until the test ends.
+fn serve() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let reply = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{BODY}", BODY.len());
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
+const DOCKERFILE: &str = r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN mkdir -p /etc && echo kept > /etc/kept
+ARG PORT
+RUN wget -q -O /by-ip http://10.0.2.2:$PORT/hello
+RUN --network=none wget -q -T 3 -O /none http://10.0.2.2:$PORT/hello; echo $? > /none-status; rm -f /none; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " > /none-devs
+RUN --network=host grep -h host.docker.internal /etc/hosts > /hosts-line; cat /etc/resolv.conf > /resolv-seen
+"#;
+
+/// Entry names of each layer of a saved image (docker-archive), in order.
+fn layer_entries(archive: &Path) -> Vec<Vec<String>> {
+    let mut files = BTreeMap::new();
+    let mut outer = tar::Archive::new(fs::File::open(archive).expect("archive"));
+    for entry in outer.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        files.insert(name, bytes);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
+    let layers = manifest[0]["Layers"].as_array().expect("Layers");
+    layers
+        .iter()
+        .map(|l| {
+            let bytes = &files[l.as_str().expect("layer path")];
+            let mut plain = Vec::new();
+            if flate2::read::GzDecoder::new(bytes.as_slice()).read_to_end(&mut plain).is_err() {
+                plain = bytes.clone();
+            }
+            let mut ar = tar::Archive::new(plain.as_slice());
+            ar.entries().expect("entries").map(|e| e.expect("entry").path().expect("path").display().to_string()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn run_reaches_the_host_and_network_none_isolates() {
+    let env = TestEnv::new("network");
+    let port = serve().to_string();
+    let ctx = env.context("ctx", DOCKERFILE, &[], true);
+    let dest = env.dir.path().join("rootfs");
+    env.give_to_user(env.dir.path());
+    let out_arg = format!("type=local,dest={}", dest.display());
+    let port_arg = format!("PORT={port}");
+    let out = env.kiln(&["build", "--build-arg", &port_arg, "-o", &out_arg, "-t", "net", ctx.to_str().expect("utf8")]);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+
+    let read = |name: &str| fs::read_to_string(dest.join(name)).unwrap_or_else(|e| panic!("/{name}: {e}"));
+    assert_eq!(read("by-ip"), BODY, "the default network reaches the host");
+    assert_ne!(read("none-status").trim(), "0", "--network=none must not reach the host");
+    // Only loopback (and the kernel's per-namespace sit0 tunnel stub, always down) with none.
+    let devs = read("none-devs");
+    let devs: Vec<_> = devs.split_whitespace().filter(|d| *d != "sit0").collect();
+    assert_eq!(devs, ["lo"], "only loopback with --network=none");
+    assert_eq!(read("hosts-line").trim(), "10.0.2.2\thost.docker.internal host.kiln.internal");
+    assert_eq!(read("resolv-seen"), "nameserver 10.0.2.3\n");
+    // The step's hosts/resolv.conf were mounts: the image keeps its own /etc as it was.
+    let etc: Vec<_> = fs::read_dir(dest.join("etc")).expect("etc").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(etc, ["kept"], "no hosts/resolv.conf stubs left in /etc");
+
+    let archive = env.dir.path().join("net.tar");
+    let out = env.kiln(&["save", "-o", archive.to_str().expect("utf8"), "net"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layers = layer_entries(&archive);
+    let last3: Vec<_> = layers.iter().rev().take(3).rev().cloned().collect();
+    assert_eq!(
+        last3,
+        [vec!["by-ip".to_string()], vec!["none-devs".into(), "none-status".into()], vec!["hosts-line".into(), "resolv-seen".into()]],
+        "RUN layers carry only what the step wrote (no copied-up etc/): {layers:?}"
+    );
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}
