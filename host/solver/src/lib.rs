@@ -11,6 +11,7 @@
 
 mod add;
 pub mod cache;
+pub mod cache_transfer;
 pub mod convert;
 mod copy;
 mod fsview;
