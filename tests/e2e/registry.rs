@@ -3,6 +3,7 @@
 //! free port with a temp storage dir, killed at the end; skopeo as the other client.
 
 mod harness;
+mod registry_ux;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -16,6 +16,7 @@ mod load;
 mod login;
 mod output;
 mod paths;
+mod progress;
 mod prune;
 mod pull;
 mod push;

@@ -1,15 +1,14 @@
 //! `kiln pull NAME[:TAG|@DIGEST] [-a] [--platform os/arch[/variant]] [-q]`: Docker-like
-//! output over [`kiln_registry::pull_image`].
+//! output over [`kiln_registry::pull_image`], with a line per layer ([`crate::progress`]).
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_registry::{PullEvent, PullOptions};
-use kiln_store::{Digest, Reference, Store};
+use kiln_store::{Reference, Store};
+
+use crate::progress::Board;
 
 #[derive(Args)]
 pub struct PullArgs {
@@ -57,34 +56,18 @@ fn pull_one(store: &Store, reference: &Reference, platform: Option<kiln_registry
         let repo = Reference { tag: None, digest: None, ..reference.clone() }.familiar();
         println!("{what}: Pulling from {repo}");
     }
-    let tty = !quiet && std::io::stdout().is_terminal();
-    let bytes: Mutex<BTreeMap<Digest, (u64, u64)>> = Mutex::new(BTreeMap::new());
-    let events = move |e: PullEvent| {
-        if quiet {
-            return;
-        }
-        if tty {
-            // One line redrawn in place: bytes received over all layers downloading.
-            if let (PullEvent::Progress(d, have, size), Ok(mut b)) = (&e, bytes.lock()) {
-                b.insert(d.clone(), (*have, *size));
-                let (got, total) = b.values().fold((0, 0), |(g, t), (h, s)| (g + h, t + s));
-                print!("\rDownloading {} layer(s): {:.1} MB / {:.1} MB ", b.len(), got as f64 / 1e6, total as f64 / 1e6);
-                let _ = std::io::stdout().flush();
-                return;
-            }
-        }
-        if tty && matches!(e, PullEvent::Downloaded(_)) {
-            print!("\r\x1b[K");
-        }
-        match e {
-            PullEvent::Resolved { .. } | PullEvent::Progress(..) => {}
-            PullEvent::LayerExists(d) => println!("{}: Already exists", d.short()),
-            PullEvent::Downloading(d, _) => println!("{}: Pulling fs layer", d.short()),
-            PullEvent::Downloaded(d) => println!("{}: Pull complete", d.short()),
-        }
+    let board = Board::new(quiet);
+    let events = |e: PullEvent| match e {
+        PullEvent::LayerExists(d) => board.add(&d, "Already exists"),
+        PullEvent::LayerQueued(d, _) => board.add(&d, "Pulling fs layer"),
+        PullEvent::Downloading { layer, have, size } => board.bar(&layer, "Downloading", have, size),
+        PullEvent::Verifying(d) => board.status(&d, "Verifying Checksum"),
+        PullEvent::Downloaded(d) => board.status(&d, "Download complete"),
+        PullEvent::Complete(d) => board.status(&d, "Pull complete"),
     };
-    let pulled = kiln_registry::pull_image(store, &reference, &PullOptions { platform }, &events)
-        .with_context(|| format!("pulling {}", reference.familiar()))?;
+    let pulled = kiln_registry::pull_image(store, &reference, &PullOptions { platform }, &events);
+    board.finish();
+    let pulled = pulled.with_context(|| format!("pulling {}", reference.familiar()))?;
     let full = match &pulled.name {
         Some(n) => n.to_string(),
         None => Reference { tag: None, ..reference.clone() }.to_string(),

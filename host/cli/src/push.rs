@@ -1,4 +1,5 @@
-//! `kiln push NAME[:TAG]`: Docker-like output over [`kiln_registry::push`].
+//! `kiln push NAME[:TAG]`: Docker-like output over [`kiln_registry::push`], with a line per
+//! layer ([`crate::progress`]).
 //! `KILN_PUSH_CHUNK_SIZE` (bytes) sets the size above which blobs go up in chunks.
 
 use std::path::Path;
@@ -7,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_registry::PushEvent;
 use kiln_store::{Reference, Store};
+
+use crate::progress::Board;
 
 #[derive(Args)]
 pub struct PushArgs {
@@ -29,16 +32,6 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
     if !quiet {
         println!("The push refers to repository [{}]", reference.repository());
     }
-    let events = move |e: PushEvent| {
-        if quiet {
-            return;
-        }
-        match e {
-            PushEvent::Exists(d) => println!("{}: Layer already exists", d.short()),
-            PushEvent::Mounted(d, from) => println!("{}: Mounted from {from}", d.short()),
-            PushEvent::Pushed(d) => println!("{}: Pushed", d.short()),
-        }
-    };
     let mut opts = kiln_registry::PushOptions::default();
     if let Some(v) = std::env::var("KILN_PUSH_CHUNK_SIZE").ok().filter(|v| !v.is_empty()) {
         opts.chunk_size = v.parse().with_context(|| format!("KILN_PUSH_CHUNK_SIZE={v:?}: expected a number of bytes"))?;
@@ -59,7 +52,17 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
         vec![reference]
     };
     for target in targets {
-        let pushed = kiln_registry::push(&store, &client, &target, &opts, &events).with_context(|| format!("pushing {}", target.familiar()))?;
+        let board = Board::new(quiet);
+        let events = |e: PushEvent| match e {
+            PushEvent::Preparing(d) => board.add(&d, "Preparing"),
+            PushEvent::Pushing { blob, sent, size } => board.bar(&blob, "Pushing", sent, size),
+            PushEvent::Exists(d) => board.status(&d, "Layer already exists"),
+            PushEvent::Mounted(d, from) => board.status(&d, &format!("Mounted from {from}")),
+            PushEvent::Pushed(d) => board.status(&d, "Pushed"),
+        };
+        let pushed = kiln_registry::push(&store, &client, &target, &opts, &events);
+        board.finish();
+        let pushed = pushed.with_context(|| format!("pushing {}", target.familiar()))?;
         if quiet {
             println!("{}", pushed.digest);
         } else {

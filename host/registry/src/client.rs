@@ -5,8 +5,10 @@
 //! `WWW-Authenticate` says what to do next: `Basic` -> resend with the stored credentials,
 //! `Bearer` -> fetch a token from the realm (with the credentials as Basic, if any), cache it
 //! per scope, resend. Redirects (blob storage) are followed by the HTTP library, which keeps
-//! the `Authorization` header only on the same host. 429 and 5xx answers and failed
-//! connections are retried with exponential backoff, a bounded number of times.
+//! the `Authorization` header only on the same host. 429 and 5xx answers and dropped or
+//! timed-out connections are retried with exponential backoff, a bounded number of times. A
+//! registry that cannot be reached at all (connection refused, host name not found, no route)
+//! is not waited for: one quick retry, then [`RegistryError::Unreachable`].
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,6 +27,10 @@ use crate::RegistryError;
 
 /// How many times a request is sent at most when it keeps failing with 429/5xx or I/O errors.
 const MAX_ATTEMPTS: u32 = 5;
+/// How many times a request is sent at most when the registry cannot be reached at all.
+const UNREACHABLE_ATTEMPTS: u32 = 2;
+/// The pause before retrying an unreachable registry.
+const QUICK_RETRY: Duration = Duration::from_millis(150);
 /// Largest error or token document read from a registry.
 const MAX_SMALL_BODY: u64 = 1024 * 1024;
 
@@ -32,10 +38,33 @@ const MAX_SMALL_BODY: u64 = 1024 * 1024;
 pub(crate) enum Payload<'a> {
     Empty,
     Bytes(&'a [u8]),
-    /// A file, reopened for every attempt.
-    File(&'a Path),
-    /// `len` bytes of a file from `offset` (a chunk of an upload), reread for every attempt.
-    FileRange(&'a Path, u64, u64),
+    /// `len` bytes of a file from `offset` (a whole blob, or a chunk of an upload), reread for
+    /// every attempt; `sent` hears how many of them went out so far (0 at every new attempt).
+    FileRange { path: &'a Path, offset: u64, len: u64, sent: Option<&'a (dyn Fn(u64) + Sync)> },
+}
+
+/// A reader that reports how many bytes were read through it, every [`SENT_STEP`] bytes.
+struct Counting<'a, R> {
+    inner: R,
+    done: u64,
+    report: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+/// How many bytes of an upload go out between two progress reports.
+const SENT_STEP: u64 = 256 * 1024;
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let before = self.done;
+        self.done += n as u64;
+        if let Some(report) = self.report {
+            if before / SENT_STEP != self.done / SENT_STEP {
+                report(self.done);
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// A client for one registry.
@@ -158,24 +187,23 @@ impl Client {
             let result = match payload {
                 Payload::Empty => self.agent.run(builder.body(()).map_err(bad_request)?),
                 Payload::Bytes(b) => self.agent.run(builder.body(*b).map_err(bad_request)?),
-                Payload::File(p) => {
-                    let f = File::open(p).map_err(|e| RegistryError::io(format!("{what}: opening {}", p.display()), e))?;
-                    self.agent.run(builder.body(f).map_err(bad_request)?)
-                }
-                Payload::FileRange(p, offset, len) => {
-                    let mut f = File::open(p).map_err(|e| RegistryError::io(format!("{what}: opening {}", p.display()), e))?;
-                    f.seek(SeekFrom::Start(*offset)).map_err(|e| RegistryError::io(format!("{what}: reading {}", p.display()), e))?;
-                    let body = ureq::SendBody::from_owned_reader(f.take(*len));
+                Payload::FileRange { path, offset, len, sent } => {
+                    let mut f = File::open(path).map_err(|e| RegistryError::io(format!("{what}: opening {}", path.display()), e))?;
+                    f.seek(SeekFrom::Start(*offset)).map_err(|e| RegistryError::io(format!("{what}: reading {}", path.display()), e))?;
+                    if let Some(report) = sent {
+                        report(0);
+                    }
+                    let mut reader = Counting { inner: f.take(*len), done: 0, report: *sent };
+                    let body = ureq::SendBody::from_reader(&mut reader);
                     self.agent.run(builder.header("Content-Length", len.to_string()).body(body).map_err(bad_request)?)
                 }
             };
             let resp = match result {
                 Ok(r) => r,
-                Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => {
-                    self.pause(attempt, None);
-                    continue;
-                }
-                Err(e) => return Err(RegistryError::Http { context: format!("{what} ({url})"), cause: Box::new(e) }),
+                Err(e) => match self.after_failure(e, attempt, url, what) {
+                    Ok(()) => continue,
+                    Err(e) => return Err(e),
+                },
             };
             let status = resp.status().as_u16();
             if status == 401 && !authenticated {
@@ -197,6 +225,23 @@ impl Client {
                 continue;
             }
             return Ok(resp);
+        }
+    }
+
+    /// Decides what a failed connection means: `Ok` after pausing when it is worth another
+    /// attempt, else the error to report.
+    fn after_failure(&self, e: ureq::Error, attempt: u32, url: &str, what: &str) -> Result<(), RegistryError> {
+        match classify(&e) {
+            Failure::Transient if attempt < MAX_ATTEMPTS => {
+                self.pause(attempt, None);
+                Ok(())
+            }
+            Failure::Unreachable(_) if attempt < UNREACHABLE_ATTEMPTS => {
+                std::thread::sleep(QUICK_RETRY);
+                Ok(())
+            }
+            Failure::Unreachable(why) => Err(RegistryError::Unreachable { target: origin(url), why }),
+            Failure::Transient | Failure::Fatal => Err(RegistryError::Http { context: format!("{what} ({url})"), cause: Box::new(e) }),
         }
     }
 
@@ -256,8 +301,7 @@ impl Client {
             match req.call() {
                 Ok(r) if (r.status().as_u16() == 429 || r.status().is_server_error()) && attempt < MAX_ATTEMPTS => self.pause(attempt, None),
                 Ok(r) => break r,
-                Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => self.pause(attempt, None),
-                Err(e) => return Err(RegistryError::Http { context: format!("{}: fetching a token from {realm}", self.domain), cause: Box::new(e) }),
+                Err(e) => self.after_failure(e, attempt, &url, &format!("{}: fetching a token from {realm}", self.domain))?,
             }
         };
         let status = resp.status().as_u16();
@@ -280,8 +324,40 @@ impl Client {
     }
 }
 
-fn retryable(e: &ureq::Error) -> bool {
-    matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Timeout(_))
+/// What a failed request says about the registry.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// Worth retrying with backoff: a dropped or reset connection, a timeout.
+    Transient,
+    /// Nothing to wait for (refused, no such host, no route), with a short reason.
+    Unreachable(String),
+    /// Retrying cannot help (TLS, protocol, too many redirects, ...).
+    Fatal,
+}
+
+fn classify(e: &ureq::Error) -> Failure {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::HostNotFound => Failure::Unreachable("host name not found".into()),
+        ureq::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => Failure::Unreachable("connection refused (is the registry running?)".into()),
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable => Failure::Unreachable(io.to_string()),
+            // std reports resolver failures as uncategorised errors with this message.
+            _ if io.raw_os_error().is_none() && io.to_string().starts_with("failed to lookup address") => {
+                Failure::Unreachable(format!("host name not found ({io})"))
+            }
+            _ => Failure::Transient,
+        },
+        ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => Failure::Transient,
+        _ => Failure::Fatal,
+    }
+}
+
+/// `scheme://host[:port]` of a URL, for messages.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    if scheme.is_empty() { authority.to_string() } else { format!("{scheme}://{authority}") }
 }
 
 /// Percent-encodes a query parameter value.
@@ -333,5 +409,38 @@ mod tests {
         let hub = Client::new("docker.io", &Settings::default(), None).expect("client");
         assert_eq!(hub.base(), "https://registry-1.docker.io");
         assert_eq!(encode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(origin("http://127.0.0.1:5000/v2/a?b=1"), "http://127.0.0.1:5000");
+    }
+
+    #[test]
+    fn refused_and_unknown_hosts_are_not_transient() {
+        use std::io::{Error, ErrorKind};
+        assert!(matches!(classify(&ureq::Error::Io(Error::from(ErrorKind::ConnectionRefused))), Failure::Unreachable(_)));
+        assert!(matches!(classify(&ureq::Error::HostNotFound), Failure::Unreachable(_)));
+        assert_eq!(classify(&ureq::Error::Io(Error::from(ErrorKind::ConnectionReset))), Failure::Transient);
+        assert_eq!(classify(&ureq::Error::Io(Error::from(ErrorKind::UnexpectedEof))), Failure::Transient);
+        assert_eq!(classify(&ureq::Error::TooManyRedirects), Failure::Fatal);
+    }
+
+    /// A closed loopback port fails at once (one quick retry), naming the refusal.
+    #[test]
+    fn a_refused_connection_fails_fast() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let c = Client::new(&format!("127.0.0.1:{port}"), &Settings::default(), None).expect("client");
+        let start = std::time::Instant::now();
+        let err = c.send(http::Method::GET, &c.url(""), &[], &Payload::Empty, "", "probing").expect_err("refused");
+        assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+        let text = err.to_string();
+        assert!(text.contains(&format!("cannot connect to http://127.0.0.1:{port}: connection refused")), "{text}");
+    }
+
+    /// A name that does not resolve fails at once too.
+    #[test]
+    fn an_unknown_host_fails_fast() {
+        let c = Client::new("kiln-no-such-host.invalid", &Settings::default(), None).expect("client");
+        let start = std::time::Instant::now();
+        let err = c.send(http::Method::GET, &c.url(""), &[], &Payload::Empty, "", "probing").expect_err("no such host");
+        assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+        assert!(err.to_string().contains("host name not found"), "{err}");
     }
 }

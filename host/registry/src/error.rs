@@ -4,9 +4,13 @@ use kiln_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The connection failed (DNS, TCP, TLS, a dropped body) after every retry.
+    /// The connection failed (TLS, protocol, a dropped body) after every retry.
     #[error("{context}: {cause}")]
     Http { context: String, cause: Box<ureq::Error> },
+    /// The registry (or the host a redirect named) cannot be reached at all: refused, no such
+    /// host, no route. Not retried with backoff.
+    #[error("cannot connect to {target}: {why}")]
+    Unreachable { target: String, why: String },
     /// The registry answered with an unexpected status.
     #[error("{context}: the registry answered {status}{detail}")]
     Status { context: String, status: u16, detail: String },

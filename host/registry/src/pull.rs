@@ -32,20 +32,30 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
 }
 
-/// Progress of a pull, for a UI.
+/// Progress of a pull, for a UI. Layer events come in this order for each layer: either
+/// `LayerExists`, or `LayerQueued`, `Downloading` (at 0 bytes, then as bytes arrive; back to
+/// fewer bytes when a download starts over), `Verifying`, `Downloaded`, `Complete`. Layers
+/// download in parallel, so events of different layers interleave. The config blob has no
+/// events.
 #[derive(Debug, Clone)]
 pub enum PullEvent {
-    /// The manifest was resolved: the image has these layers.
-    Resolved { layers: Vec<Digest> },
-    /// The store has this layer already.
+    /// The store has this layer already: it is not downloaded.
     LayerExists(Digest),
-    /// A layer (of this many bytes) starts downloading.
-    Downloading(Digest, u64),
-    /// Bytes of a layer received so far, and its size (about every MiB).
-    Progress(Digest, u64, u64),
-    /// A layer is downloaded and verified.
+    /// This layer (of this many bytes) will be downloaded. Every layer gets either this or
+    /// `LayerExists`, in the manifest's order (base layer first), before any download starts.
+    LayerQueued(Digest, u64),
+    /// Bytes of a layer received so far, and its size (every [`PROGRESS_STEP`] bytes or so).
+    Downloading { layer: Digest, have: u64, size: u64 },
+    /// Every byte of the layer is in: its digest is being checked.
+    Verifying(Digest),
+    /// The layer's bytes match its digest; its entries are being checked.
     Downloaded(Digest),
+    /// The layer passed every check; it becomes visible when the whole pull commits.
+    Complete(Digest),
 }
+
+/// How many bytes of a blob arrive between two progress reports.
+pub const PROGRESS_STEP: u64 = 256 * 1024;
 
 /// What a pull did.
 #[derive(Debug, Clone)]
@@ -105,7 +115,9 @@ pub fn fetch_manifest(client: &Client, path: &str, tag_or_digest: &str, scope: &
 /// Downloads one blob into `into` (a staging store), verifying size and digest on the way.
 /// A dropped connection resumes where it stopped with a `Range` request (or starts again when
 /// the registry ignores ranges), a bounded number of times.
-/// `progress` hears the bytes stored so far, about every MiB.
+/// `progress` hears the bytes stored so far: 0 when a transfer starts over from the first byte,
+/// then every [`PROGRESS_STEP`] bytes or so, and `size` once every byte is in, before the
+/// digest is checked.
 pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope: &str, into: &Store, progress: &dyn Fn(u64)) -> Result<(), RegistryError> {
     const MAX_RESUMES: u32 = 5;
     let what = format!("blob {digest}");
@@ -124,6 +136,7 @@ pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope
             // The registry sends the whole blob (or an unexpected range): start again.
             ingest = into.ingest()?;
             have = 0;
+            progress(0);
             if status == 206 {
                 continue;
             }
@@ -143,12 +156,13 @@ pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope
                 Ok(0) => break have < size,
                 Ok(n) => {
                     io::Write::write_all(&mut ingest, &buf[..n]).map_err(|e| RegistryError::io(format!("storing {what}"), e))?;
-                    if (have >> 20) != ((have + n as u64) >> 20) {
-                        progress(have + n as u64);
-                    }
+                    let before = have;
                     have += n as u64;
                     if have > size {
                         return Err(RegistryError::invalid(format!("{what}: received more than the {size} bytes the manifest says")));
+                    }
+                    if have < size && before / PROGRESS_STEP != have / PROGRESS_STEP {
+                        progress(have);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -162,6 +176,7 @@ pub fn fetch_blob(client: &Client, path: &str, digest: &Digest, size: u64, scope
             }
             continue;
         }
+        progress(size);
         return match ingest.commit(Some(digest)) {
             Ok(_) => Ok(()),
             Err(StoreError::DigestMismatch { actual, .. }) => {
@@ -212,7 +227,6 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference, opts: &PullOp
             return Err(RegistryError::Unsupported(format!("{shown}: layer media type {media:?}")));
         }
     }
-    events(PullEvent::Resolved { layers: layers.clone() });
 
     let staging = store.staging()?;
     let config_digest = manifest.config.digest()?;
@@ -237,8 +251,10 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference, opts: &PullOp
     }
 
     let missing: Vec<(usize, &Descriptor)> = manifest.layers.iter().enumerate().filter(|(i, _)| !store.has_blob(&layers[*i])).collect();
-    for (i, d) in layers.iter().enumerate() {
-        if !missing.iter().any(|(j, _)| *j == i) {
+    for (i, (d, desc)) in layers.iter().zip(&manifest.layers).enumerate() {
+        if missing.iter().any(|(j, _)| *j == i) {
+            events(PullEvent::LayerQueued(d.clone(), desc.size));
+        } else {
             events(PullEvent::LayerExists(d.clone()));
         }
     }
@@ -307,9 +323,16 @@ fn download_layer(
     events: &(dyn Fn(PullEvent) + Sync),
 ) -> Result<(), RegistryError> {
     let digest = desc.digest()?;
-    events(PullEvent::Downloading(digest.clone(), desc.size));
-    let progress = |have: u64| events(PullEvent::Progress(digest.clone(), have, desc.size));
-    fetch_blob(client, path, &digest, desc.size, scope, staging.store(), &progress)?;
+    let size = desc.size;
+    events(PullEvent::Downloading { layer: digest.clone(), have: 0, size });
+    let progress = |have: u64| {
+        events(PullEvent::Downloading { layer: digest.clone(), have, size });
+        if have == size {
+            events(PullEvent::Verifying(digest.clone()));
+        }
+    };
+    fetch_blob(client, path, &digest, size, scope, staging.store(), &progress)?;
+    events(PullEvent::Downloaded(digest.clone()));
     let checked = check_layer(staging.store().open_blob(&digest)?).map_err(|e| match e {
         StoreError::HostileLayer(why) => RegistryError::invalid(format!("layer {digest}: rejected: {why}")),
         other => other.into(),
@@ -321,6 +344,6 @@ fn download_layer(
     if Compression::from_media_type(media) != Some(checked.compression) {
         return Err(RegistryError::invalid(format!("layer {digest} is {:?}-compressed, its media type says {media}", checked.compression)));
     }
-    events(PullEvent::Downloaded(digest));
+    events(PullEvent::Complete(digest));
     Ok(())
 }

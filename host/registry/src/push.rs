@@ -14,9 +14,17 @@ use crate::client::{encode, error_detail, Client, Payload};
 use crate::manifest::OCI_MANIFEST;
 use crate::RegistryError;
 
-/// Progress of a push, for a UI.
+/// Progress of a push, for a UI. Every layer gets `Preparing` (top layer first, the order
+/// Docker lists them in) before any upload starts; then each blob (layers and config) ends with `Exists`,
+/// `Mounted` or `Pushed`, uploaded ones after `Pushing` reports. Blobs go up in parallel, so
+/// events of different blobs interleave.
 #[derive(Debug, Clone)]
 pub enum PushEvent {
+    /// This layer of the image will be pushed unless the registry has it.
+    Preparing(Digest),
+    /// Bytes of a blob sent so far (0 at the start of every attempt, then every 256 KiB or so),
+    /// and its size.
+    Pushing { blob: Digest, sent: u64, size: u64 },
     /// The registry has this blob already.
     Exists(Digest),
     /// The blob was mounted from this repository of the same registry.
@@ -77,7 +85,14 @@ fn location(resp: &Response<Body>, client: &Client, what: &str) -> Result<String
 }
 
 /// Pushes one blob unless the registry has it. Returns what happened.
-fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Digest, opts: &PushOptions) -> Result<PushEvent, RegistryError> {
+fn push_blob(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    blob: &Digest,
+    opts: &PushOptions,
+    events: &(dyn Fn(PushEvent) + Sync),
+) -> Result<PushEvent, RegistryError> {
     let path = &reference.path;
     let what = format!("pushing blob {blob} to {}/{path}", client.domain());
     let own_scope = format!("repository:{path}:pull,push");
@@ -112,6 +127,7 @@ fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Diges
     };
     let file = store.blob_path(blob);
     let size = std::fs::metadata(&file).map_err(|e| RegistryError::io(format!("{what}: reading {}", file.display()), e))?.len();
+    let sent_whole = |n: u64| events(PushEvent::Pushing { blob: blob.clone(), sent: n, size });
     let octets = ("Content-Type", "application/octet-stream");
     let (upload, payload) = if size > opts.chunk_size.max(1) {
         let mut location_now = upload;
@@ -119,7 +135,8 @@ fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Diges
         while offset < size {
             let len = opts.chunk_size.max(1).min(size - offset);
             let range = format!("{offset}-{}", offset + len - 1);
-            let chunk = Payload::FileRange(&file, offset, len);
+            let sent = |n: u64| events(PushEvent::Pushing { blob: blob.clone(), sent: offset + n, size });
+            let chunk = Payload::FileRange { path: &file, offset, len, sent: Some(&sent) };
             let resp = client.send(Method::PATCH, &location_now, &[octets, ("Content-Range", &range)], &chunk, &own_scope, &what)?;
             let status = resp.status().as_u16();
             if status != 202 {
@@ -130,7 +147,7 @@ fn push_blob(store: &Store, client: &Client, reference: &Reference, blob: &Diges
         }
         (location_now, Payload::Empty)
     } else {
-        (upload, Payload::File(&file))
+        (upload, Payload::FileRange { path: &file, offset: 0, len: size, sent: Some(&sent_whole) })
     };
     let sep = if upload.contains('?') { '&' } else { '?' };
     let url = format!("{upload}{sep}digest={}", encode(&blob.to_string()));
@@ -163,7 +180,7 @@ fn upload_blobs(
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let stop = failed.lock().map(|f| f.is_some()).unwrap_or(true);
                 let Some(blob) = blobs.get(i).filter(|_| !stop) else { break };
-                match push_blob(store, client, reference, blob, opts) {
+                match push_blob(store, client, reference, blob, opts, events) {
                     Ok(event) => events(event),
                     Err(e) => {
                         if let Ok(mut f) = failed.lock() {
@@ -190,6 +207,9 @@ pub fn push(store: &Store, client: &Client, reference: &Reference, opts: &PushOp
     let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
     let (_, image) = store.image_by_name(&reference.to_string())?;
     let manifest = store.read_blob(&image.manifest_digest)?;
+    for layer in image.layers.iter().rev() {
+        events(PushEvent::Preparing(layer.clone()));
+    }
     upload_blobs(store, client, reference, opts, events, &image.layers.iter().chain(std::iter::once(&image.config_digest)).collect::<Vec<_>>())?;
     let media = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()

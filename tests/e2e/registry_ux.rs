@@ -1,0 +1,262 @@
+//! Registry commands as a person meets them, against real `docker-registry` instances on
+//! loopback: per-layer progress (state lines when stdout is not a terminal, lines redrawn in
+//! place in a real pseudo-terminal from `script`), and an unreachable registry failing at once
+//! with one clear line.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::harness::{assert_clean_error, require_tool, text, TestEnv};
+use super::{ok, p, Registry};
+
+/// A TCP proxy on loopback in front of `upstream` passing at most `rate` bytes a second per
+/// connection and direction: a slow link, so that transfers last long enough to be watched.
+/// Stops accepting on drop.
+struct SlowLink {
+    host: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowLink {
+    fn start(upstream: &str, rate: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let host = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (upstream, halt) = (upstream.to_string(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(server)) = (conn, TcpStream::connect(&upstream)) else { continue };
+                let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { continue };
+                std::thread::spawn(move || pump(client, server, rate));
+                std::thread::spawn(move || pump(server2, client2, rate));
+            }
+        });
+        Self { host, stop }
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.host); // Wakes the accept loop so that it sees `stop`.
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, rate: u64) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate));
+            }
+        }
+    }
+}
+
+/// Runs kiln (as [`TestEnv::command`] would) with a pseudo-terminal as its stdout, through
+/// util-linux `script`; returns whether it succeeded and everything it wrote to the terminal.
+fn in_terminal(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    require_tool("script");
+    let inner = env.command(args);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().expect("utf8 argument").replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(inner.get_program()).chain(inner.get_args()).map(quote).collect();
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run script");
+    (out.status.success(), text(&out.stdout))
+}
+
+/// What a terminal shows after `transcript`: carriage return, line feed, `ESC[nA` (cursor up)
+/// and `ESC[2K` (clear line) are interpreted; any other escape sequence fails the test.
+fn screen(transcript: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = transcript.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                row += 1;
+                if row == lines.len() {
+                    lines.push(String::new());
+                }
+            }
+            '\x1b' => {
+                assert_eq!(chars.next(), Some('['), "only CSI sequences expected:\n{transcript:?}");
+                let mut arg = String::new();
+                let end = loop {
+                    match chars.next() {
+                        Some(d) if d.is_ascii_digit() => arg.push(d),
+                        Some(end) => break end,
+                        None => panic!("cut escape sequence"),
+                    }
+                };
+                match (end, arg.as_str()) {
+                    ('A', n) => row = row.saturating_sub(n.parse().unwrap_or(1)),
+                    ('K', "2") => lines[row].clear(),
+                    other => panic!("unexpected escape sequence {other:?}"),
+                }
+            }
+            c => {
+                let line = &mut lines[row];
+                let mut cells: Vec<char> = line.chars().collect();
+                if cells.len() <= col {
+                    cells.resize(col, ' ');
+                    cells.push(c);
+                } else {
+                    cells[col] = c;
+                }
+                *line = cells.into_iter().collect();
+                col += 1;
+            }
+        }
+    }
+    lines.into_iter().map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+/// A build context whose Dockerfile copies three files of incompressible bytes: three layers
+/// of about 1.2 MB, built on the host without a VM.
+fn three_layer_context(env: &TestEnv) -> PathBuf {
+    let ctx = env.dir.path().join("ctx3");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n").expect("Dockerfile");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64;
+    for name in ["a", "b", "c"] {
+        let bytes: Vec<u8> = (0..1_200_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(ctx.join(name), bytes).expect("file");
+    }
+    env.give_to_user(&ctx);
+    ctx
+}
+
+/// The `ID: state` lines of `out`, in order, for one layer.
+fn states<'a>(out: &'a str, id: &str) -> Vec<&'a str> {
+    out.lines().filter_map(|l| l.strip_prefix(id).and_then(|r| r.strip_prefix(": "))).collect()
+}
+
+/// The layer ids (short digests) of an output: the ids of `first_state` lines.
+fn layer_ids(out: &str, first_state: &str) -> Vec<String> {
+    out.lines().filter_map(|l| l.strip_suffix(&format!(": {first_state}"))).map(str::to_string).collect()
+}
+
+#[test]
+fn progress_is_a_line_per_layer_redrawn_on_a_terminal_and_state_lines_otherwise() {
+    let reg = Registry::start(None);
+    let env = TestEnv::new("regprogress");
+    let name = format!("{}/p/app:v1", reg.host);
+    let build = env.kiln(&["build", "-q", "-t", &name, p(&three_layer_context(&env))]);
+    assert!(build.status.success(), "{}", text(&build.stderr));
+
+    // Not a terminal: state changes only, one line each, no byte counts, no escapes.
+    let out = ok(&env.kiln(&["push", &name]));
+    let ids = layer_ids(&out, "Preparing");
+    assert_eq!(ids.len(), 3, "{out}");
+    for id in &ids {
+        assert_eq!(states(&out, id), ["Preparing", "Pushed"], "{out}");
+    }
+    assert!(!out.contains('\x1b') && !out.contains("Pushing"), "{out}");
+    let again = ok(&env.kiln(&["push", &name]));
+    for id in &ids {
+        assert_eq!(states(&again, id), ["Preparing", "Layer already exists"], "{again}");
+    }
+
+    let plain = TestEnv::new("regprogressplain");
+    let out = ok(&plain.kiln(&["pull", &name]));
+    assert_eq!(layer_ids(&out, "Pulling fs layer").len(), 3, "{out}");
+    for id in &ids {
+        assert_eq!(states(&out, id), ["Pulling fs layer", "Verifying Checksum", "Download complete", "Pull complete"], "{out}");
+    }
+    assert!(!out.contains('\x1b') && !out.contains("Downloading"), "{out}");
+    assert_eq!(ok(&plain.kiln(&["pull", "-q", &name])).trim(), name, "-q prints the name only");
+    let out = ok(&plain.kiln(&["pull", &name]));
+    for id in &ids {
+        assert_eq!(states(&out, id), ["Already exists"], "{out}");
+    }
+
+    // A terminal, behind a link slow enough (about 1 s a layer) for several redraws: byte
+    // counts with bars, drawn over the same line, which ends as the layer's last state.
+    let slow = SlowLink::start(&reg.host, 1_200_000);
+    let slow_name = format!("{}/p/app:v1", slow.host);
+    let tty = TestEnv::new("regprogresstty");
+    let started = Instant::now();
+    let (success, transcript) = in_terminal(&tty, &["pull", &slow_name]);
+    assert!(success, "{transcript}");
+    assert!(started.elapsed() > Duration::from_millis(800), "the link should have been slow");
+    let bars: Vec<&str> = transcript.split(['\r', '\n']).filter(|l| l.contains(": Downloading [")).collect();
+    assert!(bars.len() >= 6 && bars.iter().any(|b| b.contains("=>")), "bars redrawn as bytes arrive:\n{transcript:?}");
+    assert!(bars.iter().all(|b| b.contains("B/1.2") && b.ends_with("MB")), "byte counts of 1.2 MB layers: {bars:?}");
+    assert!(transcript.contains("\x1b[3A") || transcript.contains("\x1b[2A"), "cursor moved up to redraw:\n{transcript:?}");
+    let shown = screen(&transcript);
+    let mut want = vec![format!("v1: Pulling from {}/p/app", slow.host)];
+    want.extend(ids.iter().rev().map(|id| format!("{id}: Pull complete")));
+    assert_eq!(&shown[..4], want.as_slice(), "one line per layer, base first, each in its final state:\n{shown:#?}");
+    assert!(shown[4].starts_with("Digest: sha256:") && shown[5].starts_with("Status: Downloaded newer image") && shown[6] == slow_name, "{shown:#?}");
+    assert_eq!(shown.len(), 7, "{shown:#?}");
+
+    // Pushing on a terminal through the slow link, to a repository that has none of the
+    // blobs (and from a store that knows no other repository there to mount them from):
+    // `Pushing` bars, then `Pushed`, top layer first as Docker lists them.
+    let up = format!("{}/q/up:v1", slow.host);
+    ok(&env.kiln(&["tag", &name, &up]));
+    let (success, transcript) = in_terminal(&env, &["push", &up]);
+    assert!(success, "{transcript}");
+    assert!(transcript.split(['\r', '\n']).filter(|l| l.contains(": Pushing [")).count() >= 3, "{transcript:?}");
+    let shown = screen(&transcript);
+    let mut want = vec![format!("The push refers to repository [{}/q/up]", slow.host)];
+    want.extend(ids.iter().map(|id| format!("{id}: Pushed")));
+    assert_eq!(&shown[..4], want.as_slice(), "{shown:#?}");
+    assert!(shown[4].starts_with("v1: digest: sha256:") && shown.len() == 5, "{shown:#?}");
+}
+
+#[test]
+fn an_unreachable_registry_fails_at_once_with_one_clear_line() {
+    let env = TestEnv::new("regrefused");
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let host = format!("127.0.0.1:{port}");
+    let refused = format!("cannot connect to http://{host}: connection refused");
+    let timed = |args: &[&str]| {
+        let start = Instant::now();
+        let out = env.kiln(args);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "kiln {args:?} took {took:?}: {}", text(&out.stderr));
+        out
+    };
+    assert_clean_error(&timed(&["pull", &format!("{host}/x/y:v1")]), &refused);
+    let rootfs = env.dir.path().join("empty.tar");
+    std::fs::write(&rootfs, tar::Builder::new(Vec::new()).into_inner().expect("tar")).expect("tar");
+    env.give_to_user(&rootfs);
+    ok(&env.kiln(&["import", p(&rootfs), &format!("{host}/x/y:v1")]));
+    assert_clean_error(&timed(&["push", &format!("{host}/x/y:v1")]), &refused);
+    assert_clean_error(&timed(&["pull", "kiln-no-such-host.invalid/x/y:v1"]), "cannot connect to https://kiln-no-such-host.invalid: host name not found");
+}
