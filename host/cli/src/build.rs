@@ -8,6 +8,8 @@ use kiln_sandbox::{BackendKind, ChosenLater, VmConfig};
 use kiln_solver::{BuildOptions, Reporter};
 use kiln_store::{Reference, Store};
 
+use crate::builder::cache_transfer;
+
 #[derive(Args)]
 pub struct BuildArgs {
     /// Name and optionally a tag (name:tag); may be given several times
@@ -37,6 +39,14 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (neither: env var ID)
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// Export the build cache: type=local,dest=DIR or type=registry,ref=REF, [,mode=min|max]
+    /// [,ignore-error=true] (may be given several times)
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
+    /// Use an exported build cache: type=local,src=DIR or type=registry,ref=REF (may be given
+    /// several times; a missing or broken one is a warning)
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
     /// Build this stage (and what it needs) instead of the last one
     #[arg(long)]
     target: Option<String>,
@@ -114,6 +124,9 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let ignore = read_dockerignore(if from_stdin { None } else { Some(&file) }, &args.context)?;
     let output = args.output.as_deref().map(crate::output::Output::parse).transpose()?.unwrap_or(crate::output::Output::Image);
+    let cache_to = args.cache_to.iter().map(|s| cache_transfer::CacheTo::parse(s)).collect::<Result<Vec<_>>>()?;
+    let cache_from = args.cache_from.iter().map(|s| cache_transfer::CacheFrom::parse(s)).collect::<Result<Vec<_>>>()?;
+    let cache_max = cache_transfer::cache_max_from_env()?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -130,7 +143,10 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     };
     let mut reporter = Reporter::new(args.quiet);
     let backend = ChosenLater { kind: args.backend.parse::<BackendKind>()?, cache_dir: opts.vm.cache_dir.clone() };
+    cache_transfer::import_all(&store, &cache_from, args.quiet);
     let outcome = kiln_solver::build(&store, &backend, &opts, &mut reporter)?;
+    cache_transfer::export_all(&store, &cache_to, &outcome, args.quiet)?;
+    cache_transfer::enforce_bound(&store, cache_max, args.quiet);
     if output != crate::output::Output::Image {
         let image = store.image(&outcome.manifest)?;
         crate::output::export(&store, &output, opts.tags.first(), &image).context("exporting the build result")?;

@@ -1,5 +1,6 @@
 //! `kiln builder prune [-a] [--keep-storage SIZE] [-f]`: drops build-cache entries, then
-//! collects the layers nothing else keeps.
+//! collects the layers nothing else keeps. [`cache_transfer`]: the build cache's export and
+//! import (`kiln build --cache-to/--cache-from`) and its automatic bound after builds.
 
 use std::path::Path;
 
@@ -9,6 +10,8 @@ use kiln_solver::cache::{CacheIndex, PruneMode};
 use kiln_store::Store;
 
 use crate::humanize;
+
+pub mod cache_transfer;
 
 #[derive(Subcommand)]
 pub enum BuilderCommand {
@@ -31,7 +34,7 @@ pub struct PruneArgs {
 }
 
 /// Parses Docker's sizes: a number with an optional B/KB/MB/GB/TB suffix (1024-based).
-fn parse_size(text: &str) -> Result<u64> {
+pub(crate) fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim().to_ascii_lowercase();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

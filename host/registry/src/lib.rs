@@ -8,6 +8,7 @@
 //!
 //! The HTTP client (ureq, with rustls) is kept inside this crate.
 
+pub mod artifact;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
