@@ -24,6 +24,12 @@ pub struct BuildArgs {
     /// Do not use the build cache: run every step
     #[arg(long)]
     no_cache: bool,
+    /// Do not use the build cache for these stages (names or indexes; repeatable or comma-separated)
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// How many independent stages may run at once (default: the number of CPUs)
+    #[arg(long, env = "KILN_JOBS")]
+    jobs: Option<usize>,
     /// Write the image id to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -127,6 +133,17 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let cache_to = args.cache_to.iter().map(|s| cache_transfer::CacheTo::parse(s)).collect::<Result<Vec<_>>>()?;
     let cache_from = args.cache_from.iter().map(|s| cache_transfer::CacheFrom::parse(s)).collect::<Result<Vec<_>>>()?;
     let cache_max = cache_transfer::cache_max_from_env()?;
+    let jobs = match args.jobs {
+        Some(0) => bail!("--jobs must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    for f in &args.no_cache_filter {
+        let known = f.parse::<usize>().is_ok_and(|i| i < dockerfile.stages.len()) || dockerfile.stage(&f.to_ascii_lowercase()).is_some();
+        if !known {
+            bail!("--no-cache-filter {f:?}: no such stage in the Dockerfile");
+        }
+    }
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -140,6 +157,8 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         pull: Some(Box::new(pull_base(store.clone()))),
         fetch: Some(Box::new(fetch_url)),
         secrets,
+        jobs,
+        no_cache_filter: args.no_cache_filter.clone(),
     };
     let mut reporter = Reporter::new(args.quiet);
     let backend = ChosenLater { kind: args.backend.parse::<BackendKind>()?, cache_dir: opts.vm.cache_dir.clone() };

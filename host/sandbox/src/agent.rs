@@ -66,7 +66,9 @@ pub struct Process {
     pub network: Network,
 }
 
-/// A connected agent.
+/// A connected agent. Clones share the connection; calls from several threads interleave
+/// safely (each is answered under its own request id).
+#[derive(Clone)]
 pub struct AgentClient {
     mux: Mux,
 }

@@ -4,11 +4,43 @@
 //! dies, even by SIGKILL); [`Drop`] of a VM kills and reaps it; and the CLI's signal thread
 //! calls [`kill_all`] on Ctrl-C/SIGTERM, which makes the build's agent connection fail so the
 //! build unwinds normally (temp files removed, store untouched).
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process,
+//! and build stages run on threads that end before the build does. So VM processes are
+//! forked by one spawner thread that lives as long as kiln ([`spawn`]).
 
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Mutex, OnceLock};
+
+type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
+static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+
+/// Starts `cmd` (prepared with [`harden`]) from the process-lifetime spawner thread, so the
+/// child's parent-death signal waits for kiln itself to end.
+pub fn spawn(cmd: Command) -> std::io::Result<Child> {
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new().name("kiln-vm-spawner".into()).spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        if let Err(e) = started {
+            // Without the thread every request fails below with this cause.
+            eprintln!("kiln: cannot start the VM spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let sent = spawner.lock().unwrap_or_else(|e| e.into_inner()).send((cmd, reply_tx));
+    if sent.is_err() {
+        return Err(std::io::Error::other("the VM spawner thread is gone"));
+    }
+    reply_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("the VM spawner thread is gone")))
+}
 
 static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// In-process VMs (the built-in VMM): how to cut each one's agent connection.

@@ -31,8 +31,9 @@ pub struct VmConfig {
     pub debug: bool,
 }
 
-/// A running guest. Dropping it stops the guest.
-pub trait Vm {
+/// A running guest. Dropping it stops the guest. `Send`: a build's stages share one guest
+/// from several threads (through the agent client, which is `Clone + Sync`).
+pub trait Vm: Send {
     fn agent(&self) -> &AgentClient;
     /// Asks the agent to sync and power off, then makes sure the VM process is gone.
     fn shutdown(self: Box<Self>) -> Result<(), SandboxError>;
@@ -40,7 +41,7 @@ pub trait Vm {
     fn describe(&self) -> String;
 }
 
-/// Something that can boot the guest.
-pub trait Backend {
+/// Something that can boot the guest (from whichever stage thread first needs it).
+pub trait Backend: Sync {
     fn start(&self, image: &GuestImage, config: &VmConfig) -> Result<Box<dyn Vm>, SandboxError>;
 }

@@ -146,8 +146,8 @@ impl QemuBackend {
         let sock = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&sock).map_err(|e| SandboxError::io(format!("listening on {}", sock.display()), e))?;
         listener.set_nonblocking(true).map_err(|e| SandboxError::io("configuring the agent socket", e))?;
-        let mut cmd = self.command(image, config, accel, dir.path(), &sock)?;
-        let child = cmd.spawn().map_err(|e| match e.kind() {
+        let cmd = self.command(image, config, accel, dir.path(), &sock)?;
+        let child = children::spawn(cmd).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SandboxError::QemuMissing(self.qemu.clone()),
             _ => SandboxError::io(format!("starting {}", self.qemu), e),
         })?;

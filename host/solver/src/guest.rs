@@ -1,6 +1,7 @@
 //! One guest for the whole build: each layer is uploaded at most once (to its own directory),
 //! and each RUN is an overlay over the layers of its stage whose upper dir then serves as that
-//! new layer's directory, for later steps of any stage.
+//! new layer's directory, for later steps of any stage. Stages running at the same time share
+//! the session.
 //!
 //! Guest layout: `/run/kiln/layers/<n>` holds one layer (uploaded, or the upper dir of the RUN
 //! that made it), `/run/kiln/work/<n>` and `/run/kiln/root/<n>` are per-RUN overlay work dir
@@ -10,7 +11,9 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kiln_sandbox::agent::{Process, RunFile, RunMount};
+use std::sync::Mutex;
+
+use kiln_sandbox::agent::{AgentClient, Process, RunFile, RunMount};
 use kiln_sandbox::{Backend, GuestImage, SandboxError, Vm, VmConfig};
 use kiln_store::{Digest, LayerInfo, Staging};
 
@@ -21,16 +24,32 @@ pub fn cache_file(store_dir: &Path, id: &str) -> PathBuf {
     store_dir.join(format!("{}.tar", kiln_store::Digest::of(id.as_bytes()).hex()))
 }
 
+/// Shared by the stages of a build, which may run RUNs at the same time: the bookkeeping is
+/// behind a lock, the agent calls (each answered under its own id) are not.
 pub struct GuestSession {
-    vm: Box<dyn Vm>,
+    /// Only for the description and the shutdown (a Mutex: `Vm` is `Send`, not `Sync`).
+    vm: Mutex<Box<dyn Vm>>,
+    agent: AgentClient,
+    state: Mutex<State>,
+    /// Where cache mounts are kept between builds.
+    cache_store: PathBuf,
+}
+
+#[derive(Default)]
+struct State {
     /// Guest directory of each layer present in the guest.
     dirs: HashMap<Digest, String>,
     next_dir: usize,
     runs: usize,
     /// Cache mount ids in use, with their guest directories.
     caches: HashMap<String, String>,
-    /// Where cache mounts are kept between builds.
-    cache_store: PathBuf,
+}
+
+impl State {
+    fn new_dir(&mut self) -> String {
+        self.next_dir += 1;
+        format!("/run/kiln/layers/{}", self.next_dir)
+    }
 }
 
 /// What a RUN executes, beyond its layers.
@@ -50,79 +69,87 @@ pub struct RunRequest<'a> {
 }
 
 impl GuestSession {
-    pub fn start(backend: &dyn Backend, config: &VmConfig, cache_store: &Path, out: &mut Reporter) -> Result<Self, BuildError> {
+    pub fn start(backend: &dyn Backend, config: &VmConfig, cache_store: &Path, out: &Reporter) -> Result<Self, BuildError> {
         let image = GuestImage::locate()?;
         out.info("starting the build VM");
         let vm = backend.start(&image, config)?;
         out.info(&format!("VM ready: {}", vm.describe()));
-        Ok(Self { vm, dirs: HashMap::new(), next_dir: 0, runs: 0, caches: HashMap::new(), cache_store: cache_store.to_path_buf() })
+        let agent = vm.agent().clone();
+        Ok(Self { vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf() })
     }
 
-    fn new_dir(&mut self) -> String {
-        self.next_dir += 1;
-        format!("/run/kiln/layers/{}", self.next_dir)
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn upload(&mut self, staging: &Staging, layers: &[LayerInfo]) -> Result<Vec<String>, BuildError> {
+    /// The guest directories of `layers`, uploading those the guest lacks. Holds the lock
+    /// while uploading, so two stages never upload the same layer twice.
+    fn upload(&self, staging: &Staging, layers: &[LayerInfo]) -> Result<Vec<String>, BuildError> {
+        let mut state = self.state();
         let mut dirs = Vec::new();
         for layer in layers {
             if is_empty_layer(layer) {
                 continue;
             }
-            if let Some(d) = self.dirs.get(&layer.digest) {
+            if let Some(d) = state.dirs.get(&layer.digest) {
                 dirs.push(d.clone());
                 continue;
             }
-            let dir = self.new_dir();
+            let dir = state.new_dir();
             let blob = staging.open_blob(&layer.digest)?;
             let mut tar = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
-            self.vm.agent().receive_tar(&dir, &mut tar as &mut dyn Read)?;
-            self.dirs.insert(layer.digest.clone(), dir.clone());
+            self.agent.receive_tar(&dir, &mut tar as &mut dyn Read)?;
+            state.dirs.insert(layer.digest.clone(), dir.clone());
             dirs.push(dir);
         }
         Ok(dirs)
     }
 
     /// The guest directory of cache mount `id`, filled from `saved` (a tar) at first use.
-    fn cache_dir(&mut self, id: &str, saved: &Path) -> Result<String, BuildError> {
-        if let Some(d) = self.caches.get(id) {
+    fn cache_dir(&self, id: &str, saved: &Path) -> Result<String, BuildError> {
+        let mut state = self.state();
+        if let Some(d) = state.caches.get(id) {
             return Ok(d.clone());
         }
-        let dir = format!("/run/kiln/cache/{}", self.caches.len() + 1);
+        let dir = format!("/run/kiln/cache/{}", state.caches.len() + 1);
         match std::fs::File::open(saved) {
             Ok(f) => {
-                self.vm.agent().receive_tar(&dir, &mut std::io::BufReader::new(f) as &mut dyn Read)?;
+                self.agent.receive_tar(&dir, &mut std::io::BufReader::new(f) as &mut dyn Read)?;
             }
-            Err(_) => self.vm.agent().make_dirs(&[&dir])?,
+            Err(_) => self.agent.make_dirs(&[&dir])?,
         }
-        self.caches.insert(id.to_string(), dir.clone());
+        state.caches.insert(id.to_string(), dir.clone());
         Ok(dir)
     }
 
     /// Writes every cache mount used back to `store_dir` (a tar per id, replaced atomically).
-    pub fn save_caches(&mut self, store_dir: &Path) -> Result<(), BuildError> {
-        for (id, dir) in &self.caches {
+    pub fn save_caches(&self, store_dir: &Path) -> Result<(), BuildError> {
+        let caches = self.state().caches.clone();
+        for (id, dir) in &caches {
             std::fs::create_dir_all(store_dir).map_err(|e| BuildError::Invalid(format!("creating {}: {e}", store_dir.display())))?;
             let target = cache_file(store_dir, id);
             let mut tmp = tempfile::NamedTempFile::new_in(store_dir).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {e}")))?;
-            self.vm.agent().diff(dir, &[], None, |stream| std::io::copy(stream, tmp.as_file_mut()).map_err(|e| SandboxError::Agent(e.to_string())))?;
+            self.agent.diff(dir, &[], None, |stream| std::io::copy(stream, tmp.as_file_mut()).map_err(|e| SandboxError::Agent(e.to_string())))?;
             tmp.persist(&target).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {}", e.error)))?;
         }
         Ok(())
     }
 
     /// Runs a process over `layers` and returns the new layer (possibly empty).
-    pub fn run_step(&mut self, staging: &Staging, layers: &[LayerInfo], req: &RunRequest<'_>, out: &mut Reporter) -> Result<LayerInfo, BuildError> {
+    pub fn run_step(&self, staging: &Staging, layers: &[LayerInfo], req: &RunRequest<'_>, out: &Reporter) -> Result<LayerInfo, BuildError> {
         let lower_dirs = self.upload(staging, layers)?;
         let mut mounts = req.mounts.clone();
         for (id, target) in &req.caches {
             let source = self.cache_dir(id, &cache_file(&self.cache_store, id))?;
             mounts.push(RunMount::Bind { target: target.clone(), source, readonly: false });
         }
-        self.runs += 1;
-        let upper = self.new_dir();
-        let (work, root) = (format!("/run/kiln/work/{}", self.runs), format!("/run/kiln/root/{}", self.runs));
-        let agent = self.vm.agent();
+        let (upper, work, root) = {
+            let mut state = self.state();
+            state.runs += 1;
+            let runs = state.runs;
+            (state.new_dir(), format!("/run/kiln/work/{runs}"), format!("/run/kiln/root/{runs}"))
+        };
+        let agent = &self.agent;
         let lowers: Vec<String> = lower_dirs.into_iter().rev().collect();
         agent.mount_overlay(lowers.clone(), &upper, &work, &root)?;
         let process = Process {
@@ -150,15 +177,16 @@ impl GuestSession {
         })?;
         if !is_empty_layer(&layer) {
             // The upper dir already is this layer in the guest: no need to upload it again.
-            self.dirs.entry(layer.digest.clone()).or_insert(upper);
+            self.state().dirs.entry(layer.digest.clone()).or_insert(upper);
         }
         Ok(layer)
     }
 
     /// Powers the guest off; returns its description for the summary.
-    pub fn finish(self, out: &mut Reporter) -> String {
-        let desc = self.vm.describe();
-        if let Err(e) = self.vm.shutdown() {
+    pub fn finish(self, out: &Reporter) -> String {
+        let vm = self.vm.into_inner().unwrap_or_else(|e| e.into_inner());
+        let desc = vm.describe();
+        if let Err(e) = vm.shutdown() {
             out.info(&format!("warning: guest did not power off cleanly: {e}"));
         }
         desc

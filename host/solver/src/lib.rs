@@ -18,6 +18,7 @@ mod fsview;
 mod guest;
 mod mounts;
 mod output;
+mod schedule;
 mod stage;
 mod steps;
 pub mod time;
@@ -60,6 +61,10 @@ pub struct BuildOptions {
     pub secrets: std::collections::BTreeMap<String, Vec<u8>>,
     /// Downloads an `ADD <url>` source into a file; returns it with its Last-Modified time.
     pub fetch: Option<Box<Fetcher>>,
+    /// How many stages may run at once (`--jobs`; 0 or 1: one after another).
+    pub jobs: usize,
+    /// Stages (by name or index) whose steps ignore the cache (`--no-cache-filter`).
+    pub no_cache_filter: Vec<String>,
 }
 
 /// How the solver gets a missing base image, without knowing about registries.
@@ -106,6 +111,9 @@ pub enum BuildError {
     Invalid(String),
     #[error("interrupted")]
     Interrupted,
+    /// Another stage failed first (its error is the build's).
+    #[error("cancelled: another stage failed")]
+    Cancelled,
 }
 
 /// Whether a layer has no entries (BuildKit records such a step as an empty layer).
@@ -114,15 +122,13 @@ pub(crate) fn is_empty_layer(layer: &LayerInfo) -> bool {
 }
 
 /// Runs the whole build.
-pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &mut Reporter) -> Result<BuildOutcome, BuildError> {
+pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &Reporter) -> Result<BuildOutcome, BuildError> {
     let graph = opts.dockerfile.resolve(&opts.frontend)?;
     for w in opts.dockerfile.warnings.iter().chain(&graph.warnings) {
         out.info(w);
     }
-    let mut build = stage::Build::new(store, backend, opts)?;
-    for s in &graph.stages {
-        build.run_stage(s, graph.stages.len() > 1, out)?;
-    }
+    let build = stage::Build::new(store, backend, opts)?;
+    schedule::run_stages(&build, &graph.stages, opts.jobs, out)?;
     build.finish(graph.target, out)
 }
 

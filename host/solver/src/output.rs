@@ -20,7 +20,7 @@ impl Reporter {
     }
 
     /// `#N [LABEL] TEXT` with the elapsed time, or `CACHED`.
-    pub fn step(&mut self, n: usize, label: &str, text: &str, cached: bool) {
+    pub fn step(&self, n: usize, label: &str, text: &str, cached: bool) {
         if self.quiet {
             return;
         }
@@ -31,7 +31,7 @@ impl Reporter {
         }
     }
 
-    pub fn info(&mut self, text: &str) {
+    pub fn info(&self, text: &str) {
         if !self.quiet {
             eprintln!("   {text}");
         }

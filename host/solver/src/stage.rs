@@ -4,6 +4,8 @@
 //! instructions applied to the config, history lines, and the cache key chain.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use kiln_frontend::command::{parse_onbuild_triggers, Command, Located};
 use kiln_frontend::config::{created_by, ImageConfig, StageConfig};
@@ -41,31 +43,45 @@ pub struct StageState {
     pub label: String,
     pub step: usize,
     pub steps: usize,
+    /// `--no-cache`, or `--no-cache-filter` names this stage: every step runs.
+    pub no_cache: bool,
 }
 
+/// Shared by the stages of a build, which may run on several threads at once (see
+/// [`crate::schedule`]): everything that changes is behind a lock or atomic.
 pub struct Build<'a> {
     pub store: &'a Store,
     pub staging: Option<Staging>,
     pub backend: &'a dyn Backend,
     pub opts: &'a BuildOptions,
     pub cache: CacheIndex,
-    pub guest: Option<GuestSession>,
-    pub indexes: Indexes,
+    /// Started by the first RUN that needs it; the lock is held only while starting it.
+    guest: Mutex<Option<Arc<GuestSession>>>,
+    pub indexes: Mutex<Indexes>,
     pub created: i64,
     pub created_text: String,
     pub clamp: Option<i64>,
     /// Step results to record in the cache once the build is committed.
-    pub results: Vec<(CacheKey, Cached)>,
-    pub cached_steps: usize,
+    results: Mutex<Vec<(CacheKey, Cached)>>,
+    cached_steps: AtomicUsize,
     /// Finished stages by Dockerfile index.
-    pub done: HashMap<usize, ImageState>,
-    /// Images used by name (FROM, COPY --from), fetched once.
-    pub images: HashMap<String, ImageState>,
+    pub done: Mutex<HashMap<usize, ImageState>>,
+    /// Signalled whenever a stage finishes or fails.
+    pub stage_done: Condvar,
+    /// Images used by name (FROM, COPY --from), fetched once (the lock is held while fetching).
+    images: Mutex<HashMap<String, ImageState>>,
     /// Progress numbering: `#N`.
-    pub counter: usize,
+    counter: AtomicUsize,
+    /// Set when a stage failed: the others stop at their next step.
+    pub cancelled: AtomicBool,
 }
 
-fn base_image(store: &Store, name: &str, pull: Option<&Puller>, out: &mut Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
+/// Locks, ignoring poisoning (a panicking stage thread fails the build anyway).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn base_image(store: &Store, name: &str, pull: Option<&Puller>, out: &Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
     match store.image_by_name(name) {
         Ok((_, img)) => Ok(img),
         Err(StoreError::NoSuchImage(_)) => {
@@ -90,16 +106,18 @@ impl<'a> Build<'a> {
             backend,
             opts,
             cache: CacheIndex::new(store),
-            guest: None,
-            indexes: Indexes::default(),
+            guest: Mutex::new(None),
+            indexes: Mutex::new(Indexes::default()),
             created,
             created_text: time::rfc3339(created),
             clamp,
-            results: Vec::new(),
-            cached_steps: 0,
-            done: HashMap::new(),
-            images: HashMap::new(),
-            counter: 0,
+            results: Mutex::new(Vec::new()),
+            cached_steps: AtomicUsize::new(0),
+            done: Mutex::new(HashMap::new()),
+            stage_done: Condvar::new(),
+            images: Mutex::new(HashMap::new()),
+            counter: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
         })
     }
 
@@ -107,9 +125,21 @@ impl<'a> Build<'a> {
         crate::steps::staged(&self.staging)
     }
 
+    /// The build's guest, started at first use.
+    pub fn guest(&self, out: &Reporter) -> Result<Arc<GuestSession>, BuildError> {
+        let mut guest = lock(&self.guest);
+        if let Some(g) = guest.as_ref() {
+            return Ok(g.clone());
+        }
+        let g = Arc::new(GuestSession::start(self.backend, &self.opts.vm, &self.store.root().join(crate::steps::CACHE_MOUNTS), out)?);
+        *guest = Some(g.clone());
+        Ok(g)
+    }
+
     /// An image by name, from the store or pulled, once per build.
-    pub fn image(&mut self, name: &str, out: &mut Reporter) -> Result<ImageState, BuildError> {
-        if let Some(s) = self.images.get(name) {
+    pub fn image(&self, name: &str, out: &Reporter) -> Result<ImageState, BuildError> {
+        let mut images = lock(&self.images);
+        if let Some(s) = images.get(name) {
             return Ok(s.clone());
         }
         let img = base_image(self.store, name, self.opts.pull.as_deref(), out)?;
@@ -129,23 +159,23 @@ impl<'a> Build<'a> {
             extra,
             history: img.config.history.clone(),
         };
-        self.images.insert(name.to_string(), state.clone());
+        images.insert(name.to_string(), state.clone());
         Ok(state)
     }
 
     /// Prints a step line (`#N [stage k/n] TEXT`).
-    pub fn announce(&mut self, st: &mut StageState, text: &str, cached: bool, out: &mut Reporter) {
-        self.counter += 1;
+    pub fn announce(&self, st: &mut StageState, text: &str, cached: bool, out: &Reporter) {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         st.step += 1;
         let label = format!("{}{}/{}", st.label, st.step, st.steps);
-        out.step(self.counter, &label, &first_line(text), cached);
+        out.step(n, &label, &first_line(text), cached);
     }
 
     pub fn history(&self, created_by: String, empty: bool) -> History {
         History { created: Some(self.created_text.clone()), created_by: Some(created_by), comment: Some("buildkit.dockerfile.v0".into()), empty_layer: empty }
     }
 
-    pub fn run_stage(&mut self, stage: &ResolvedStage, multi: bool, out: &mut Reporter) -> Result<(), BuildError> {
+    pub fn run_stage(&self, stage: &ResolvedStage, multi: bool, out: &Reporter) -> Result<(), BuildError> {
         let base = match &stage.base {
             StageBase::Scratch => ImageState {
                 key: CacheKey::base("scratch"),
@@ -154,7 +184,7 @@ impl<'a> Build<'a> {
                 extra: Map::new(),
                 history: vec![],
             },
-            StageBase::Stage(j) => self.done.get(j).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {j} has not run")))?,
+            StageBase::Stage(j) => lock(&self.done).get(j).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {j} has not run")))?,
             StageBase::Image(name) => self.image(name, out).map_err(|e| step_error(stage.line, &format!("FROM {name}"), e))?,
         };
         let mut config = base.config;
@@ -176,6 +206,9 @@ impl<'a> Build<'a> {
             history: base.history,
             label,
             step: 0,
+            no_cache: self.opts.no_cache || self.opts.no_cache_filter.iter().any(|f| {
+                stage.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(f)) || f.parse::<usize>().ok() == Some(stage.index)
+            }),
             steps: 1 + triggers.len() + stage.commands.iter().filter(|c| !matches!(c.command, Command::Arg(_))).count(),
         };
         let from_text = match &stage.base {
@@ -190,10 +223,14 @@ impl<'a> Build<'a> {
             if kiln_sandbox::children::interrupted() {
                 return Err(BuildError::Interrupted);
             }
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Err(BuildError::Cancelled);
+            }
             self.command(&mut st, &mut scope, &lexer, located, out)?;
         }
         let state = ImageState { key: st.key, layers: st.layers, config: st.config.config, extra: st.extra, history: st.history };
-        self.done.insert(stage.index, state);
+        lock(&self.done).insert(stage.index, state);
+        self.stage_done.notify_all();
         Ok(())
     }
 
@@ -202,7 +239,7 @@ impl<'a> Build<'a> {
     }
 
     /// One instruction of a stage.
-    fn command(&mut self, st: &mut StageState, scope: &mut Scope, lexer: &Lexer, located: &Located, out: &mut Reporter) -> Result<(), BuildError> {
+    fn command(&self, st: &mut StageState, scope: &mut Scope, lexer: &Lexer, located: &Located, out: &Reporter) -> Result<(), BuildError> {
         if let Command::Arg(defs) = &located.command {
             let env = st.config.config.env_pairs();
             return scope.declare(defs, lexer, &env).map_err(|m| kiln_frontend::ParseError::new(located.line, m).into());
@@ -238,19 +275,19 @@ impl<'a> Build<'a> {
     /// Looks a layer step up in the cache; on a miss runs `make`. Records the result and
     /// extends the stage.
     pub fn layer_step(
-        &mut self,
+        &self,
         st: &mut StageState,
         key: CacheKey,
         text: &str,
         created_by: String,
-        out: &mut Reporter,
-        make: impl FnOnce(&mut Self, &mut StageState, &mut Reporter) -> Result<LayerInfo, BuildError>,
+        out: &Reporter,
+        make: impl FnOnce(&Self, &mut StageState, &Reporter) -> Result<LayerInfo, BuildError>,
     ) -> Result<(), BuildError> {
-        let hit = if self.opts.no_cache { None } else { self.cache.get(&key) };
+        let hit = if st.no_cache { None } else { self.cache.get(&key) };
         let result = match hit {
             Some(hit) => {
                 self.announce(st, text, true, out);
-                self.cached_steps += 1;
+                self.cached_steps.fetch_add(1, Ordering::Relaxed);
                 hit
             }
             None => {
@@ -274,18 +311,29 @@ impl<'a> Build<'a> {
                 st.history.push(h);
             }
         }
-        st.key = key.clone();
-        self.results.push((key, result));
+        // The chain goes on from what the step produced, not only from what it was asked to
+        // do: a step rerun with different output (`--no-cache-filter`, a non-deterministic
+        // RUN) must not let later steps, or stages built on this one, reuse results made
+        // from the old output.
+        let produced = match &result {
+            Cached::Layer(l) => l.diff_id.to_string(),
+            Cached::Empty => String::new(),
+        };
+        st.key = key.child(&["RESULT", &produced]);
+        lock(&self.results).push((key, result));
         Ok(())
     }
 
     /// Commits the target stage as the build's image.
-    pub fn finish(mut self, target: usize, out: &mut Reporter) -> Result<BuildOutcome, BuildError> {
-        if let Some(g) = self.guest.as_mut() {
+    pub fn finish(mut self, target: usize, out: &Reporter) -> Result<BuildOutcome, BuildError> {
+        let guest = lock(&self.guest).take();
+        if let Some(g) = guest.as_ref() {
             g.save_caches(&self.store.root().join(crate::steps::CACHE_MOUNTS))?;
         }
-        let guest_desc = self.guest.take().map(|g| g.finish(out));
-        let mut state = self.done.remove(&target).ok_or_else(|| BuildError::Invalid("internal: the target stage did not run".into()))?;
+        let guest = guest.map(Arc::try_unwrap).transpose().map_err(|_| BuildError::Invalid("internal: the guest is still in use".into()))?;
+        let guest_desc = guest.map(|g| g.finish(out));
+        let results = std::mem::take(&mut *lock(&self.results));
+        let mut state = lock(&self.done).remove(&target).ok_or_else(|| BuildError::Invalid("internal: the target stage did not run".into()))?;
         for (k, v) in &self.opts.labels {
             state.config.labels.insert(k.clone(), v.clone());
         }
@@ -299,16 +347,15 @@ impl<'a> Build<'a> {
             os: "linux".into(),
         };
         // Layers of the other stages stay in the store while cache entries name them.
-        let keep: Vec<Digest> = self.results.iter().filter_map(|(_, r)| match r {
+        let keep: Vec<Digest> = results.iter().filter_map(|(_, r)| match r {
             Cached::Layer(l) => Some(l.digest.clone()),
             Cached::Empty => None,
         }).collect();
         let staging = self.staging.take().ok_or_else(|| BuildError::Invalid("internal: committed twice".into()))?;
         let cache = &self.cache;
-        let results = &self.results;
         let mut warnings = Vec::new();
         let manifest = staging.commit_with(image, &self.opts.tags, &keep, |_| {
-            for (key, result) in results {
+            for (key, result) in &results {
                 if let Err(e) = cache.put(key, result) {
                     warnings.push(format!("warning: could not record a cache entry: {e}"));
                 }
@@ -319,8 +366,9 @@ impl<'a> Build<'a> {
             out.info(&w);
         }
         let config = self.store.image(&manifest)?.config_digest;
-        let cache_keys = self.results.iter().map(|(k, _)| k.clone()).collect();
-        Ok(BuildOutcome { manifest, config, layers, cached_steps: self.cached_steps, guest: guest_desc, cache_keys })
+        let cache_keys = results.iter().map(|(k, _)| k.clone()).collect();
+        let cached_steps = self.cached_steps.load(Ordering::Relaxed);
+        Ok(BuildOutcome { manifest, config, layers, cached_steps, guest: guest_desc, cache_keys })
     }
 }
 

@@ -11,8 +11,8 @@ use kiln_store::LayerInfo;
 use kiln_store::digest::HashingWriter;
 
 use crate::copy::{self, ContextFs, CopySpec, Dest, SourceFs, Src};
-use crate::guest::{GuestSession, RunRequest};
-use crate::stage::{first_line, Build, ImageState, StageState};
+use crate::guest::RunRequest;
+use crate::stage::{first_line, lock, Build, ImageState, StageState};
 use crate::{add, mounts, users, BuildError, Reporter};
 
 /// Where RUN --mount=type=cache directories are kept between builds, below the store root.
@@ -40,7 +40,7 @@ impl Build<'_> {
         Ok(self.staging()?.store().ingest_layer(io::BufReader::new(file))?)
     }
 
-    pub(crate) fn run(&mut self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &mut Reporter) -> Result<(), BuildError> {
+    pub(crate) fn run(&self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &Reporter) -> Result<(), BuildError> {
         let config = &st.config.config;
         let prepared = mounts::prepare(run, config, &self.opts.secrets)?;
         let argv = prepared.argv.clone();
@@ -66,12 +66,10 @@ impl Build<'_> {
             let (uid, gid, groups) = if user.is_empty() {
                 (0, 0, vec![])
             } else {
-                let view = b.indexes.view(staged(&b.staging)?, &st.layers)?;
+                let view = lock(&b.indexes).view(staged(&b.staging)?, &st.layers)?;
                 users::run_user(&view, &user)?
             };
-            if b.guest.is_none() {
-                b.guest = Some(GuestSession::start(b.backend, &b.opts.vm, &b.store.root().join(CACHE_MOUNTS), out)?);
-            }
+            let session = b.guest(out)?;
             let mut env = env;
             env.extend(prepared.secret_env);
             let req = RunRequest {
@@ -88,14 +86,13 @@ impl Build<'_> {
                 network,
             };
             let staging = staged(&b.staging)?;
-            let session = b.guest.as_mut().ok_or_else(|| BuildError::Invalid("internal: no guest".into()))?;
             session.run_step(staging, &st.layers, &req, out)
         })
     }
 
     /// WORKDIR: the config changed already; the directory is created (owned by USER) when the
     /// stage lacks it, as BuildKit does.
-    pub(crate) fn workdir(&mut self, st: &mut StageState, cmd: &Located, out: &mut Reporter) -> Result<(), BuildError> {
+    pub(crate) fn workdir(&self, st: &mut StageState, cmd: &Located, out: &Reporter) -> Result<(), BuildError> {
         let dir = st.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
         let history = created_by(&cmd.command, &st.config.config, &cmd.text, &[]);
         if dir == "/" {
@@ -109,7 +106,7 @@ impl Build<'_> {
         let key = st.key.child(&["WORKDIR", &dir, &user]);
         let (now, clamp) = (self.now(), self.clamp);
         self.layer_step(st, key, &cmd.text, history, out, |b, st, _| {
-            let view = b.indexes.view(staged(&b.staging)?, &st.layers)?;
+            let view = lock(&b.indexes).view(staged(&b.staging)?, &st.layers)?;
             let owner = if user.is_empty() { None } else { Some(users::chown(&view, &user)?) };
             let (resolved, _) = view.resolve(&dir, true)?;
             let mut missing: Vec<&std::path::Path> =
@@ -138,7 +135,7 @@ impl Build<'_> {
     }
 
     /// The stage or image `COPY --from` names.
-    fn origin(&mut self, from: &str, out: &mut Reporter) -> Result<ImageState, BuildError> {
+    fn origin(&self, from: &str, out: &Reporter) -> Result<ImageState, BuildError> {
         let df = &self.opts.dockerfile;
         let lower = from.to_ascii_lowercase();
         let index = match lower.parse::<usize>() {
@@ -147,12 +144,12 @@ impl Build<'_> {
             Err(_) => df.stage(&lower).map(|s| s.index),
         };
         match index {
-            Some(i) => self.done.get(&i).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {from} has not run"))),
+            Some(i) => lock(&self.done).get(&i).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {from} has not run"))),
             None => self.image(from, out),
         }
     }
 
-    pub(crate) fn copy(&mut self, st: &mut StageState, cmd: &Located, c: &CopyLike, add: bool, out: &mut Reporter) -> Result<(), BuildError> {
+    pub(crate) fn copy(&self, st: &mut StageState, cmd: &Located, c: &CopyLike, add: bool, out: &Reporter) -> Result<(), BuildError> {
         let origin = match &c.from {
             Some(from) => Origin::Image(Box::new(self.origin(from, out)?)),
             None => Origin::Context,
@@ -264,9 +261,9 @@ impl Build<'_> {
         let dir_dst = if trailing { c.dst.clone() } else { format!("{}/", c.dst) };
         self.layer_step(st, key, &cmd.text, history, out, |b, st, _| {
             let staging = staged(&b.staging)?;
-            let view = b.indexes.view(staging, if c.link { &[] } else { &st.layers })?;
+            let view = lock(&b.indexes).view(staging, if c.link { &[] } else { &st.layers })?;
             let owner = match &c.chown {
-                Some(spec) => Some(users::chown(&b.indexes.view(staging, &st.layers)?, spec)?),
+                Some(spec) => Some(users::chown(&lock(&b.indexes).view(staging, &st.layers)?, spec)?),
                 None => None,
             };
             let base_spec = CopySpec { owner, ..base_spec };
