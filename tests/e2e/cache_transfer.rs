@@ -176,7 +176,7 @@ fn registry_cache_fills_an_empty_store() {
     let a = TestEnv::new("cachereg-a");
     let ctx = a.context("ctx", DOCKERFILE, &[], true);
     let (id, stderr) = build(&a, &ctx, &["--cache-to", &format!("type=registry,ref={reference},mode=max")]);
-    assert!(stderr.contains(&format!("#cache exported 4 records (3 layers")) && stderr.contains(&reference), "{stderr}");
+    assert!(stderr.contains("#cache exported 4 records (3 layers") && stderr.contains(&reference), "{stderr}");
 
     // The registry holds an ordinary OCI image manifest other clients read.
     let out = Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{reference}")]).output().expect("skopeo");
