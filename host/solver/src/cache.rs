@@ -178,7 +178,11 @@ impl CacheIndex {
             }
             let mtime = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
             let layer = read_record(&path).and_then(|r| r.layer);
-            let cache_only = layer.filter(|l| !used_by_images.contains(&l.digest)).map(|l| (l.digest, l.size));
+            // A layer whose blob is gone holds no bytes (and the record gives no hits).
+            let cache_only = layer.filter(|l| !used_by_images.contains(&l.digest)).map(|l| {
+                let size = if self.store.has_blob(&l.digest) { l.size } else { 0 };
+                (l.digest, size)
+            });
             entries.push((mtime, path, cache_only));
         }
         entries.sort_by_key(|e| e.0);
