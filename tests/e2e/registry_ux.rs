@@ -1,7 +1,8 @@
 //! Registry commands as a person meets them, against real `docker-registry` instances on
 //! loopback: per-layer progress (state lines when stdout is not a terminal, lines redrawn in
-//! place in a real pseudo-terminal from `script`), and an unreachable registry failing at once
-//! with one clear line.
+//! place in a real pseudo-terminal from `script`), where credentials are read and saved
+//! (kiln's auth file, then Docker's config.json; skopeo reads what kiln login wrote), and an
+//! unreachable registry failing at once with one clear line.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::harness::{assert_clean_error, require_tool, text, TestEnv};
-use super::{ok, p, Registry};
+use super::{image_archive, ok, p, skopeo, Registry};
 
 /// A TCP proxy on loopback in front of `upstream` passing at most `rate` bytes a second per
 /// connection and direction: a slow link, so that transfers last long enough to be watched.
@@ -259,4 +260,83 @@ fn an_unreachable_registry_fails_at_once_with_one_clear_line() {
     ok(&env.kiln(&["import", p(&rootfs), &format!("{host}/x/y:v1")]));
     assert_clean_error(&timed(&["push", &format!("{host}/x/y:v1")]), &refused);
     assert_clean_error(&timed(&["pull", "kiln-no-such-host.invalid/x/y:v1"]), "cannot connect to https://kiln-no-such-host.invalid: host name not found");
+}
+
+/// `kiln login -u kiln --password-stdin HOST` with extra arguments and environment.
+fn login_with(env: &TestEnv, host: &str, password: &str, extra: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    let mut args = vec!["login", "-u", "kiln", "--password-stdin"];
+    args.extend_from_slice(extra);
+    args.push(host);
+    let mut cmd = env.command(&args);
+    cmd.envs(vars.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kiln login");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("password");
+    child.wait_with_output().expect("kiln login")
+}
+
+/// A Docker-format credentials file for `host` with `user:password`.
+fn auth_json(host: &str, user_password: &str) -> String {
+    let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+        c.stdin.take().expect("stdin").write_all(user_password.as_bytes())?;
+        c.wait_with_output()
+    });
+    format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, text(&out.expect("base64").stdout).trim())
+}
+
+#[test]
+fn credentials_come_from_kilns_auth_file_first_then_dockers() {
+    let reg = Registry::start(Some(("kiln", "s3cret")));
+    let src = TestEnv::new("regauthfilesrc");
+    let archive = image_archive(&src, "bb:v1", "authfile", "linux/amd64");
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "kiln:s3cret", &format!("oci-archive:{}", p(&archive)), &format!("docker://{}/af/bb:v1", reg.host)]);
+    let name = format!("{}/af/bb:v1", reg.host);
+
+    let env = TestEnv::new("regauthfile");
+    let config_home = env.home.join(".config");
+    let home_vars = [("XDG_CONFIG_HOME", p(&config_home)), ("REGISTRY_AUTH_FILE", ""), ("DOCKER_CONFIG", "")];
+    let own = config_home.join("kiln/auth.json");
+    let docker = env.home.join(".docker/config.json");
+    let write = |path: &PathBuf, body: &str| {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, body).expect("write");
+        env.give_to_user(env.dir.path());
+    };
+
+    // --authfile: login saves there (Docker's format: skopeo reads it), Docker's file untouched;
+    // pull and push read it; without it kiln is anonymous.
+    let named = env.dir.path().join("named/auth.json");
+    assert_clean_error(&login_with(&env, &reg.host, "wrong", &["--authfile", p(&named)], &home_vars), "unauthorized");
+    assert!(!named.exists(), "a refused login saves nothing");
+    assert_eq!(ok(&login_with(&env, &reg.host, "s3cret", &["--authfile", p(&named)], &home_vars)).trim(), "Login Succeeded");
+    assert!(named.is_file() && !docker.exists() && !own.exists());
+    skopeo(&["inspect", "--tls-verify=false", "--authfile", p(&named), &format!("docker://{name}")]);
+    assert_clean_error(&env.kiln_with(&["pull", &name], &home_vars), "unauthorized");
+    ok(&env.kiln_with(&["pull", "--authfile", p(&named), &name], &home_vars));
+    let pushed = format!("{}/af/pushed:v1", reg.host);
+    ok(&env.kiln(&["tag", &name, &pushed]));
+    assert_clean_error(&env.kiln_with(&["push", &pushed], &home_vars), "unauthorized");
+    ok(&env.kiln_with(&["push", "--authfile", p(&named), &pushed], &home_vars));
+    // $REGISTRY_AUTH_FILE names it too (as for podman, buildah and skopeo).
+    ok(&env.kiln_with(&["pull", &name], &[("XDG_CONFIG_HOME", p(&config_home)), ("REGISTRY_AUTH_FILE", p(&named))]));
+    assert_eq!(ok(&env.kiln_with(&["logout", "--authfile", p(&named), &reg.host], &home_vars)).trim(), format!("Removing login credentials for {}", reg.host));
+    assert!(!std::fs::read_to_string(&named).expect("auth file").contains(&reg.host));
+
+    // Without a kiln file, login saves to Docker's config.json.
+    assert_eq!(ok(&login_with(&env, &reg.host, "s3cret", &[], &home_vars)).trim(), "Login Succeeded");
+    assert!(docker.is_file() && !own.exists());
+    ok(&env.kiln_with(&["pull", &name], &home_vars));
+    // kiln's default file is read first: its wrong password wins over Docker's right one...
+    write(&own, &auth_json(&reg.host, "kiln:wrong"));
+    assert_clean_error(&env.kiln_with(&["pull", &name], &home_vars), "unauthorized");
+    // ...and a kiln file without an entry for the registry falls through to Docker's.
+    write(&own, &auth_json("other.example:5000", "kiln:wrong"));
+    ok(&env.kiln_with(&["pull", &name], &home_vars));
+    // Now that kiln's file exists, login and logout use it, and logout says what remains.
+    assert_eq!(ok(&login_with(&env, &reg.host, "s3cret", &[], &home_vars)).trim(), "Login Succeeded");
+    let saved = std::fs::read_to_string(&own).expect("kiln auth file");
+    assert!(saved.contains(&reg.host) && saved.contains("other.example:5000"), "other entries kept: {saved}");
+    let out = env.kiln_with(&["logout", &reg.host], &home_vars);
+    assert_eq!(ok(&out).trim(), format!("Removing login credentials for {}", reg.host));
+    assert!(text(&out.stderr).contains(&format!("{} still has credentials for {}", docker.display(), reg.host)), "{}", text(&out.stderr));
+    assert!(!std::fs::read_to_string(&own).expect("kiln auth file").contains(&reg.host));
 }

@@ -1,13 +1,14 @@
-//! `kiln login [REGISTRY] [-u USER] [-p PASSWORD | --password-stdin]` and `kiln logout
-//! [REGISTRY]`: credentials in Docker's `config.json` (or its credential helper), checked
-//! against the registry before they are saved.
+//! `kiln login [REGISTRY] [-u USER] [-p PASSWORD | --password-stdin] [--authfile FILE]` and
+//! `kiln logout [REGISTRY] [--authfile FILE]`: credentials checked against the registry, then
+//! saved in kiln's auth file when one is named or exists, else in Docker's `config.json` (or
+//! the credential helper either configures); see [`kiln_registry::credentials`] for the rule.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_registry::credentials::default_config_path;
-use kiln_registry::{Credentials, DockerConfig, Settings};
+use kiln_registry::{AuthFiles, Credentials, DockerConfig, Settings};
 
 #[derive(Args)]
 pub struct LoginArgs {
@@ -20,19 +21,25 @@ pub struct LoginArgs {
     /// Read the password from stdin
     #[arg(long)]
     password_stdin: bool,
+    /// Save to this file (default: $REGISTRY_AUTH_FILE, else ~/.config/kiln/auth.json if it exists, else Docker's config.json)
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
     /// Registry (default: Docker Hub)
     server: Option<String>,
 }
 
 #[derive(Args)]
 pub struct LogoutArgs {
+    /// Remove from this file (default: the file kiln login saves to)
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
     /// Registry (default: Docker Hub)
     server: Option<String>,
 }
 
-fn config() -> Result<DockerConfig> {
-    let path = default_config_path().context("cannot find Docker's config.json: set DOCKER_CONFIG or HOME")?;
-    Ok(DockerConfig::load(&path)?)
+/// The file login saves to (and logout removes from), loaded.
+fn config(files: &AuthFiles) -> Result<DockerConfig> {
+    Ok(DockerConfig::load(&files.login_file()?)?)
 }
 
 fn read_line(what: &str) -> Result<String> {
@@ -81,7 +88,7 @@ pub fn login(args: LoginArgs) -> Result<()> {
     let creds = Credentials { username, password };
     let settings = Settings::load_default()?;
     kiln_registry::login::check_credentials(&domain, &settings, creds.clone()).with_context(|| format!("login to {domain} failed"))?;
-    let mut cfg = config()?;
+    let mut cfg = config(&AuthFiles::locate(args.authfile.as_deref()))?;
     cfg.store(&domain, &creds).with_context(|| format!("saving credentials in {}", cfg.path().display()))?;
     println!("Login Succeeded");
     Ok(())
@@ -89,11 +96,18 @@ pub fn login(args: LoginArgs) -> Result<()> {
 
 pub fn logout(args: LogoutArgs) -> Result<()> {
     let domain = kiln_registry::login::registry_domain(args.server.as_deref())?;
-    let mut cfg = config()?;
-    if cfg.erase(&domain)? {
+    let files = AuthFiles::locate(args.authfile.as_deref());
+    let mut cfg = config(&files)?;
+    if cfg.erase(&domain).with_context(|| format!("removing credentials from {}", cfg.path().display()))? {
         println!("Removing login credentials for {domain}");
     } else {
         println!("Not logged in to {domain}");
+    }
+    // Another file kiln reads may still log it in: say so rather than leave it silently.
+    for other in files.files().into_iter().filter(|p| *p != cfg.path()) {
+        if DockerConfig::load(other).and_then(|c| c.credentials(&domain)).is_ok_and(|c| c.is_some()) {
+            eprintln!("kiln: note: {} still has credentials for {domain}, which kiln uses", other.display());
+        }
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ enum Command {
     Load(load::LoadArgs),
     /// Download an image from a registry
     Pull(pull::PullArgs),
-    /// Log in to a registry (credentials go to Docker's config.json)
+    /// Log in to a registry (credentials go to kiln's auth file or Docker's config.json)
     Login(login::LoginArgs),
     /// Log out from a registry
     Logout(login::LogoutArgs),

@@ -1,7 +1,7 @@
 //! `kiln pull NAME[:TAG|@DIGEST] [-a] [--platform os/arch[/variant]] [-q]`: Docker-like
 //! output over [`kiln_registry::pull_image`], with a line per layer ([`crate::progress`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -21,6 +21,9 @@ pub struct PullArgs {
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
     all_tags: bool,
+    /// kiln's credentials file, read before Docker's config.json (default: $REGISTRY_AUTH_FILE, else ~/.config/kiln/auth.json)
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
     /// Image to pull: NAME[:TAG|@DIGEST]
     name: String,
 }
@@ -29,23 +32,25 @@ pub fn run(root: &Path, args: PullArgs) -> Result<()> {
     let reference: Reference = args.name.parse().with_context(|| format!("image name {:?}", args.name))?;
     let platform = args.platform.as_deref().map(kiln_registry::Platform::parse).transpose()?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let opts = PullOptions { platform, authfile: args.authfile };
     if !args.all_tags {
-        return pull_one(&store, &reference, platform, args.quiet);
+        return pull_one(&store, &reference, &opts, args.quiet);
     }
     let last = args.name.rsplit('/').next().unwrap_or_default();
     if last.contains(':') || last.contains('@') {
         bail!("tag can't be used with --all-tags/-a");
     }
     let settings = kiln_registry::Settings::load_default()?;
-    let client = kiln_registry::connect(&reference.domain, &settings)?;
+    let auth = kiln_registry::AuthFiles::locate(opts.authfile.as_deref());
+    let client = kiln_registry::connect_with(&reference.domain, &settings, &auth)?;
     let tags = kiln_registry::tags::list_tags(&client, &reference.path).with_context(|| format!("pulling {}", reference.familiar()))?;
     for tag in tags {
-        pull_one(&store, &Reference { tag: Some(tag), digest: None, ..reference.clone() }, platform.clone(), args.quiet)?;
+        pull_one(&store, &Reference { tag: Some(tag), digest: None, ..reference.clone() }, &opts, args.quiet)?;
     }
     Ok(())
 }
 
-fn pull_one(store: &Store, reference: &Reference, platform: Option<kiln_registry::Platform>, quiet: bool) -> Result<()> {
+fn pull_one(store: &Store, reference: &Reference, opts: &PullOptions, quiet: bool) -> Result<()> {
     let reference = reference.clone();
     if !quiet {
         let what = match (&reference.digest, &reference.tag) {
@@ -65,7 +70,7 @@ fn pull_one(store: &Store, reference: &Reference, platform: Option<kiln_registry
         PullEvent::Downloaded(d) => board.status(&d, "Download complete"),
         PullEvent::Complete(d) => board.status(&d, "Pull complete"),
     };
-    let pulled = kiln_registry::pull_image(store, &reference, &PullOptions { platform }, &events);
+    let pulled = kiln_registry::pull_image(store, &reference, opts, &events);
     board.finish();
     let pulled = pulled.with_context(|| format!("pulling {}", reference.familiar()))?;
     let full = match &pulled.name {

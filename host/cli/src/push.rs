@@ -2,7 +2,7 @@
 //! layer ([`crate::progress`]).
 //! `KILN_PUSH_CHUNK_SIZE` (bytes) sets the size above which blobs go up in chunks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -19,6 +19,9 @@ pub struct PushArgs {
     /// Push every tag of the repository that the store has
     #[arg(short = 'a', long)]
     all_tags: bool,
+    /// kiln's credentials file, read before Docker's config.json (default: $REGISTRY_AUTH_FILE, else ~/.config/kiln/auth.json)
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
     /// Image to push: NAME[:TAG] (the registry is the name's domain)
     name: String,
 }
@@ -27,7 +30,8 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
     let reference: Reference = args.name.parse().with_context(|| format!("image name {:?}", args.name))?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let settings = kiln_registry::Settings::load_default()?;
-    let client = kiln_registry::connect(&reference.domain, &settings)?;
+    let auth = kiln_registry::AuthFiles::locate(args.authfile.as_deref());
+    let client = kiln_registry::connect_with(&reference.domain, &settings, &auth)?;
     let quiet = args.quiet;
     if !quiet {
         println!("The push refers to repository [{}]", reference.repository());

@@ -1,7 +1,15 @@
-//! Credentials in Docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`): `auths` entries with a base64 `auth` (`user:password`) or
-//! `username`/`password`, and credential helpers (`credHelpers` per registry, `credsStore` for
-//! all) run as `docker-credential-NAME get|store|erase` with Docker's JSON protocol.
+//! Credentials in files of Docker's `config.json` format: `auths` entries with a base64 `auth`
+//! (`user:password`) or `username`/`password`, and credential helpers (`credHelpers` per
+//! registry, `credsStore` for all) run as `docker-credential-NAME get|store|erase` with
+//! Docker's JSON protocol.
+//!
+//! Which files ([`AuthFiles`]), following podman and buildah: kiln's own auth file first —
+//! `--authfile FILE`, else `$REGISTRY_AUTH_FILE`, else `$XDG_CONFIG_HOME/kiln/auth.json`
+//! (`~/.config/kiln/auth.json`) — then Docker's (`$DOCKER_CONFIG/config.json`, else
+//! `~/.docker/config.json`). The first file that has credentials for a registry (an entry, or a
+//! helper that knows it) wins. `kiln login` saves to kiln's file when one is named or exists,
+//! else to Docker's, so that a plain `kiln login` is seen by docker, podman and skopeo too;
+//! `kiln logout` removes from that same file.
 //!
 //! Docker Hub's key is `https://index.docker.io/v1/`; other registries are keyed by host
 //! (`host:port`), and keys written with a scheme or path (`https://host/v1/`) still match.
@@ -46,6 +54,72 @@ pub fn default_config_path() -> Option<PathBuf> {
         return Some(PathBuf::from(d).join("config.json"));
     }
     std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".docker/config.json"))
+}
+
+/// kiln's own auth file when none is named: `$XDG_CONFIG_HOME/kiln/auth.json`, else
+/// `~/.config/kiln/auth.json`.
+pub fn default_kiln_auth_path() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(d).join("kiln/auth.json"));
+    }
+    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config/kiln/auth.json"))
+}
+
+/// The credential files kiln reads, in order, and the one `kiln login` writes (module docs).
+#[derive(Debug, Clone, Default)]
+pub struct AuthFiles {
+    /// kiln's own auth file.
+    own: Option<PathBuf>,
+    /// Whether `own` was named (`--authfile`, `$REGISTRY_AUTH_FILE`) rather than the default.
+    named: bool,
+    /// Docker's `config.json`.
+    docker: Option<PathBuf>,
+}
+
+impl AuthFiles {
+    /// The files for `authfile` (a `--authfile` argument) and the environment.
+    pub fn locate(authfile: Option<&Path>) -> Self {
+        let named = authfile.map(Path::to_path_buf).or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").filter(|v| !v.is_empty()).map(PathBuf::from));
+        Self { named: named.is_some(), own: named.or_else(default_kiln_auth_path), docker: default_config_path() }
+    }
+
+    /// Exactly these files (tests, callers with their own rules).
+    pub fn new(own: Option<PathBuf>, docker: Option<PathBuf>) -> Self {
+        Self { named: own.is_some(), own, docker }
+    }
+
+    /// The files in lookup order (a file named twice, once).
+    pub fn files(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = Vec::new();
+        for p in [&self.own, &self.docker].into_iter().flatten() {
+            if !out.contains(&p.as_path()) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Credentials for `domain` from the first file that has some; `None`: anonymous.
+    pub fn credentials(&self, domain: &str) -> Result<Option<Credentials>, RegistryError> {
+        for path in self.files() {
+            if let Some(c) = DockerConfig::load(path)?.credentials(domain)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The file `kiln login` saves to and `kiln logout` removes from: kiln's own when it is
+    /// named or exists, else Docker's.
+    pub fn login_file(&self) -> Result<PathBuf, RegistryError> {
+        if let Some(own) = self.own.as_ref().filter(|p| self.named || p.exists()) {
+            return Ok(own.clone());
+        }
+        self.docker
+            .clone()
+            .or_else(|| self.own.clone())
+            .ok_or_else(|| RegistryError::config("finding a credentials file", "set --authfile, REGISTRY_AUTH_FILE, DOCKER_CONFIG or HOME"))
+    }
 }
 
 /// The `config.json` key of a registry domain (`docker.io` -> Docker Hub's v1 URL).
@@ -271,6 +345,27 @@ mod tests {
         assert!(cfg.erase("127.0.0.1:5000").expect("erase"));
         assert!(!cfg.erase("127.0.0.1:5000").expect("erase"));
         assert!(DockerConfig::load(&path).expect("load").credentials("127.0.0.1:5000").expect("read").is_none());
+    }
+
+    #[test]
+    fn kilns_file_is_read_first_then_dockers_and_login_writes_the_right_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = dir.path().join("kiln/auth.json");
+        let docker = dir.path().join("docker/config.json");
+        let files = AuthFiles { own: Some(own.clone()), named: false, docker: Some(docker.clone()) };
+        assert_eq!(files.login_file().expect("target"), docker, "the default kiln file does not exist: Docker's");
+        let theirs = Credentials { username: "d".into(), password: "dp".into() };
+        DockerConfig::load(&docker).expect("load").store("reg.test", &theirs).expect("store");
+        assert_eq!(files.credentials("reg.test").expect("read"), Some(theirs.clone()));
+        let ours = Credentials { username: "k".into(), password: "kp".into() };
+        DockerConfig::load(&own).expect("load").store("other.test", &ours).expect("store");
+        assert_eq!(files.login_file().expect("target"), own, "the kiln file exists now");
+        assert_eq!(files.credentials("reg.test").expect("read"), Some(theirs), "no entry in kiln's file: Docker's");
+        DockerConfig::load(&own).expect("load").store("reg.test", &ours).expect("store");
+        assert_eq!(files.credentials("reg.test").expect("read"), Some(ours), "kiln's file first");
+        let named = AuthFiles::new(Some(dir.path().join("absent.json")), Some(docker.clone()));
+        assert_eq!(named.login_file().expect("target"), dir.path().join("absent.json"), "a named file, even absent");
+        assert_eq!(AuthFiles::new(Some(docker.clone()), Some(docker)).files().len(), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod settings;
 pub mod tags;
 
 pub use client::Client;
-pub use credentials::{Credentials, DockerConfig};
+pub use credentials::{AuthFiles, Credentials, DockerConfig};
 pub use error::RegistryError;
 pub use manifest::Platform;
 pub use pull::{pull, PullEvent, PullOptions, Pulled};
@@ -31,13 +31,15 @@ pub use settings::Settings;
 
 use kiln_store::{Reference, Store};
 
-/// A client for `domain` with kiln's registry settings and the user's Docker credentials.
+/// A client for `domain` with kiln's registry settings and the user's credentials (kiln's auth
+/// file, then Docker's: [`AuthFiles::locate`] without `--authfile`).
 pub fn connect(domain: &str, settings: &Settings) -> Result<Client, RegistryError> {
-    let creds = match credentials::default_config_path() {
-        Some(p) => DockerConfig::load(&p)?.credentials(domain)?,
-        None => None,
-    };
-    Client::new(domain, settings, creds)
+    connect_with(domain, settings, &AuthFiles::locate(None))
+}
+
+/// A client for `domain` with credentials from `auth`.
+pub fn connect_with(domain: &str, settings: &Settings, auth: &AuthFiles) -> Result<Client, RegistryError> {
+    Client::new(domain, settings, auth.credentials(domain)?)
 }
 
 /// Pulls `reference` as `kiln pull` does: from the registry's configured mirrors first (in
@@ -45,13 +47,14 @@ pub fn connect(domain: &str, settings: &Settings) -> Result<Client, RegistryErro
 /// afterwards `store.image(&pulled.image)` reads the image.
 pub fn pull_image(store: &Store, reference: &Reference, opts: &PullOptions, events: &(dyn Fn(PullEvent) + Sync)) -> Result<Pulled, RegistryError> {
     let settings = Settings::load_default()?;
+    let auth = AuthFiles::locate(opts.authfile.as_deref());
     for mirror in settings.get(&reference.domain).mirrors {
-        if let Ok(client) = connect(&mirror, &settings) {
+        if let Ok(client) = connect_with(&mirror, &settings, &auth) {
             if let Ok(p) = pull(store, &client, reference, opts, events) {
                 return Ok(p);
             }
         }
     }
-    let client = connect(&reference.domain, &settings)?;
+    let client = connect_with(&reference.domain, &settings, &auth)?;
     pull(store, &client, reference, opts, events)
 }

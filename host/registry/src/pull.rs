@@ -30,6 +30,8 @@ const PARALLEL_LAYERS: usize = 3;
 pub struct PullOptions {
     /// The platform to pick from an index (default: this machine's).
     pub platform: Option<Platform>,
+    /// kiln's auth file (`--authfile`) for [`crate::pull_image`]; default: [`crate::AuthFiles::locate`]'s.
+    pub authfile: Option<std::path::PathBuf>,
 }
 
 /// Progress of a pull, for a UI. Layer events come in this order for each layer: either
