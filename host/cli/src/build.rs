@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_sandbox::{BackendKind, ChosenLater, VmConfig};
-use kiln_solver::{BuildOptions, Reporter};
+use kiln_solver::{BuildOptions, ProgressMode, Reporter};
 use kiln_store::{Reference, Store};
 
 use crate::builder::cache_transfer;
@@ -21,6 +21,9 @@ pub struct BuildArgs {
     /// Print only the image id
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Progress output: auto (tty on a terminal, else plain), tty, plain, quiet
+    #[arg(long, default_value = "auto", env = "KILN_PROGRESS")]
+    progress: String,
     /// Do not use the build cache: run every step
     #[arg(long)]
     no_cache: bool,
@@ -160,12 +163,17 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         jobs,
         no_cache_filter: args.no_cache_filter.clone(),
     };
-    let mut reporter = Reporter::new(args.quiet);
+    let mode = if args.quiet { ProgressMode::Quiet } else { ProgressMode::parse(&args.progress).map_err(anyhow::Error::msg)? };
+    let quiet = mode == ProgressMode::Quiet;
+    let reporter = Reporter::with_mode(mode);
     let backend = ChosenLater { kind: args.backend.parse::<BackendKind>()?, cache_dir: opts.vm.cache_dir.clone() };
-    cache_transfer::import_all(&store, &cache_from, args.quiet);
-    let outcome = kiln_solver::build(&store, &backend, &opts, &mut reporter)?;
-    cache_transfer::export_all(&store, &cache_to, &outcome, args.quiet)?;
-    cache_transfer::enforce_bound(&store, cache_max, args.quiet);
+    cache_transfer::import_all(&store, &cache_from, quiet);
+    let outcome = kiln_solver::build(&store, &backend, &opts, &reporter);
+    let elapsed = reporter.elapsed();
+    drop(reporter); // Clears the live progress region before anything else is printed.
+    let outcome = outcome?;
+    cache_transfer::export_all(&store, &cache_to, &outcome, quiet)?;
+    cache_transfer::enforce_bound(&store, cache_max, quiet);
     if output != crate::output::Output::Image {
         let image = store.image(&outcome.manifest)?;
         crate::output::export(&store, &output, opts.tags.first(), &image).context("exporting the build result")?;
@@ -175,13 +183,14 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     }
     if args.quiet {
         println!("{}", outcome.config);
-    } else {
+    } else if !quiet {
         let guest = outcome.guest.as_deref().unwrap_or("no VM needed");
         eprintln!("#done writing image {} ({} layers, {} steps cached; {guest})", outcome.config, outcome.layers, outcome.cached_steps);
         for t in &opts.tags {
             eprintln!("#done naming to {t}");
         }
         eprintln!("#done stored in {}", root.display());
+        eprintln!("#done built in {elapsed:.1}s");
     }
     Ok(())
 }

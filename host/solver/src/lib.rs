@@ -32,7 +32,7 @@ use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
 use kiln_store::{Digest, LayerInfo, Reference, Store, StoreError};
 
 pub use cache::CacheKey;
-pub use output::Reporter;
+pub use output::{ProgressMode, Reporter};
 
 /// The PATH Docker and BuildKit give a Linux image that has none.
 pub const DEFAULT_PATH: &str = kiln_frontend::config::DEFAULT_PATH;

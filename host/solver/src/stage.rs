@@ -163,12 +163,19 @@ impl<'a> Build<'a> {
         Ok(state)
     }
 
-    /// Prints a step line (`#N [stage k/n] TEXT`).
-    pub fn announce(&self, st: &mut StageState, text: &str, cached: bool, out: &Reporter) {
+    /// Prints a step line (`#N [stage k/n] TEXT`); returns N for [`Reporter::done`].
+    pub fn announce(&self, st: &mut StageState, text: &str, cached: bool, out: &Reporter) -> usize {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         st.step += 1;
         let label = format!("{}{}/{}", st.label, st.step, st.steps);
         out.step(n, &label, &first_line(text), cached);
+        n
+    }
+
+    /// A step that does its work at once (FROM, metadata instructions).
+    pub fn instant_step(&self, st: &mut StageState, text: &str, out: &Reporter) {
+        let n = self.announce(st, text, false, out);
+        out.done(n);
     }
 
     pub fn history(&self, created_by: String, empty: bool) -> History {
@@ -216,7 +223,7 @@ impl<'a> Build<'a> {
             StageBase::Stage(j) => format!("FROM {}", self.done_name(*j)),
             StageBase::Image(n) => format!("FROM {n}"),
         };
-        self.announce(&mut st, &from_text, false, out);
+        self.instant_step(&mut st, &from_text, out);
         let lexer = Lexer::new(self.opts.dockerfile.escape);
         let mut scope = Scope::new(stage, &self.opts.frontend);
         for located in triggers.iter().chain(&stage.commands) {
@@ -261,7 +268,7 @@ impl<'a> Build<'a> {
                 self.workdir(st, &expanded, out).map_err(wrap)
             }
             other => {
-                self.announce(st, &located.text, false, out);
+                self.instant_step(st, &located.text, out);
                 st.config.apply(other).map_err(|m| kiln_frontend::ParseError::new(located.line, m))?;
                 let text = created_by(other, &st.config.config, &located.text, &[]);
                 st.key = st.key.child(&["CONFIG", &text]);
@@ -291,8 +298,9 @@ impl<'a> Build<'a> {
                 hit
             }
             None => {
-                self.announce(st, text, false, out);
+                let n = self.announce(st, text, false, out);
                 let layer = make(self, st, out)?;
+                out.done(n);
                 if crate::is_empty_layer(&layer) {
                     Cached::Empty
                 } else {

@@ -96,7 +96,7 @@ impl Build<'_> {
         let dir = st.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
         let history = created_by(&cmd.command, &st.config.config, &cmd.text, &[]);
         if dir == "/" {
-            self.announce(st, &cmd.text, false, out);
+            self.instant_step(st, &cmd.text, out);
             st.key = st.key.child(&["CONFIG", &history]);
             let h = self.history(history, true);
             st.history.push(h);
