@@ -340,3 +340,28 @@ fn credentials_come_from_kilns_auth_file_first_then_dockers() {
     assert!(text(&out.stderr).contains(&format!("{} still has credentials for {}", docker.display(), reg.host)), "{}", text(&out.stderr));
     assert!(!std::fs::read_to_string(&own).expect("kiln auth file").contains(&reg.host));
 }
+
+#[test]
+fn push_mounts_from_the_repository_that_has_the_blob_when_another_candidate_does_not() {
+    let reg = Registry::start(None);
+    let env = TestEnv::new("regmountnext");
+    let rootfs = env.dir.path().join("one.tar");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "one", &b"one\n"[..]).expect("entry");
+    std::fs::write(&rootfs, b.into_inner().expect("tar")).expect("tar");
+    env.give_to_user(&rootfs);
+    // Names in the store: a/never (first in order, never pushed) and b/pushed (pushed).
+    let never = format!("{}/a/never:v1", reg.host);
+    let pushed = format!("{}/b/pushed:v1", reg.host);
+    ok(&env.kiln(&["import", p(&rootfs), &never]));
+    ok(&env.kiln(&["tag", &never, &pushed]));
+    ok(&env.kiln(&["push", &pushed]));
+    let new = format!("{}/c/new:v1", reg.host);
+    ok(&env.kiln(&["tag", &never, &new]));
+    let out = ok(&env.kiln(&["push", &new]));
+    assert!(out.contains(": Mounted from b/pushed"), "a/never refuses the mount, b/pushed has it:\n{out}");
+}

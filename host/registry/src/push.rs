@@ -1,6 +1,6 @@
 //! Pushing an image from the store: every blob is HEAD-checked, mounted from another
 //! repository of the same registry when the store knows one that has it (another name of an
-//! image with that blob), else uploaded: in one PUT, or — above [`PushOptions::chunk_size`] —
+//! image with that blob; up to three are tried), else uploaded: in one PUT, or — above [`PushOptions::chunk_size`] —
 //! in PATCH chunks, each retried on its own; the manifest goes last, byte for byte as stored,
 //! so the registry's digest is the store's.
 
@@ -100,16 +100,21 @@ fn push_blob(
     if head.status().as_u16() == 200 {
         return Ok(PushEvent::Exists(blob.clone()));
     }
+    // A refused mount opens an upload session (202): kept for the upload after the last
+    // candidate, cancelled otherwise so that the next candidate can be tried.
     let mut upload = None;
-    for from in mount_sources(store, reference, blob) {
+    let sources = mount_sources(store, reference, blob);
+    for (i, from) in sources.iter().enumerate() {
         let scope = format!("{own_scope} repository:{from}:pull");
-        let url = client.url(&format!("{path}/blobs/uploads/?mount={blob}&from={}", encode(&from)));
+        let url = client.url(&format!("{path}/blobs/uploads/?mount={blob}&from={}", encode(from)));
         let resp = client.send(Method::POST, &url, &[], &Payload::Empty, &scope, &what)?;
         match resp.status().as_u16() {
-            201 => return Ok(PushEvent::Mounted(blob.clone(), from)),
+            201 => return Ok(PushEvent::Mounted(blob.clone(), from.clone())),
+            202 if i + 1 == sources.len() => upload = Some(location(&resp, client, &what)?),
             202 => {
-                upload = Some(location(&resp, client, &what)?);
-                break;
+                let session = location(&resp, client, &what)?;
+                // Best effort: an abandoned session expires on the registry anyway.
+                let _ = client.send(Method::DELETE, &session, &[], &Payload::Empty, &own_scope, &what);
             }
             _ => {}
         }
