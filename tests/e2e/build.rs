@@ -208,7 +208,7 @@ fn copy_only_build_boots_no_vm_and_honours_dockerignore_labels_and_iidfile() {
     let env = TestEnv::new("copyonly");
     let ctx = env.context(
         "ctx",
-        "FROM scratch\nCOPY . /app/\nCMD [\"/app/run\"]\n",
+        "FROM scratch\nMAINTAINER kiln team <t@example.org>\nCOPY . /app/\nCMD [\"/app/run\"]\n",
         &[("run", "#!/bin/sh\n"), ("notes.md", "x"), ("README.md", "r"), ("build/out.o", "o"), (".dockerignore", "*.md\n!README.md\nbuild\n")],
         false,
     );
@@ -262,6 +262,9 @@ fn copy_only_build_boots_no_vm_and_honours_dockerignore_labels_and_iidfile() {
     let config = run_ok(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{}", archive.display())]));
     let config: serde_json::Value = serde_json::from_str(&config).expect("json");
     assert_eq!(config["config"]["Labels"]["org.example.team"], "kiln");
+    // As BuildKit: MAINTAINER sets the image's author, CMD marks ArgsEscaped.
+    assert_eq!(config["author"], "kiln team <t@example.org>", "{config}");
+    assert_eq!(config["config"]["ArgsEscaped"], true, "{config}");
     let layout = env.dir.path().join("layout");
     fs::create_dir(&layout).expect("mkdir");
     run_ok(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout));

@@ -107,7 +107,7 @@ pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
         comment: Some(args.message.clone().unwrap_or_else(|| format!("Imported from {source}"))),
         empty_layer: false,
     }];
-    let image = NewImage { layers: vec![layer], config, history, created, architecture, os };
+    let image = NewImage { layers: vec![layer], config, history, created, architecture, os, author: None };
     let names: Vec<Reference> = name.into_iter().collect();
     let manifest = staging.commit(image, &names)?;
     println!("{}", store.image(&manifest)?.config_digest);

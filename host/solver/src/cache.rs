@@ -332,6 +332,7 @@ mod tests {
                 created: "2026-01-01T00:00:00Z".into(),
                 architecture: "amd64".into(),
                 os: "linux".into(),
+            author: None,
             })
             .expect("image");
         let base = CacheKey::base("scratch");

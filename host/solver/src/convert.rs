@@ -1,7 +1,7 @@
 //! Between the store's image config ([`RunConfig`], the JSON as stored) and the frontend's
 //! [`ImageConfig`] (what Dockerfile instructions change). Docker-only fields (Healthcheck,
-//! OnBuild, Shell, ArgsEscaped) live in the JSON's extra fields; fields neither side knows are
-//! kept as they were in the base image.
+//! OnBuild, Shell) live in the JSON's extra fields; fields neither side knows (ArgsEscaped,
+//! which the solver sets on CMD as BuildKit does, included) are kept as they were in the base.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +46,7 @@ pub fn from_store(rc: &RunConfig) -> (ImageConfig, Map<String, Value>) {
     let healthcheck = health_from(extra.get("Healthcheck"));
     let on_build = strings(extra.get("OnBuild")).unwrap_or_default();
     let shell = strings(extra.get("Shell"));
-    for k in ["Healthcheck", "OnBuild", "Shell", "ArgsEscaped"] {
+    for k in ["Healthcheck", "OnBuild", "Shell"] {
         extra.remove(k);
     }
     let config = ImageConfig {

@@ -270,6 +270,10 @@ impl<'a> Build<'a> {
             other => {
                 self.instant_step(st, &located.text, out);
                 st.config.apply(other).map_err(|m| kiln_frontend::ParseError::new(located.line, m))?;
+                if matches!(other, Command::Cmd(_)) {
+                    // BuildKit marks every CMD so (kept for Docker's image spec).
+                    st.extra.insert("ArgsEscaped".into(), Value::Bool(true));
+                }
                 let text = created_by(other, &st.config.config, &located.text, &[]);
                 st.key = st.key.child(&["CONFIG", &text]);
                 let h = self.history(text, true);
@@ -353,6 +357,7 @@ impl<'a> Build<'a> {
             created: self.created_text.clone(),
             architecture: "amd64".into(),
             os: "linux".into(),
+            author: state.config.author.clone(),
         };
         // Layers of the other stages stay in the store while cache entries name them.
         let keep: Vec<Digest> = results.iter().filter_map(|(_, r)| match r {

@@ -253,6 +253,7 @@ pub(crate) mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             architecture: "amd64".into(),
             os: "linux".into(),
+            author: None,
         };
         let d = store.write_image(image).expect("image");
         if let Some(n) = name {

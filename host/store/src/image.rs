@@ -87,6 +87,8 @@ pub struct NewImage {
     pub created: String,
     pub architecture: String,
     pub os: String,
+    /// The image's `author` (Dockerfile `MAINTAINER`).
+    pub author: Option<String>,
 }
 
 /// A stored image, read back.
@@ -128,7 +130,7 @@ impl Store {
             config: image.config,
             rootfs: RootFs { kind: "layers".into(), diff_ids: image.layers.iter().map(|l| l.diff_id.clone()).collect() },
             history: image.history,
-            extra: Extra::new(),
+            extra: image.author.into_iter().map(|a| ("author".to_string(), serde_json::Value::String(a))).collect(),
         };
         let config_bytes = serde_json::to_vec(&config).map_err(|e| StoreError::io("encoding config", e.into()))?;
         let config_digest = self.write_blob(&config_bytes)?;
@@ -208,6 +210,8 @@ mod tests {
                 created: "2026-01-01T00:00:00Z".into(),
                 architecture: "amd64".into(),
                 os: "linux".into(),
+            author: None,
+
             })
             .expect("write");
         let name: Reference = "app".parse().expect("ref");

@@ -172,6 +172,7 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             architecture: "amd64".into(),
             os: "linux".into(),
+            author: None,
         };
         let name: Reference = "a/b:c".parse().expect("ref");
         let digest = staging.commit(image, std::slice::from_ref(&name)).expect("commit");

@@ -70,6 +70,7 @@ fn new_image(layers: Vec<LayerInfo>) -> NewImage {
         created: "2026-01-01T00:00:00Z".into(),
         architecture: "amd64".into(),
         os: "linux".into(),
+        author: None,
     }
 }
 
