@@ -325,3 +325,30 @@ fn build_cache_outlives_image_prune_until_builder_prune() {
     let out = env.kiln(&["builder", "prune", "-f", "--keep-storage", "lots"]);
     harness::assert_clean_error(&out, "invalid size");
 }
+
+/// `COPY --link`: its layer does not depend on what is below it, so after the base changes it
+/// comes from the cache (BuildKit's rebasing), while a plain COPY after it reruns.
+#[test]
+fn copy_link_is_reused_on_a_changed_base() {
+    let env = TestEnv::new("copylink");
+    let dockerfile = "FROM scratch\nCOPY base.txt /\nCOPY --link linked.txt /l/\nCOPY plain.txt /p/\n";
+    let ctx = env.context("ctx", dockerfile, &[("base.txt", "one"), ("linked.txt", "L"), ("plain.txt", "P")], false);
+    let dest = env.dir.path().join("out");
+    let out_arg = format!("type=local,dest={}", dest.display());
+    let build = || {
+        let out = env.kiln(&["build", "--progress", "plain", "-o", &out_arg, ctx.to_str().expect("utf8")]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    build();
+    fs::write(ctx.join("base.txt"), "two").expect("write");
+    let stderr = build();
+    let line = |needle: &str| stderr.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?}:\n{stderr}")).to_string();
+    assert!(!line("COPY base.txt").contains("CACHED"), "{stderr}");
+    assert!(line("COPY --link linked.txt").contains("CACHED"), "the linked layer is reused:\n{stderr}");
+    assert!(!line("COPY plain.txt").contains("CACHED"), "a plain COPY above a changed layer reruns:\n{stderr}");
+    for (path, want) in [("base.txt", "two"), ("l/linked.txt", "L"), ("p/plain.txt", "P")] {
+        assert_eq!(fs::read_to_string(dest.join(path)).expect(path), want);
+    }
+}

@@ -245,7 +245,15 @@ impl Build<'_> {
             Source::Path(p) => p.clone(),
             Source::Inline(f) => format!("<<{}", f.name),
         });
-        let key = st.key.child(&[
+        // COPY --link: the layer does not depend on the stage below it (its destination is
+        // resolved in an empty tree), so neither does its cache key — a changed base reuses it
+        // (BuildKit's layer rebasing). Names in --chown are looked up in the stage, so then
+        // the key stays chained.
+        let numeric_owner = c.chown.as_deref().map_or(true, |o| o.split(':').all(|p| p.parse::<u32>().is_ok()));
+        let linked = c.link && numeric_owner;
+        let parent = st.key.clone();
+        let key_base = if linked { crate::CacheKey::base("link") } else { st.key.clone() };
+        let key = key_base.child(&[
             if add { "ADD" } else { "COPY" },
             &content,
             &srcs_text.collect::<Vec<_>>().join("\0"),
@@ -259,7 +267,7 @@ impl Build<'_> {
         let history = created_by(&cmd.command, &st.config.config, &cmd.text, &[]);
         let base_spec = spec(plain);
         let dir_dst = if trailing { c.dst.clone() } else { format!("{}/", c.dst) };
-        self.layer_step(st, key, &cmd.text, history, out, |b, st, _| {
+        let stepped = self.layer_step(st, key, &cmd.text, history, out, |b, st, _| {
             let staging = staged(&b.staging)?;
             let view = lock(&b.indexes).view(staging, if c.link { &[] } else { &st.layers })?;
             let owner = match &c.chown {
@@ -300,7 +308,13 @@ impl Build<'_> {
                 tar.into_inner()
             })
             .map_err(|e| reword(cmd, e))
-        })
+        });
+        stepped?;
+        if linked {
+            // What follows still depends on everything below.
+            st.key = parent.child(&["LINK", st.key.as_str()]);
+        }
+        Ok(())
     }
 }
 
