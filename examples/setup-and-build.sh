@@ -20,6 +20,8 @@ packages=(
     skopeo umoci buildah
     # real registries on loopback for the registry tests (htpasswd, TLS certificates, a fake front)
     docker-registry apache2-utils openssl python3
+    # ADD of git sources runs git on the host
+    git
 )
 missing=()
 for p in "${packages[@]}"; do

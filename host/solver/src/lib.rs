@@ -15,6 +15,7 @@ pub mod cache_transfer;
 pub mod convert;
 mod copy;
 mod fsview;
+mod git;
 mod guest;
 mod mounts;
 mod output;

@@ -172,6 +172,7 @@ impl Build<'_> {
         // ADD: URLs are fetched now (their digests go into the key); local archives are found.
         let mut downloads = Vec::new();
         let mut archives = Vec::new();
+        let mut gits = Vec::new();
         if add {
             for s in &c.srcs {
                 let Source::Path(p) = s else { continue };
@@ -180,7 +181,12 @@ impl Build<'_> {
                         out.info(&format!("downloading {p}"));
                         downloads.push(add::download(self.opts.fetch.as_deref(), p, c.checksum.as_deref())?);
                     }
-                    AddSourceKind::Git => return Err(BuildError::Invalid(format!("ADD {p}: git sources are not supported yet"))),
+                    AddSourceKind::Git => {
+                        let source = crate::git::GitSource::parse(p)?;
+                        let commit = source.resolve(p)?;
+                        out.info(&format!("{p}: commit {commit}"));
+                        gits.push((p.clone(), source, commit));
+                    }
                     AddSourceKind::Local if matches!(origin, Origin::Context) => {
                         if let Some(path) = add::local_file(&self.opts.context, p) {
                             if let Some(tar) = add::as_archive(&path)? {
@@ -240,6 +246,9 @@ impl Build<'_> {
         for d in &downloads {
             content.push_str(&d.digest);
         }
+        for (_, g, commit) in &gits {
+            content.push_str(&format!("git:{commit}:{}:keep={}", g.subdir.as_deref().unwrap_or(""), c.keep_git_dir));
+        }
         let flags = format!("parents={} link={} exclude={:?} archives={}", c.parents, c.link, c.exclude, archives.len());
         let srcs_text = c.srcs.iter().map(|s| match s {
             Source::Path(p) => p.clone(),
@@ -287,6 +296,7 @@ impl Build<'_> {
             for (name, tar) in archives {
                 archive_views.push(copy::StageFs::from_tar(tar, std::path::Path::new(&name))?);
             }
+            let checkouts = gits.iter().map(|(p, g, commit)| g.checkout(p, commit, c.keep_git_dir)).collect::<Result<Vec<_>, _>>()?;
             b.ingest_with(|file| {
                 let mut tar = tar::Builder::new(file);
                 if !base_spec.srcs.is_empty() {
@@ -304,6 +314,12 @@ impl Build<'_> {
                 for a in &archive_views {
                     let one = CopySpec { srcs: vec![Src::Path("/")], dst: &dir_dst, ..base_spec.clone_with_srcs() };
                     copy::copy_into(a, &one, Dest::In(&view), &mut tar)?;
+                }
+                for (co, (_, g, _)) in checkouts.iter().zip(&gits) {
+                    let repo = ContextFs::new(&co.root, None)?;
+                    let from = g.subdir.as_deref().unwrap_or(".");
+                    let one = CopySpec { srcs: vec![Src::Path(from)], dst: &dir_dst, ..base_spec.clone_with_srcs() };
+                    copy::copy_into(&repo, &one, Dest::In(&view), &mut tar)?;
                 }
                 tar.into_inner()
             })
