@@ -5,7 +5,10 @@
 //!
 //! Guest layout: `/run/kiln/layers/<n>` holds one layer (uploaded, or the upper dir of the RUN
 //! that made it), `/run/kiln/work/<n>` and `/run/kiln/root/<n>` are per-RUN overlay work dir
-//! and mount point.
+//! and mount point. `/run/kiln/bind/<n>` holds the source of a bind mount (uploaded once per
+//! build per content, see [`crate::bind`]); a read-write bind gets an overlay of its own over
+//! it in `/run/kiln/bindrw/<n>/`, unmounted after the RUN, so its writes reach neither the
+//! source, other steps nor the layer.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -43,6 +46,10 @@ struct State {
     runs: usize,
     /// Cache mount ids in use, with their guest directories.
     caches: HashMap<String, String>,
+    /// Bind mount sources present in the guest, by identity, with their directories.
+    binds: HashMap<String, String>,
+    /// Read-write bind overlays made so far.
+    rw_binds: usize,
 }
 
 impl State {
@@ -65,7 +72,17 @@ pub struct RunRequest<'a> {
     pub mounts: Vec<RunMount>,
     /// Cache mounts: (id, target).
     pub caches: Vec<(String, String)>,
+    pub binds: Vec<GuestBind>,
     pub network: kiln_sandbox::agent::Network,
+}
+
+/// A bind mount whose source is in the guest ([`GuestSession::bind_source`]).
+#[derive(Debug, Clone)]
+pub struct GuestBind {
+    /// The guest directory holding the source as [`crate::bind::ENTRY`].
+    pub dir: String,
+    pub target: String,
+    pub readonly: bool,
 }
 
 impl GuestSession {
@@ -122,6 +139,46 @@ impl GuestSession {
         Ok(dir)
     }
 
+    /// The guest directory of the bind source named `identity`, uploading the tar `make`
+    /// gives at first use. Holds the lock while uploading, so no source is uploaded twice.
+    pub fn bind_source(&self, identity: &str, make: impl FnOnce() -> Result<std::fs::File, BuildError>) -> Result<String, BuildError> {
+        let mut state = self.state();
+        if let Some(d) = state.binds.get(identity) {
+            return Ok(d.clone());
+        }
+        let dir = format!("/run/kiln/bind/{}", state.binds.len() + 1);
+        let tar = make()?;
+        self.agent.receive_tar(&dir, &mut std::io::BufReader::new(tar) as &mut dyn Read)?;
+        state.binds.insert(identity.to_string(), dir.clone());
+        Ok(dir)
+    }
+
+    /// The mounts of `binds`: a read-only bind mounts its source; a read-write one an overlay
+    /// of its own over it, whose mount point is returned with the mounts so the caller
+    /// unmounts it after the RUN (also when this fails half-way).
+    fn bind_mounts(&self, binds: &[GuestBind], overlays: &mut Vec<String>) -> Result<Vec<RunMount>, BuildError> {
+        let mut mounts = Vec::new();
+        for b in binds {
+            let top = if b.readonly {
+                b.dir.clone()
+            } else {
+                let n = {
+                    let mut state = self.state();
+                    state.rw_binds += 1;
+                    state.rw_binds
+                };
+                let base = format!("/run/kiln/bindrw/{n}");
+                let root = format!("{base}/root");
+                self.agent.mount_overlay(vec![b.dir.clone()], &format!("{base}/upper"), &format!("{base}/work"), &root)?;
+                overlays.push(root.clone());
+                root
+            };
+            let source = format!("{top}/{}", crate::bind::ENTRY);
+            mounts.push(RunMount::Bind { target: b.target.clone(), source, readonly: b.readonly });
+        }
+        Ok(mounts)
+    }
+
     /// Writes every cache mount used back to `store_dir` (a tar per id, replaced atomically).
     pub fn save_caches(&self, store_dir: &Path) -> Result<(), BuildError> {
         let caches = self.state().caches.clone();
@@ -143,6 +200,32 @@ impl GuestSession {
             let source = self.cache_dir(id, &cache_file(&self.cache_store, id))?;
             mounts.push(RunMount::Bind { target: target.clone(), source, readonly: false });
         }
+        let mut overlays = Vec::new();
+        let result = self.bind_mounts(&req.binds, &mut overlays).and_then(|binds| {
+            mounts.extend(binds);
+            // Parents before what is mounted below them, whatever the Dockerfile's order (as
+            // BuildKit sorts its mounts by destination).
+            mounts.sort_by(|a, b| a.target().cmp(b.target()));
+            self.run_in_overlay(staging, lower_dirs, mounts, req, out)
+        });
+        let mut unmounted = Ok(());
+        for o in overlays {
+            unmounted = unmounted.and(self.agent.unmount(&o));
+        }
+        let layer = result?;
+        unmounted?;
+        Ok(layer)
+    }
+
+    /// Runs the process over an overlay of `lower_dirs` (bottom first) and returns the diff.
+    fn run_in_overlay(
+        &self,
+        staging: &Staging,
+        lower_dirs: Vec<String>,
+        mounts: Vec<RunMount>,
+        req: &RunRequest<'_>,
+        out: &Reporter,
+    ) -> Result<LayerInfo, BuildError> {
         let (upper, work, root) = {
             let mut state = self.state();
             state.runs += 1;

@@ -10,6 +10,7 @@
 //! the store as it was. This crate knows nothing of QEMU command lines or registries.
 
 mod add;
+mod bind;
 pub mod cache;
 pub mod cache_transfer;
 pub mod convert;

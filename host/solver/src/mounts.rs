@@ -1,7 +1,10 @@
 //! What a RUN's process gets beyond its layers, BuildKit-style: a `RUN <<EOF` script with a
-//! shebang as `/dev/pipes/EOF`, and `RUN --mount=type=tmpfs|secret|cache`. None of it reaches
-//! a layer (the agent keeps mounts and files out of the overlay's upper dir), and secret
-//! values never reach the cache key, the history or the logs: only their ids do.
+//! shebang as `/dev/pipes/EOF`, and `RUN --mount=type=tmpfs|secret|cache|bind`. None of it
+//! reaches a layer (the agent keeps mounts and files out of the overlay's upper dir), and
+//! secret values never reach the cache key, the history or the logs: only their ids do.
+//!
+//! Bind mounts are only named here ([`BindUse`]); what they hold is found, keyed and uploaded
+//! by [`crate::bind`].
 //!
 //! Cache mounts persist across builds: the guest keeps each id in `/run/kiln/cache/<n>` for
 //! the build, uploaded at first use from `<store>/cache-mounts/<sha256(id)>.tar` and written
@@ -22,6 +25,20 @@ pub struct CacheUse {
     pub target: String,
 }
 
+/// A bind mount the process needs (`RUN --mount=type=bind`), as written: [`crate::bind`]
+/// finds its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindUse {
+    /// The stage (name or index) or image to read from; `None`: the build context.
+    pub from: Option<String>,
+    /// The path in `from` (or the context), `/` when not given.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only unless `rw`/`readwrite`; writes to a read-write bind are discarded.
+    pub readonly: bool,
+}
+
 /// The RUN's argv and what goes with it.
 pub struct Prepared {
     pub argv: Vec<String>,
@@ -29,6 +46,7 @@ pub struct Prepared {
     /// Mounts other than cache mounts (those need the guest's cache dirs: [`CacheUse`]).
     pub mounts: Vec<RunMount>,
     pub caches: Vec<CacheUse>,
+    pub binds: Vec<BindUse>,
     /// `NAME=value` of secrets mounted as environment variables (`env=`).
     pub secret_env: Vec<String>,
     /// Everything about the mounts that belongs in the cache key (no secret values).
@@ -59,6 +77,7 @@ pub fn prepare(run: &Run, config: &ImageConfig, secrets: &BTreeMap<String, Vec<u
     };
     let mut mounts = Vec::new();
     let mut caches = Vec::new();
+    let mut binds = Vec::new();
     let mut secret_env = Vec::new();
     for m in &run.mounts {
         let target = absolute(&m.target, &workdir);
@@ -99,11 +118,21 @@ pub fn prepare(run: &Run, config: &ImageConfig, secrets: &BTreeMap<String, Vec<u
                 key.push_str(&format!("cache {id} {target}\0"));
                 caches.push(CacheUse { id, target });
             }
-            MountType::Bind => return Err(BuildError::Invalid("RUN --mount=type=bind is not supported yet".into())),
+            MountType::Bind => {
+                let bind = BindUse {
+                    from: m.from.clone(),
+                    source: m.source.clone().unwrap_or_else(|| "/".into()),
+                    target,
+                    readonly: m.read_only,
+                };
+                // The content itself is keyed by the caller ([`crate::bind`]).
+                key.push_str(&format!("bind {:?} {:?} {} ro={}\0", bind.from, bind.source, bind.target, bind.readonly));
+                binds.push(bind);
+            }
             MountType::Ssh => return Err(BuildError::Invalid("RUN --mount=type=ssh is not supported yet".into())),
         }
     }
-    Ok(Prepared { argv, files, mounts, caches, secret_env, key })
+    Ok(Prepared { argv, files, mounts, caches, binds, secret_env, key })
 }
 
 /// A secret mount's id: `id=`, else the target's file name (BuildKit's rule).
@@ -147,5 +176,32 @@ mod tests {
         assert!(!p.key.contains("s3cr3t"), "secret values never reach the key");
         assert!(prepare(&run_of("RUN --mount=type=secret,id=nope,required true"), &config, &secrets).is_err());
         assert!(prepare(&run_of("RUN --mount=type=secret,id=nope true"), &config, &secrets).expect("optional").mounts.is_empty());
+    }
+
+    #[test]
+    fn binds_are_named_with_their_defaults_and_keyed() {
+        let config = ImageConfig { working_dir: Some("/w".into()), ..Default::default() };
+        let none = BTreeMap::new();
+        let p = prepare(&run_of("RUN --mount=type=bind,target=src --mount=type=bind,from=build,source=/out,target=/o,rw true"), &config, &none)
+            .expect("binds");
+        assert!(p.mounts.is_empty() && p.caches.is_empty());
+        assert_eq!(
+            p.binds,
+            vec![
+                BindUse { from: None, source: "/".into(), target: "/w/src".into(), readonly: true },
+                BindUse { from: Some("build".into()), source: "/out".into(), target: "/o".into(), readonly: false },
+            ]
+        );
+        // Every option that changes what the process sees changes the key.
+        let key = |line: &str| prepare(&run_of(line), &config, &none).expect(line).key;
+        let base = key("RUN --mount=type=bind,source=a,target=/t true");
+        for other in [
+            "RUN --mount=type=bind,source=b,target=/t true",
+            "RUN --mount=type=bind,source=a,target=/u true",
+            "RUN --mount=type=bind,source=a,target=/t,rw true",
+            "RUN --mount=type=bind,source=a,target=/t,from=x true",
+        ] {
+            assert_ne!(key(other), base, "{other}");
+        }
     }
 }

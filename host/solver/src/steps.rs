@@ -11,7 +11,7 @@ use kiln_store::LayerInfo;
 use kiln_store::digest::HashingWriter;
 
 use crate::copy::{self, ContextFs, CopySpec, Dest, SourceFs, Src};
-use crate::guest::RunRequest;
+use crate::guest::{GuestBind, RunRequest};
 use crate::stage::{first_line, lock, Build, ImageState, StageState};
 use crate::{add, mounts, users, BuildError, Reporter};
 
@@ -24,8 +24,8 @@ fn join_nul(parts: &[String]) -> String {
 }
 
 
-/// Where COPY reads from.
-enum Origin {
+/// Where COPY and bind mounts read from.
+pub(crate) enum Origin {
     Context,
     /// A stage's or image's result, with its cache key as the content identity.
     Image(Box<ImageState>),
@@ -43,6 +43,8 @@ impl Build<'_> {
     pub(crate) fn run(&self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &Reporter) -> Result<(), BuildError> {
         let config = &st.config.config;
         let prepared = mounts::prepare(run, config, &self.opts.secrets)?;
+        let binds = self.resolve_binds(&prepared.binds, out)?;
+        let bind_part = binds.iter().map(|b| b.identity.as_str()).collect::<Vec<_>>().join("\0");
         let argv = prepared.argv.clone();
         let env_pairs = config.env_pairs();
         let env = scope.run_env(&env_pairs);
@@ -59,6 +61,10 @@ impl Build<'_> {
         if network == kiln_sandbox::agent::Network::None {
             parts.push("network=none");
         }
+        // What bind mounts hold (their options are in `prepared.key`).
+        if !binds.is_empty() {
+            parts.push(&bind_part);
+        }
         let key = st.key.child(&parts);
         let history = created_by(&cmd.command, config, &cmd.text, &scope.history_args(&env_pairs));
         let clamp_mtime = self.clamp;
@@ -69,7 +75,13 @@ impl Build<'_> {
                 let view = lock(&b.indexes).view(staged(&b.staging)?, &st.layers)?;
                 users::run_user(&view, &user)?
             };
+            b.check_binds(&binds)?;
             let session = b.guest(out)?;
+            let mut guest_binds = Vec::new();
+            for rb in &binds {
+                let dir = session.bind_source(&rb.identity, || b.bind_tar(rb))?;
+                guest_binds.push(GuestBind { dir, target: rb.bind.target.clone(), readonly: rb.bind.readonly });
+            }
             let mut env = env;
             env.extend(prepared.secret_env);
             let req = RunRequest {
@@ -83,6 +95,7 @@ impl Build<'_> {
                 files: prepared.files,
                 mounts: prepared.mounts,
                 caches: prepared.caches.into_iter().map(|c| (c.id, c.target)).collect(),
+                binds: guest_binds,
                 network,
             };
             let staging = staged(&b.staging)?;
@@ -135,7 +148,7 @@ impl Build<'_> {
     }
 
     /// The stage or image `COPY --from` names.
-    fn origin(&self, from: &str, out: &Reporter) -> Result<ImageState, BuildError> {
+    pub(crate) fn origin(&self, from: &str, out: &Reporter) -> Result<ImageState, BuildError> {
         let df = &self.opts.dockerfile;
         let lower = from.to_ascii_lowercase();
         let index = match lower.parse::<usize>() {
