@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Registry benchmark, printed, never asserted: push and pull of a 10-layer image (MiB per
-# layer: $2, default 50 -> 500 MB) against a loopback docker-registry, kiln vs `skopeo copy`
-# measured in this same run, and their ratios. Layers are random data in plain tars, so
+# layer: $2, default 50 -> 500 MB) against a loopback docker-registry (a fresh, empty one for
+# every run), kiln vs `skopeo copy` measured in this same run, and their ratios. Layers are random data in plain tars, so
 # neither tool spends the time compressing.
 # Usage: bench/registry.sh [RUNS] [MIB_PER_LAYER]   (needs docker-registry and skopeo)
 set -euo pipefail
@@ -12,8 +12,16 @@ kiln="$repo/target/release/kiln"
 (cd "$repo" && cargo build --release --locked -q -p kiln-cli)
 
 work="$(mktemp -d)"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/config.yml" <<YAML
+registry_pid=
+trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
+# A fresh registry (own storage, own port) for every run: nothing is there yet, so both tools
+# upload every blob (no cross-repository mounts of what an earlier run pushed).
+start_registry() {
+    [[ -n "$registry_pid" ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
+    local port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    rm -rf "$work/registry"
+    cat >"$work/config.yml" <<YAML
 version: 0.1
 log:
   level: error
@@ -25,11 +33,11 @@ storage:
 http:
   addr: 127.0.0.1:$port
 YAML
-docker-registry serve "$work/config.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
-until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
-reg="127.0.0.1:$port"
+    docker-registry serve "$work/config.yml" >"$work/registry.log" 2>&1 &
+    registry_pid=$!
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+    reg="127.0.0.1:$port"
+}
 
 # A 10-layer OCI archive of random data.
 python3 - "$work/image.oci.tar" "$mib" <<'PY'
@@ -66,8 +74,8 @@ now() { date +%s.%N; }
 kpush=(); spush=(); kpull=(); spull=()
 export KILN_ROOT="$work/kiln-src"
 "$kiln" load -q -i "$work/image.oci.tar"
-"$kiln" tag bench/big:1 "$reg/bench/big:1"
 for i in $(seq 1 "$runs"); do
+    start_registry
     "$kiln" tag bench/big:1 "$reg/kiln$i/big:1"
     t0=$(now); KILN_ROOT="$work/kiln-src" "$kiln" push -q "$reg/kiln$i/big:1" >/dev/null; t1=$(now)
     kpush+=("$(echo "$t1 - $t0" | bc)")
@@ -82,7 +90,7 @@ done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 kp=$(median "${kpush[@]}"); sp=$(median "${spush[@]}"); kl=$(median "${kpull[@]}"); sl=$(median "${spull[@]}")
-printf '\nkiln registry benchmark: 10 layers x %s MiB, loopback docker-registry (%s runs, medians)\n' "$mib" "$runs"
+printf '\nkiln registry benchmark: 10 layers x %s MiB, loopback docker-registry, a fresh one per run (%s runs, medians)\n' "$mib" "$runs"
 printf '  push, kiln push:          %6.2f s   (all: %s)\n' "$kp" "${kpush[*]}"
 printf '  push, skopeo copy:        %6.2f s   (all: %s)\n' "$sp" "${spush[*]}"
 printf '  ratio kiln / skopeo:      %6.2f x   (goal <= 1)\n' "$(echo "$kp / $sp" | bc -l)"
