@@ -111,7 +111,7 @@ impl Board {
         match self.mode {
             Mode::Quiet => {}
             Mode::Lines => {
-                // Byte counts are not printed; a bar's first report says the transfer started.
+                // Byte counts are not printed (Docker's output off a terminal has none either).
                 let line = match &state {
                     State::Text(t) => Some(t.clone()),
                     State::Bar { .. } => None,
