@@ -9,6 +9,7 @@
 //! Outside a VM (not PID 1) it skips system setup and takes the command line from its first
 //! argument, e.g. `kiln-guest-agent kiln.transport=vsock:1024`, which helps local debugging.
 
+mod binfmt;
 mod cmdline;
 mod diff;
 mod error;

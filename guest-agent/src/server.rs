@@ -130,6 +130,12 @@ impl Server {
                     }
                 }
             }
+            Request::RegisterBinfmt {
+                name,
+                magic,
+                mask,
+                interpreter,
+            } => crate::binfmt::register(&name, &magic, &mask, &interpreter).map(|()| Response::Done),
             Request::PowerOff => {
                 nix::unistd::sync();
                 Ok(Response::Done)
@@ -147,6 +153,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::Unmount { .. } => "unmount",
         Request::Run(_) => "run",
         Request::Diff { .. } => "diff",
+        Request::RegisterBinfmt { .. } => "register_binfmt",
         Request::PowerOff => "power_off",
     }
 }

@@ -15,4 +15,4 @@ pub mod mux;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_PAYLOAD};
 pub use messages::{Network, Request, Response, RunFile, RunMount, RunSpec, PROTOCOL_VERSION};
-pub use mux::{Mux, MuxError, Role, StreamReader, StreamWriter};
+pub use mux::{Mux, MuxError, PendingCall, Role, StreamReader, StreamWriter};

@@ -45,6 +45,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         lowers: Vec<String>,
     },
+    /// Register `interpreter` (a static user-mode emulator already in the guest, e.g.
+    /// `qemu-aarch64-static`) with binfmt_misc for ELF files matching `magic`/`mask` (each the
+    /// kernel's `\\xHH` text), with the `F` flag: the kernel opens it now, so it also runs
+    /// binaries inside a Run's root. Registering a `name` that exists already is a no-op.
+    RegisterBinfmt { name: String, magic: String, mask: String, interpreter: String },
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
     PowerOff,
 }

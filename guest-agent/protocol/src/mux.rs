@@ -137,6 +137,14 @@ impl Mux {
 
     /// Sends `req` and waits for its response, at most `timeout` if given.
     pub fn call(&self, req: &Request, timeout: Option<Duration>) -> Result<Response, MuxError> {
+        self.start_call(req)?.wait(timeout)
+    }
+
+    /// Sends `req` now; the answer is collected with [`PendingCall::wait`]. A call whose
+    /// request needs a data stream from the host must be started before that stream's data
+    /// is sent: the agent's reader buffers only a few chunks of a stream nobody has claimed
+    /// yet, and would otherwise stop reading before it ever sees the request.
+    pub fn start_call(&self, req: &Request) -> Result<PendingCall, MuxError> {
         let id = self.next_id();
         let (tx, rx) = mpsc::channel();
         lock(&self.shared.pending).insert(id, tx);
@@ -149,18 +157,7 @@ impl Mux {
             lock(&self.shared.pending).remove(&id);
             return Err(e);
         }
-        let bytes = match timeout {
-            None => rx.recv().map_err(|_| MuxError::Closed)?,
-            Some(t) => match rx.recv_timeout(t) {
-                Ok(b) => b,
-                Err(RecvTimeoutError::Timeout) => {
-                    lock(&self.shared.pending).remove(&id);
-                    return Err(MuxError::Timeout(t));
-                }
-                Err(RecvTimeoutError::Disconnected) => return Err(MuxError::Closed),
-            },
-        };
-        Ok(serde_json::from_slice(&bytes)?)
+        Ok(PendingCall { mux: self.clone(), id, rx })
     }
 
     /// Answers request `id` (agent side).
@@ -283,6 +280,31 @@ fn read_loop(shared: &Shared, mut reader: impl Read) {
         }
     }
     shared.close();
+}
+
+/// A request sent by [`Mux::start_call`], waiting for its answer.
+pub struct PendingCall {
+    mux: Mux,
+    id: u32,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl PendingCall {
+    /// Waits for the answer, at most `timeout` if given.
+    pub fn wait(self, timeout: Option<Duration>) -> Result<Response, MuxError> {
+        let bytes = match timeout {
+            None => self.rx.recv().map_err(|_| MuxError::Closed)?,
+            Some(t) => match self.rx.recv_timeout(t) {
+                Ok(b) => b,
+                Err(RecvTimeoutError::Timeout) => {
+                    lock(&self.mux.shared.pending).remove(&self.id);
+                    return Err(MuxError::Timeout(t));
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(MuxError::Closed),
+            },
+        };
+        Ok(serde_json::from_slice(&bytes)?)
+    }
 }
 
 /// Reads one incoming data stream. Ends with `Ok(0)` at the sender's clean end; a stream the

@@ -112,9 +112,10 @@ impl AgentClient {
     /// Sends the tar read from `tar` and has the agent extract it into `dest`.
     pub fn receive_tar(&self, dest: &str, tar: &mut dyn Read) -> Result<u64, SandboxError> {
         let stream = self.mux.next_id();
-        let mux = self.mux.clone();
-        let dest_owned = dest.to_string();
-        let call = thread::spawn(move || mux.call(&Request::ReceiveTar { dest: dest_owned, stream }, None));
+        // The request goes out before any of the stream's data (see `Mux::start_call`); the
+        // answer is awaited on a helper thread while the data is pumped here.
+        let pending = self.mux.start_call(&Request::ReceiveTar { dest: dest.to_string(), stream })?;
+        let call = thread::spawn(move || pending.wait(None));
         let mut w = self.mux.open_writer(stream);
         let copied = io::copy(tar, &mut w);
         match copied {
@@ -138,6 +139,12 @@ impl AgentClient {
     pub fn mount_overlay(&self, lowers: Vec<String>, upper: &str, work: &str, target: &str) -> Result<(), SandboxError> {
         let req = Request::MountOverlay { lowers, upper: upper.into(), work: work.into(), target: target.into() };
         self.simple("mounting the overlay", req)
+    }
+
+    /// Registers an emulator already in the guest for foreign ELF binaries (see the request).
+    pub fn register_binfmt(&self, name: &str, magic: &str, mask: &str, interpreter: &str) -> Result<(), SandboxError> {
+        let req = Request::RegisterBinfmt { name: name.into(), magic: magic.into(), mask: mask.into(), interpreter: interpreter.into() };
+        self.simple("registering the emulator", req)
     }
 
     pub fn unmount(&self, target: &str) -> Result<(), SandboxError> {

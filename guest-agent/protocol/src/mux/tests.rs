@@ -154,3 +154,32 @@ fn agent_keeps_a_stream_that_ended_before_it_was_claimed() {
     agent.open_reader(42).read_to_end(&mut got).expect("read");
     assert_eq!(got, b"small tar");
 }
+
+/// The request goes out before the stream's data, so the agent claims the stream and keeps
+/// reading however much follows. (Data first would fill the agent's buffer for the unclaimed
+/// stream and stall its reader before it saw the request: the hang this order prevents.)
+#[test]
+fn start_call_sends_the_request_before_a_big_stream() {
+    let (host, agent, reqs) = pair();
+    serve(agent, reqs);
+    let stream = host.next_id();
+    let mut echo = host.open_reader(stream + 1000);
+    let pending = host.start_call(&Request::ReceiveTar { dest: "/x".into(), stream }).expect("start");
+    let writer_host = host.clone();
+    let writer = thread::spawn(move || {
+        let mut w = writer_host.open_writer(stream);
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..64 {
+            w.write_all(&chunk).expect("write");
+        }
+        w.finish().expect("finish");
+    });
+    let echoed = thread::spawn(move || {
+        let mut data = Vec::new();
+        echo.read_to_end(&mut data).map(|_| data.len())
+    });
+    let resp = pending.wait(Some(Duration::from_secs(30))).expect("answer");
+    assert_eq!(resp, Response::TarReceived { entries: 64 * 64 * 1024 });
+    writer.join().expect("writer");
+    assert_eq!(echoed.join().expect("echo").expect("read"), 64 * 64 * 1024);
+}
