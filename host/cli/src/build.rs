@@ -59,6 +59,10 @@ pub struct BuildArgs {
     /// Build this stage (and what it needs) instead of the last one
     #[arg(long)]
     target: Option<String>,
+    /// Target platform (os/arch[/variant], e.g. linux/arm64): RUN steps of another
+    /// architecture run under QEMU user-mode emulation in the guest
+    #[arg(long)]
+    platform: Option<String>,
     /// Guest memory in MiB
     #[arg(long, default_value_t = 2048, env = "KILN_VM_MEMORY")]
     memory: u32,
@@ -111,7 +115,13 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         }
     }
     let secrets = args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?;
-    let frontend = kiln_frontend::graph::BuildOptions { build_args, target: args.target.clone(), ..Default::default() };
+    let mut frontend = kiln_frontend::graph::BuildOptions { build_args, target: args.target.clone(), ..Default::default() };
+    if let Some(p) = &args.platform {
+        if p.contains(',') {
+            bail!("--platform {p:?}: kiln builds one platform at a time");
+        }
+        frontend.target_platform = kiln_frontend::graph::Platform::parse(p).map_err(anyhow::Error::msg)?;
+    }
     let tags = args
         .tags
         .iter()
@@ -214,11 +224,13 @@ fn read_dockerignore(dockerfile: Option<&Path>, context: &Path) -> Result<Option
 }
 
 /// FROM of an image the store lacks: pull it as `kiln pull` would (mirrors first).
-fn pull_base(store: Store) -> impl Fn(&str) -> std::result::Result<kiln_store::Digest, String> + Sync {
-    move |name: &str| {
+fn pull_base(store: Store) -> impl Fn(&str, &str) -> std::result::Result<kiln_store::Digest, String> + Sync {
+    move |name: &str, platform: &str| {
         let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
         let events = |_: kiln_registry::PullEvent| {};
-        kiln_registry::pull_image(&store, &reference, &kiln_registry::PullOptions::default(), &events)
+        let platform = kiln_registry::manifest::Platform::parse(platform).map_err(|e| e.to_string())?;
+        let opts = kiln_registry::PullOptions { platform: Some(platform), ..Default::default() };
+        kiln_registry::pull_image(&store, &reference, &opts, &events)
             .map(|p| p.image)
             .map_err(|e| e.to_string())
     }

@@ -95,6 +95,11 @@ impl GuestSession {
         Ok(Self { vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf() })
     }
 
+    /// The agent, for calls beyond layers and RUNs (e.g. registering an emulator).
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

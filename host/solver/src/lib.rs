@@ -14,6 +14,7 @@ mod bind;
 pub mod cache;
 pub mod cache_transfer;
 pub mod convert;
+mod emulate;
 mod copy;
 mod fsview;
 mod git;
@@ -70,7 +71,8 @@ pub struct BuildOptions {
 }
 
 /// How the solver gets a missing base image, without knowing about registries.
-pub type Puller = dyn Fn(&str) -> Result<Digest, String> + Sync;
+/// Arguments: the image name and the platform wanted (`os/arch[/variant]`).
+pub type Puller = dyn Fn(&str, &str) -> Result<Digest, String> + Sync;
 
 /// How the solver downloads a URL, without knowing about HTTP.
 pub type Fetcher = dyn Fn(&str) -> Result<(std::fs::File, Option<i64>), String> + Sync;

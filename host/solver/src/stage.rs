@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use kiln_frontend::command::{parse_onbuild_triggers, Command, Located};
 use kiln_frontend::config::{created_by, ImageConfig, StageConfig};
-use kiln_frontend::graph::{ResolvedStage, Scope, StageBase};
+use kiln_frontend::graph::{Platform, ResolvedStage, Scope, StageBase};
 use kiln_frontend::shell::Lexer;
 use kiln_sandbox::Backend;
 use kiln_store::image::History;
@@ -30,6 +30,7 @@ pub struct ImageState {
     /// Config fields kiln does not model, carried over from the base image.
     pub extra: Map<String, Value>,
     pub history: Vec<History>,
+    pub platform: Platform,
 }
 
 /// A stage being executed.
@@ -45,6 +46,8 @@ pub struct StageState {
     pub steps: usize,
     /// `--no-cache`, or `--no-cache-filter` names this stage: every step runs.
     pub no_cache: bool,
+    /// What the stage's binaries are built for (RUN emulates it when it is not the host's).
+    pub platform: Platform,
 }
 
 /// Shared by the stages of a build, which may run on several threads at once (see
@@ -74,6 +77,8 @@ pub struct Build<'a> {
     counter: AtomicUsize,
     /// Set when a stage failed: the others stop at their next step.
     pub cancelled: AtomicBool,
+    /// Architectures whose emulator the guest has registered ([`crate::emulate`]).
+    pub emulators: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Locks, ignoring poisoning (a panicking stage thread fails the build anyway).
@@ -81,17 +86,39 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn base_image(store: &Store, name: &str, pull: Option<&Puller>, out: &Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
-    match store.image_by_name(name) {
-        Ok((_, img)) => Ok(img),
-        Err(StoreError::NoSuchImage(_)) => {
-            let pull = pull.ok_or_else(|| BuildError::BaseMissing(name.to_string()))?;
-            out.info(&format!("pulling {name}"));
-            let digest = pull(name).map_err(|why| BuildError::PullFailed { name: name.to_string(), why })?;
-            Ok(store.image(&digest)?)
-        }
-        Err(other) => Err(other.into()),
+/// The platform a stored image is for.
+pub fn image_platform(img: &kiln_store::ImageRecord) -> Platform {
+    let variant = img.config.extra.get("variant").and_then(Value::as_str).map(str::to_string);
+    Platform { os: img.config.os.clone(), arch: img.config.architecture.clone(), variant }
+}
+
+/// Whether an image for `have` runs where `want` is asked for (variants are not compared).
+fn same_platform(have: &Platform, want: &Platform) -> bool {
+    have.os == want.os && have.arch == want.arch
+}
+
+/// A base image for `platform`: the local one when it matches, else pulled for that platform.
+fn base_image(store: &Store, name: &str, platform: &Platform, pull: Option<&Puller>, out: &Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
+    let local = match store.image_by_name(name) {
+        Ok((_, img)) if same_platform(&image_platform(&img), platform) => return Ok(img),
+        Ok((_, img)) => Some(image_platform(&img)),
+        Err(StoreError::NoSuchImage(_)) => None,
+        Err(other) => return Err(other.into()),
+    };
+    let Some(pull) = pull else {
+        return Err(match local {
+            Some(have) => BuildError::Invalid(format!("{name} is a {have} image, but {platform} is wanted (pull it with `kiln pull --platform {platform} {name}`)")),
+            None => BuildError::BaseMissing(name.to_string()),
+        });
+    };
+    out.info(&format!("pulling {name} ({platform})"));
+    let digest = pull(name, &platform.to_string()).map_err(|why| BuildError::PullFailed { name: name.to_string(), why })?;
+    let img = store.image(&digest)?;
+    let have = image_platform(&img);
+    if !same_platform(&have, platform) {
+        return Err(BuildError::Invalid(format!("{name}: the registry gave a {have} image, but {platform} is wanted")));
     }
+    Ok(img)
 }
 
 impl<'a> Build<'a> {
@@ -118,6 +145,7 @@ impl<'a> Build<'a> {
             images: Mutex::new(HashMap::new()),
             counter: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
+            emulators: Mutex::new(Default::default()),
         })
     }
 
@@ -136,13 +164,14 @@ impl<'a> Build<'a> {
         Ok(g)
     }
 
-    /// An image by name, from the store or pulled, once per build.
-    pub fn image(&self, name: &str, out: &Reporter) -> Result<ImageState, BuildError> {
+    /// An image by name for `platform`, from the store or pulled, once per build.
+    pub fn image(&self, name: &str, platform: &Platform, out: &Reporter) -> Result<ImageState, BuildError> {
         let mut images = lock(&self.images);
-        if let Some(s) = images.get(name) {
+        let id = format!("{name} {platform}");
+        if let Some(s) = images.get(&id) {
             return Ok(s.clone());
         }
-        let img = base_image(self.store, name, self.opts.pull.as_deref(), out)?;
+        let img = base_image(self.store, name, platform, self.opts.pull.as_deref(), out)?;
         let sizes = img.manifest.layers().iter().map(|d| d.size());
         let layers = img
             .layers
@@ -158,8 +187,9 @@ impl<'a> Build<'a> {
             config,
             extra,
             history: img.config.history.clone(),
+            platform: image_platform(&img),
         };
-        images.insert(name.to_string(), state.clone());
+        images.insert(id, state.clone());
         Ok(state)
     }
 
@@ -183,17 +213,26 @@ impl<'a> Build<'a> {
     }
 
     pub fn run_stage(&self, stage: &ResolvedStage, multi: bool, out: &Reporter) -> Result<(), BuildError> {
+        // FROM --platform, else the build's target platform (--platform, default the host's).
+        let platform = match &stage.platform {
+            Some(p) => Platform::parse(p).map_err(|m| kiln_frontend::ParseError::new(stage.line, m))?,
+            None => self.opts.frontend.target_platform.clone(),
+        };
         let base = match &stage.base {
             StageBase::Scratch => ImageState {
-                key: CacheKey::base("scratch"),
+                // Same key as before platforms existed for the host's own platform.
+                key: if platform == Platform::linux_amd64() { CacheKey::base("scratch") } else { CacheKey::base(&format!("scratch {platform}")) },
                 layers: vec![],
                 config: ImageConfig::default(),
                 extra: Map::new(),
                 history: vec![],
+                platform: platform.clone(),
             },
             StageBase::Stage(j) => lock(&self.done).get(j).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {j} has not run")))?,
-            StageBase::Image(name) => self.image(name, out).map_err(|e| step_error(stage.line, &format!("FROM {name}"), e))?,
+            StageBase::Image(name) => self.image(name, &platform, out).map_err(|e| step_error(stage.line, &format!("FROM {name}"), e))?,
         };
+        // A stage built on another stage is for that stage's platform.
+        let platform = base.platform.clone();
         let mut config = base.config;
         if config.env_value("PATH").is_none() {
             config.env.insert(0, DEFAULT_PATH.to_string());
@@ -217,6 +256,7 @@ impl<'a> Build<'a> {
                 stage.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(f)) || f.parse::<usize>().ok() == Some(stage.index)
             }),
             steps: 1 + triggers.len() + stage.commands.iter().filter(|c| !matches!(c.command, Command::Arg(_))).count(),
+            platform,
         };
         let from_text = match &stage.base {
             StageBase::Scratch => "FROM scratch".to_string(),
@@ -235,7 +275,7 @@ impl<'a> Build<'a> {
             }
             self.command(&mut st, &mut scope, &lexer, located, out)?;
         }
-        let state = ImageState { key: st.key, layers: st.layers, config: st.config.config, extra: st.extra, history: st.history };
+        let state = ImageState { key: st.key, layers: st.layers, config: st.config.config, extra: st.extra, history: st.history, platform: st.platform };
         lock(&self.done).insert(stage.index, state);
         self.stage_done.notify_all();
         Ok(())
@@ -355,8 +395,8 @@ impl<'a> Build<'a> {
             config: convert::to_store(&state.config, &state.extra),
             history: state.history,
             created: self.created_text.clone(),
-            architecture: "amd64".into(),
-            os: "linux".into(),
+            architecture: state.platform.arch.clone(),
+            os: state.platform.os.clone(),
             author: state.config.author.clone(),
         };
         // Layers of the other stages stay in the store while cache entries name them.

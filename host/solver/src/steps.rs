@@ -43,7 +43,7 @@ impl Build<'_> {
     pub(crate) fn run(&self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &Reporter) -> Result<(), BuildError> {
         let config = &st.config.config;
         let prepared = mounts::prepare(run, config, &self.opts.secrets)?;
-        let binds = self.resolve_binds(&prepared.binds, out)?;
+        let binds = self.resolve_binds(&prepared.binds, &st.platform, out)?;
         let bind_part = binds.iter().map(|b| b.identity.as_str()).collect::<Vec<_>>().join("\0");
         let argv = prepared.argv.clone();
         let env_pairs = config.env_pairs();
@@ -77,6 +77,7 @@ impl Build<'_> {
             };
             b.check_binds(&binds)?;
             let session = b.guest(out)?;
+            b.ensure_emulator(&session, &st.platform, out)?;
             let mut guest_binds = Vec::new();
             for rb in &binds {
                 let dir = session.bind_source(&rb.identity, || b.bind_tar(rb))?;
@@ -148,7 +149,7 @@ impl Build<'_> {
     }
 
     /// The stage or image `COPY --from` names.
-    pub(crate) fn origin(&self, from: &str, out: &Reporter) -> Result<ImageState, BuildError> {
+    pub(crate) fn origin(&self, from: &str, platform: &kiln_frontend::graph::Platform, out: &Reporter) -> Result<ImageState, BuildError> {
         let df = &self.opts.dockerfile;
         let lower = from.to_ascii_lowercase();
         let index = match lower.parse::<usize>() {
@@ -158,13 +159,13 @@ impl Build<'_> {
         };
         match index {
             Some(i) => lock(&self.done).get(&i).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {from} has not run"))),
-            None => self.image(from, out),
+            None => self.image(from, platform, out),
         }
     }
 
     pub(crate) fn copy(&self, st: &mut StageState, cmd: &Located, c: &CopyLike, add: bool, out: &Reporter) -> Result<(), BuildError> {
         let origin = match &c.from {
-            Some(from) => Origin::Image(Box::new(self.origin(from, out)?)),
+            Some(from) => Origin::Image(Box::new(self.origin(from, &st.platform, out)?)),
             None => Origin::Context,
         };
         let exclude = if c.exclude.is_empty() {

@@ -1,0 +1,138 @@
+//! Cross-platform RUN steps: a stage for another architecture (`FROM --platform=linux/arm64`,
+//! `kiln build --platform`) runs its binaries under QEMU's user-mode emulator inside the guest.
+//!
+//! The emulator is the host's static `qemu-<arch>-static` (Debian's qemu-user-static), with
+//! the ELF magic and mask from its binfmt description (`/usr/share/binfmts/qemu-<arch>`). It
+//! is uploaded into the guest and registered with binfmt_misc the first time a RUN of that
+//! architecture needs it, once per build. `KILN_QEMU_USER_DIR` points at another directory
+//! holding both kinds of files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kiln_frontend::graph::Platform;
+
+use crate::guest::GuestSession;
+use crate::stage::{lock, Build};
+use crate::{BuildError, Reporter};
+
+/// The architecture this machine runs natively (OCI naming).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// QEMU's name for an OCI architecture.
+fn qemu_name(arch: &str) -> Option<&'static str> {
+    Some(match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "arm" => "arm",
+        "386" => "i386",
+        "riscv64" => "riscv64",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "mips64le" => "mips64el",
+        "loong64" => "loongarch64",
+        _ => return None,
+    })
+}
+
+/// An emulator found on the host.
+#[derive(Debug)]
+pub struct Emulator {
+    pub name: String,
+    pub binary: PathBuf,
+    pub magic: String,
+    pub mask: String,
+}
+
+/// `magic` and `mask` lines of a binfmt-support description.
+fn parse_binfmts(text: &str) -> Option<(String, String)> {
+    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()));
+    Some((field("magic ")?, field("mask ")?))
+}
+
+/// The emulator for `platform`, or `None` when it runs natively.
+pub fn find(platform: &Platform) -> Result<Option<Emulator>, BuildError> {
+    if platform.os != "linux" {
+        return Err(BuildError::Invalid(format!("platform {platform}: only linux images can be built")));
+    }
+    if platform.arch == host_arch() {
+        return Ok(None);
+    }
+    let q = qemu_name(&platform.arch).ok_or_else(|| BuildError::Invalid(format!("platform {platform}: no emulator known for {}", platform.arch)))?;
+    let dir = std::env::var_os("KILN_QEMU_USER_DIR").map(PathBuf::from);
+    let binary = dir.clone().unwrap_or_else(|| PathBuf::from("/usr/bin")).join(format!("qemu-{q}-static"));
+    let conf = dir.unwrap_or_else(|| PathBuf::from("/usr/share/binfmts")).join(format!("qemu-{q}"));
+    let missing = |what: &Path| {
+        BuildError::Invalid(format!(
+            "RUN for {platform} needs a user-mode emulator, and {} is missing: install Debian's qemu-user-static (or set KILN_QEMU_USER_DIR)",
+            what.display()
+        ))
+    };
+    if !binary.is_file() {
+        return Err(missing(&binary));
+    }
+    let text = std::fs::read_to_string(&conf).map_err(|_| missing(&conf))?;
+    let (magic, mask) = parse_binfmts(&text).ok_or_else(|| BuildError::Invalid(format!("{}: no magic/mask lines", conf.display())))?;
+    Ok(Some(Emulator { name: format!("kiln-{q}"), binary, magic, mask }))
+}
+
+/// Where the guest keeps uploaded emulators.
+const GUEST_DIR: &str = "/run/kiln/emu";
+
+impl Build<'_> {
+    /// Makes the guest able to run `platform`'s binaries (a no-op for the host's own).
+    pub(crate) fn ensure_emulator(&self, session: &GuestSession, platform: &Platform, out: &Reporter) -> Result<(), BuildError> {
+        let mut done = lock(&self.emulators);
+        if platform.arch == host_arch() || done.contains(&platform.arch) {
+            return Ok(());
+        }
+        let Some(emu) = find(platform)? else { return Ok(()) };
+        out.info(&format!("emulating {platform} with {}", emu.binary.display()));
+        let file_name = emu.binary.file_name().and_then(|n| n.to_str()).unwrap_or("qemu-static").to_string();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut f = std::fs::File::open(&emu.binary).map_err(|e| BuildError::Invalid(format!("{}: {e}", emu.binary.display())))?;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).map_err(|e| BuildError::Invalid(format!("{}: {e}", emu.binary.display())))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        let tar = tar
+            .append_data(&mut h, &file_name, data.as_slice())
+            .and_then(|()| tar.into_inner())
+            .map_err(|e| BuildError::Invalid(format!("packing the emulator: {e}")))?;
+        let agent = session.agent();
+        agent.receive_tar(GUEST_DIR, &mut tar.as_slice() as &mut dyn Read)?;
+        agent.register_binfmt(&emu.name, &emu.magic, &emu.mask, &format!("{GUEST_DIR}/{file_name}"))?;
+        done.insert(platform.arch.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binfmt_descriptions_parse() {
+        let text = "package qemu-user-static\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nmagic \\x7f\\x45\\x4c\\x46\nmask \\xff\\xff\\xff\\xff\n";
+        assert_eq!(parse_binfmts(text), Some(("\\x7f\\x45\\x4c\\x46".into(), "\\xff\\xff\\xff\\xff".into())));
+        assert_eq!(parse_binfmts("magic \\x7f\n"), None);
+    }
+
+    #[test]
+    fn native_platforms_need_no_emulator() {
+        let native = Platform { os: "linux".into(), arch: host_arch().into(), variant: None };
+        assert!(find(&native).expect("native").is_none());
+        assert!(find(&Platform { os: "windows".into(), arch: "amd64".into(), variant: None }).is_err());
+        assert!(find(&Platform { os: "linux".into(), arch: "vax".into(), variant: None }).is_err());
+    }
+}
