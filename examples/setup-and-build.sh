@@ -22,6 +22,8 @@ packages=(
     docker-registry apache2-utils openssl python3
     # ADD of git sources runs git on the host
     git
+    # cross-platform RUN steps (FROM --platform=linux/arm64): static user-mode emulators
+    qemu-user-static
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -36,6 +38,24 @@ if ((${#missing[@]})); then
     fi
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# An arm64 busybox for the cross-platform tests (tests/e2e/platform.rs), from Debian's
+# busybox-static:arm64 (needs the arm64 architecture in apt's lists; nothing is installed).
+arm64_busybox=tests/e2e/fixtures/arm64/busybox
+if [[ ! -f $arm64_busybox ]]; then
+    say "fetching busybox-static:arm64 for the cross-platform tests"
+    sudo=()
+    [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        "${sudo[@]}" dpkg --add-architecture arm64
+        "${sudo[@]}" apt-get update -qq
+    fi
+    deb_dir="$(mktemp -d)"
+    (cd "$deb_dir" && apt-get download -qq busybox-static:arm64 && dpkg-deb -x busybox-static_*_arm64.deb x)
+    mkdir -p "$(dirname "$arm64_busybox")"
+    cp "$deb_dir/x/bin/busybox" "$arm64_busybox"
+    rm -rf "$deb_dir"
 fi
 
 say "building the guest image (kernel cached by config hash; first build takes ~5 minutes)"
