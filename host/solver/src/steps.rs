@@ -253,7 +253,9 @@ impl Build<'_> {
                 // Dated entries the copy creates would make every key new: the key pass dates them 0.
                 let key_spec = CopySpec { now: 0, ..spec(keyed) };
                 let sink = copy::write_copy(&ctx, &key_spec, Dest::Literal, sink).map_err(|e| copy_error(cmd, e))?;
-                sink.finish().0.to_string()
+                let (digest, len, _) = sink.finish();
+                out.info(&format!("transferring context: {}", crate::output::human_size(len)));
+                digest.to_string()
             }
             Origin::Image(img) => img.key.as_str().to_string(),
         };
