@@ -13,6 +13,7 @@ mod binfmt;
 mod cmdline;
 mod diff;
 mod error;
+mod forward;
 mod fsat;
 mod init;
 mod log;

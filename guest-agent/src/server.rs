@@ -16,7 +16,7 @@ use kiln_protocol::{Mux, Request, Response, PROTOCOL_VERSION};
 use crate::error::{Context, Error, Result};
 use crate::log::{debug, info};
 use crate::reaper::Reaper;
-use crate::{diff, mounts, receive, run};
+use crate::{diff, forward, mounts, receive, run};
 
 /// What the agent does on `PowerOff` after answering.
 pub type PowerOff = fn() -> !;
@@ -102,6 +102,18 @@ impl Server {
                 target,
             } => mounts::mount_overlay(&lowers, &upper, &work, &target).map(|()| Response::Done),
             Request::Unmount { target } => mounts::unmount(&target).map(|()| Response::Done),
+            Request::ForwardListen {
+                path,
+                mode,
+                uid,
+                gid,
+            } => forward::listen(&path, mode, uid, gid).map(|()| Response::Done),
+            Request::ForwardAccept {
+                path,
+                to_guest,
+                from_guest,
+            } => forward::accept(&self.mux, &path, to_guest, from_guest),
+            Request::ForwardClose { path } => forward::close(&path).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
             Request::Diff {
                 upper,
@@ -151,6 +163,9 @@ fn op_name(req: &Request) -> &'static str {
         Request::MakeDirs { .. } => "make_dirs",
         Request::MountOverlay { .. } => "mount_overlay",
         Request::Unmount { .. } => "unmount",
+        Request::ForwardListen { .. } => "forward_listen",
+        Request::ForwardAccept { .. } => "forward_accept",
+        Request::ForwardClose { .. } => "forward_close",
         Request::Run(_) => "run",
         Request::Diff { .. } => "diff",
         Request::RegisterBinfmt { .. } => "register_binfmt",

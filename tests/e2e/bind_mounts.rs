@@ -2,14 +2,15 @@
 //! context directory or file, a stage's directory or file (owners kept), `.dockerignore`
 //! honoured, read-only unless `rw`, a read-write bind's writes gone after its step, the target
 //! and the source in no layer, the cache keyed by the content under the source only, and a
-//! missing source a `Dockerfile:LINE:` error.
+//! missing source a `Dockerfile:LINE:` error. Also RUN --mount=type=ssh: the host's real
+//! `ssh-agent`, reached from the guest by a real `ssh-add` through `kiln build --ssh`.
 
 mod harness;
 
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use harness::{text, TestEnv};
 
@@ -150,5 +151,114 @@ fn a_missing_bind_source_names_the_line() {
     harness::assert_clean_error(&env.kiln(&["build", ignored.to_str().expect("utf8")]), "secret.txt: not found in the build context");
     let images = env.kiln(&["images", "-a", "-q"]);
     assert!(images.status.success() && text(&images.stdout).trim().is_empty(), "failed builds made images: {}", text(&images.stdout));
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}
+
+/// Runs a host tool as the user kiln runs as (the agent only answers its own user).
+fn as_user(env: &TestEnv, tool: &str) -> Command {
+    match env.user {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "--".into(), tool.into()]);
+            c
+        }
+        None => Command::new(tool),
+    }
+}
+
+/// Kills the ssh-agent this test started.
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Copies `binary` and the shared libraries `ldd` lists into `root`, at their own paths.
+fn copy_with_libs(binary: &str, root: &Path) {
+    let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
+    assert!(ldd.status.success(), "ldd {binary}: {}", text(&ldd.stderr));
+    let mut files = vec![binary.to_string()];
+    for line in text(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next().unwrap_or_default(),
+            None => line.split_whitespace().next().unwrap_or_default(),
+        };
+        if path.starts_with('/') {
+            files.push(path.to_string());
+        }
+    }
+    for f in files {
+        let dest = root.join(f.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        fs::copy(&f, &dest).unwrap_or_else(|e| panic!("copy {f}: {e}"));
+    }
+}
+
+const SSH_DOCKERFILE: &str = r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY root/ /
+RUN --mount=type=ssh ssh-add -l > /keys-default && echo "$SSH_AUTH_SOCK" > /sock-env
+RUN --mount=type=ssh,id=deploy,target=/tmp/agent,uid=1000,mode=0660 stat -c "%u %a %F" /tmp/agent > /sock-stat && ssh-add -l > /keys-deploy
+RUN --mount=type=ssh,id=absent echo "${SSH_AUTH_SOCK:-unset}" > /optional
+"#;
+
+#[test]
+fn ssh_mounts_reach_the_host_agent() {
+    for tool in ["ssh-agent", "ssh-add", "ssh-keygen", "ldd", "setpriv"] {
+        harness::require_tool(tool);
+    }
+    let env = TestEnv::new("ssh");
+    let ctx = env.context("ctx", SSH_DOCKERFILE, &[], true);
+    copy_with_libs("/usr/bin/ssh-add", &ctx.join("root"));
+    env.give_to_user(&ctx);
+
+    // A real agent holding one key, as the user kiln runs as.
+    let sock = env.dir.path().join("agent.sock");
+    let key = env.dir.path().join("id_ed25519");
+    let keygen = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-e2e-key", "-f"]).arg(&key).output().expect("keygen");
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    env.give_to_user(&key);
+    let agent = as_user(&env, "ssh-agent").arg("-D").arg("-a").arg(&sock).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("ssh-agent");
+    let _agent = AgentProcess(agent);
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let add = as_user(&env, "ssh-add").arg(&key).env("SSH_AUTH_SOCK", &sock).output().expect("ssh-add");
+    assert!(add.status.success(), "ssh-add: {}", text(&add.stderr));
+    let listed = as_user(&env, "ssh-add").arg("-l").env("SSH_AUTH_SOCK", &sock).output().expect("ssh-add -l");
+    let host_keys = text(&listed.stdout).trim().to_string();
+    assert!(host_keys.contains("kiln-e2e-key"), "{host_keys}");
+
+    let dest = env.dir.path().join("out");
+    let out_arg = format!("type=local,dest={}", dest.display());
+    let deploy = format!("deploy={}", sock.display());
+    let sock_s = sock.to_str().expect("utf8");
+    let args = ["build", "--ssh", "default", "--ssh", &deploy, "-o", &out_arg, ctx.to_str().expect("utf8")];
+    let out = env.kiln_with(&args, &[("SSH_AUTH_SOCK", sock_s)]);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    assert_eq!(read(&dest, "keys-default"), host_keys, "the guest lists the host agent's keys");
+    assert_eq!(read(&dest, "sock-env"), "/run/buildkit/ssh_agent.0");
+    assert_eq!(read(&dest, "keys-deploy"), host_keys);
+    assert_eq!(read(&dest, "sock-stat"), "1000 660 socket");
+    assert_eq!(read(&dest, "optional"), "unset", "an optional ssh mount whose id was not given is left out");
+    for gone in ["run", "tmp"] {
+        assert!(!dest.join(gone).exists(), "/{gone} (made for a socket) must not be left in the image");
+    }
+
+    // A required id that was not given names the line; --ssh without an agent is refused.
+    let req = env.context("req", "FROM scratch\nRUN --mount=type=ssh,id=nope,required true\n", &[], false);
+    let out = env.kiln_with(&["build", "--ssh", "default", req.to_str().expect("utf8")], &[("SSH_AUTH_SOCK", sock_s)]);
+    harness::assert_clean_error(&out, "Dockerfile:2: ");
+    harness::assert_clean_error(&out, "ssh agent nope is required");
+    let mut cmd = env.command(&["build", "--ssh", "default", req.to_str().expect("utf8")]);
+    let out = cmd.env_remove("SSH_AUTH_SOCK").output().expect("kiln");
+    harness::assert_clean_error(&out, "SSH_AUTH_SOCK is not set");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }

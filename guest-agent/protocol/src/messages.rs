@@ -27,6 +27,20 @@ pub enum Request {
     MountOverlay { lowers: Vec<String>, upper: String, work: String, target: String },
     /// Unmount `target` (recursively, with everything mounted below it).
     Unmount { target: String },
+    /// Create a unix socket listening at guest path `path` (parents created, a stale socket
+    /// replaced), with permission bits `mode` and owner `uid:gid`, whose connections the host
+    /// carries elsewhere (`RUN --mount=type=ssh`). Answered by [`Response::Done`].
+    ForwardListen { path: String, mode: u32, uid: u32, gid: u32 },
+    /// Wait for a connection on the socket at `path`. When one comes, the agent answers
+    /// [`Response::Accepted`] with `connected: true` and pumps it: what the connecting process
+    /// writes goes to data stream `from_guest` (ended when it shuts its side), what the host
+    /// sends on `to_guest` goes to the process (its end shuts the socket's write side). Once
+    /// the socket is closed ([`Request::ForwardClose`]) the answer is `connected: false`. The
+    /// host keeps one such call waiting per socket.
+    ForwardAccept { path: String, to_guest: u32, from_guest: u32 },
+    /// Stop listening at `path` and remove the socket (a waiting accept then answers
+    /// `connected: false`); connections already made go on until their ends close them.
+    ForwardClose { path: String },
     /// Run a process; answered by [`Response::Exited`] after its output streams have ended.
     Run(RunSpec),
     /// Write an OCI layer tar of overlay upper dir `upper` to data stream `stream`
@@ -186,6 +200,9 @@ pub enum Response {
     /// The process ended: `code` if it exited, `signal` if a signal killed it.
     Exited { code: Option<i32>, signal: Option<i32> },
     Diffed { entries: u64 },
+    /// Answer to [`Request::ForwardAccept`]: a connection came and is being pumped, or the
+    /// socket was closed.
+    Accepted { connected: bool },
     /// The request failed; the agent goes on serving.
     Error { message: String },
 }
@@ -219,6 +236,9 @@ mod tests {
                 files: vec![],
                 network: Network::None,
             }),
+            Request::ForwardListen { path: "/run/kiln/ssh/1/agent.sock".into(), mode: 0o600, uid: 0, gid: 0 },
+            Request::ForwardAccept { path: "/run/kiln/ssh/1/agent.sock".into(), to_guest: 7, from_guest: 8 },
+            Request::ForwardClose { path: "/run/kiln/ssh/1/agent.sock".into() },
             Request::PowerOff,
         ];
         for r in reqs {

@@ -48,6 +48,10 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (neither: env var ID)
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// An SSH agent socket for RUN --mount=type=ssh: default (= $SSH_AUTH_SOCK) or
+    /// ID[=SOCKET] (may be given several times)
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
     /// Export the build cache: type=local,dest=DIR or type=registry,ref=REF, [,mode=min|max]
     /// [,ignore-error=true] (may be given several times)
     #[arg(long = "cache-to")]
@@ -115,6 +119,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         }
     }
     let secrets = args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?;
+    let ssh = parse_ssh_all(&args.ssh, std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))?;
     let mut frontend = kiln_frontend::graph::BuildOptions { build_args, target: args.target.clone(), ..Default::default() };
     if let Some(p) = &args.platform {
         if p.contains(',') {
@@ -170,6 +175,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         pull: Some(Box::new(pull_base(store.clone()))),
         fetch: Some(Box::new(fetch_url)),
         secrets,
+        ssh,
         jobs,
         no_cache_filter: args.no_cache_filter.clone(),
     };
@@ -241,6 +247,31 @@ fn fetch_url(url: &str) -> std::result::Result<(std::fs::File, Option<i64>), Str
     kiln_registry::download::fetch_to_file(url).map_err(|e| e.to_string())
 }
 
+/// `--ssh` values by id: `default` or `ID` alone take `auth_sock` ($SSH_AUTH_SOCK), `ID=SOCKET`
+/// names the socket. Each must be a unix socket (an agent: key files are not supported).
+fn parse_ssh_all(specs: &[String], auth_sock: Option<PathBuf>) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, path)) if !id.is_empty() && !path.is_empty() && !path.contains(',') => (id, PathBuf::from(path)),
+            Some(_) => bail!("invalid --ssh {spec:?}: expected default, ID or ID=SOCKET (one socket)"),
+            None if spec.is_empty() => bail!("invalid --ssh \"\": expected default, ID or ID=SOCKET"),
+            None => match &auth_sock {
+                Some(sock) => (spec.as_str(), sock.clone()),
+                None => bail!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent, or give {spec}=SOCKET)"),
+            },
+        };
+        let meta = std::fs::metadata(&socket).with_context(|| format!("--ssh {id}: {}", socket.display()))?;
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            bail!("--ssh {id}: {} is not a socket (kiln forwards an SSH agent's socket; key files are not supported)", socket.display());
+        }
+        if out.insert(id.to_string(), socket).is_some() {
+            bail!("--ssh {id} is given twice");
+        }
+    }
+    Ok(out)
+}
+
 /// `--secret id=ID[,src=FILE|,env=VAR]` (also `source=`, and `type=file|env`).
 fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
     let (mut id, mut src, mut env) = (None, None, None);
@@ -263,4 +294,28 @@ fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
         }
     };
     Ok((id, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_specs_name_agent_sockets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("agent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let file = dir.path().join("id_ed25519");
+        std::fs::write(&file, "key").expect("file");
+        let specs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = parse_ssh_all(&specs(&["default", &format!("git={}", sock.display())]), Some(sock.clone())).expect("ok");
+        assert_eq!(got.get("default"), Some(&sock));
+        assert_eq!(got.get("git"), Some(&sock));
+        let err = |v: &[&str], auth: Option<PathBuf>| parse_ssh_all(&specs(v), auth).expect_err("error").to_string();
+        assert!(err(&["default"], None).contains("SSH_AUTH_SOCK is not set"));
+        assert!(err(&[&format!("k={}", file.display())], None).contains("is not a socket"));
+        assert!(err(&["k=/nonexistent/agent.sock"], None).contains("--ssh k: /nonexistent/agent.sock"));
+        assert!(err(&["default", "default"], Some(sock.clone())).contains("given twice"));
+        assert!(err(&["=x"], None).contains("invalid --ssh"));
+    }
 }

@@ -5,10 +5,13 @@
 //! and stream buffers are bounded.
 
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, MAX_PAYLOAD, PROTOCOL_VERSION};
+use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, StreamWriter, MAX_PAYLOAD, PROTOCOL_VERSION};
 
 use crate::SandboxError;
 
@@ -230,6 +233,36 @@ impl AgentClient {
         }
     }
 
+    /// Listens at guest path `guest_path` (permission bits `mode`, owner `uid:gid`) and carries
+    /// every connection made there to the unix socket `host_socket` (`RUN --mount=type=ssh`:
+    /// the host's SSH agent), until the returned [`Forward`] is closed or dropped.
+    pub fn forward_unix(&self, guest_path: &str, host_socket: &Path, mode: u32, uid: u32, gid: u32) -> Result<Forward, SandboxError> {
+        let req = Request::ForwardListen { path: guest_path.into(), mode, uid, gid };
+        self.simple(&format!("listening at {guest_path}"), req)?;
+        let (agent, path, host) = (self.clone(), guest_path.to_string(), host_socket.to_path_buf());
+        let acceptor = thread::Builder::new().name("kiln-forward".into()).spawn(move || agent.accept_loop(&path, &host));
+        let mut forward = Forward { agent: self.clone(), path: guest_path.to_string(), acceptor: None };
+        match acceptor {
+            Ok(h) => forward.acceptor = Some(h),
+            Err(e) => return Err(SandboxError::io("starting the forwarding thread", e)),
+        }
+        Ok(forward)
+    }
+
+    /// Keeps one accept waiting in the guest; carries each connection to `host`. Ends when the
+    /// guest socket is closed or the connection to the agent is lost.
+    fn accept_loop(&self, path: &str, host: &Path) {
+        loop {
+            let (to_guest, from_guest) = (self.mux.next_id(), self.mux.next_id());
+            // Claimed before the call: data the guest sends right after accepting is kept.
+            let reader = self.mux.open_reader(from_guest);
+            match self.mux.call(&Request::ForwardAccept { path: path.into(), to_guest, from_guest }, None) {
+                Ok(Response::Accepted { connected: true }) => carry(host, reader, self.mux.open_writer(to_guest)),
+                _ => return,
+            }
+        }
+    }
+
     /// Asks the agent to sync and power off; waits at most `timeout` for its answer.
     pub fn power_off(&self, timeout: Duration) -> Result<(), SandboxError> {
         match self.mux.call(&Request::PowerOff, Some(timeout))? {
@@ -242,3 +275,67 @@ impl AgentClient {
         self.mux.close();
     }
 }
+
+/// A guest socket forwarded to a host socket ([`AgentClient::forward_unix`]). Closing it (or
+/// dropping it) removes the guest socket; connections already made end with their ends.
+pub struct Forward {
+    agent: AgentClient,
+    path: String,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl Forward {
+    /// Stops listening in the guest and waits for the accepting thread to end.
+    pub fn close(mut self) -> Result<(), SandboxError> {
+        self.shut()
+    }
+
+    fn shut(&mut self) -> Result<(), SandboxError> {
+        let Some(acceptor) = self.acceptor.take() else { return Ok(()) };
+        let closed = self.agent.simple(&format!("closing {}", self.path), Request::ForwardClose { path: self.path.clone() });
+        if closed.is_ok() {
+            join(acceptor)?;
+        }
+        // Otherwise the connection is gone, and with it the waiting accept: the thread ends alone.
+        closed
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.shut();
+    }
+}
+
+/// Carries one forwarded connection between the guest's streams and a new connection to
+/// `host`, a thread per direction. Each direction ends when its source ends; a host socket
+/// that cannot be reached ends the guest's connection with the reason.
+fn carry(host: &Path, mut from_guest: StreamReader, mut to_guest: StreamWriter) {
+    let conn = match UnixStream::connect(host) {
+        Ok(c) => c,
+        Err(e) => {
+            to_guest.abort(&format!("connecting to {}: {e}", host.display()));
+            return; // Dropping `from_guest` drops what the guest still sends.
+        }
+    };
+    let mut back = match conn.try_clone() {
+        Ok(c) => c,
+        Err(e) => {
+            to_guest.abort(&format!("connection to {}: {e}", host.display()));
+            return;
+        }
+    };
+    let host_name: PathBuf = host.to_path_buf();
+    let _ = thread::Builder::new().name("kiln-forward-in".into()).spawn(move || {
+        let mut conn = conn;
+        let _ = io::copy(&mut from_guest, &mut conn);
+        let _ = conn.shutdown(Shutdown::Write);
+    });
+    let _ = thread::Builder::new().name("kiln-forward-out".into()).spawn(move || match io::copy(&mut back, &mut to_guest) {
+        Ok(_) => {
+            let _ = to_guest.finish();
+        }
+        Err(e) => to_guest.abort(&format!("reading {}: {e}", host_name.display())),
+    });
+}
+

@@ -8,7 +8,8 @@
 //! and mount point. `/run/kiln/bind/<n>` holds the source of a bind mount (uploaded once per
 //! build per content, see [`crate::bind`]); a read-write bind gets an overlay of its own over
 //! it in `/run/kiln/bindrw/<n>/`, unmounted after the RUN, so its writes reach neither the
-//! source, other steps nor the layer.
+//! source, other steps nor the layer. An ssh mount is a socket `/run/kiln/ssh/<n>/agent.sock`
+//! that the agent forwards to the host's SSH agent for the duration of the RUN.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Mutex;
 
-use kiln_sandbox::agent::{AgentClient, Process, RunFile, RunMount};
+use kiln_sandbox::agent::{AgentClient, Forward, Process, RunFile, RunMount};
 use kiln_sandbox::{Backend, GuestImage, SandboxError, Vm, VmConfig};
 use kiln_store::{Digest, LayerInfo, Staging};
 
@@ -50,6 +51,8 @@ struct State {
     binds: HashMap<String, String>,
     /// Read-write bind overlays made so far.
     rw_binds: usize,
+    /// Forwarded sockets made so far.
+    forwards: usize,
 }
 
 impl State {
@@ -73,6 +76,8 @@ pub struct RunRequest<'a> {
     /// Cache mounts: (id, target).
     pub caches: Vec<(String, String)>,
     pub binds: Vec<GuestBind>,
+    /// Sockets forwarded to the host's (`RUN --mount=type=ssh`).
+    pub ssh: Vec<crate::mounts::SshUse>,
     pub network: kiln_sandbox::agent::Network,
 }
 
@@ -184,6 +189,24 @@ impl GuestSession {
         Ok(mounts)
     }
 
+    /// The mounts of `ssh`: each a guest socket forwarded to its host socket, bound at its
+    /// target. The forwards are returned for the caller to close after the RUN (also when
+    /// this fails half-way).
+    fn ssh_mounts(&self, ssh: &[crate::mounts::SshUse], forwards: &mut Vec<Forward>) -> Result<Vec<RunMount>, BuildError> {
+        let mut mounts = Vec::new();
+        for s in ssh {
+            let n = {
+                let mut state = self.state();
+                state.forwards += 1;
+                state.forwards
+            };
+            let socket = format!("/run/kiln/ssh/{n}/agent.sock");
+            forwards.push(self.agent.forward_unix(&socket, &s.host_socket, s.mode, s.uid, s.gid)?);
+            mounts.push(RunMount::Bind { target: s.target.clone(), source: socket, readonly: false });
+        }
+        Ok(mounts)
+    }
+
     /// Writes every cache mount used back to `store_dir` (a tar per id, replaced atomically).
     pub fn save_caches(&self, store_dir: &Path) -> Result<(), BuildError> {
         let caches = self.state().caches.clone();
@@ -206,14 +229,19 @@ impl GuestSession {
             mounts.push(RunMount::Bind { target: target.clone(), source, readonly: false });
         }
         let mut overlays = Vec::new();
+        let mut forwards = Vec::new();
         let result = self.bind_mounts(&req.binds, &mut overlays).and_then(|binds| {
             mounts.extend(binds);
+            mounts.extend(self.ssh_mounts(&req.ssh, &mut forwards)?);
             // Parents before what is mounted below them, whatever the Dockerfile's order (as
             // BuildKit sorts its mounts by destination).
             mounts.sort_by(|a, b| a.target().cmp(b.target()));
             self.run_in_overlay(staging, lower_dirs, mounts, req, out)
         });
         let mut unmounted = Ok(());
+        for f in forwards {
+            unmounted = unmounted.and(f.close());
+        }
         for o in overlays {
             unmounted = unmounted.and(self.agent.unmount(&o));
         }

@@ -62,6 +62,8 @@ pub struct BuildOptions {
     pub pull: Option<Box<Puller>>,
     /// `--secret` values by id, for `RUN --mount=type=secret`.
     pub secrets: std::collections::BTreeMap<String, Vec<u8>>,
+    /// `--ssh` sockets by id (`default`: `$SSH_AUTH_SOCK`), for `RUN --mount=type=ssh`.
+    pub ssh: std::collections::BTreeMap<String, PathBuf>,
     /// Downloads an `ADD <url>` source into a file; returns it with its Last-Modified time.
     pub fetch: Option<Box<Fetcher>>,
     /// How many stages may run at once (`--jobs`; 0 or 1: one after another).

@@ -4,13 +4,15 @@
 //! secret values never reach the cache key, the history or the logs: only their ids do.
 //!
 //! Bind mounts are only named here ([`BindUse`]); what they hold is found, keyed and uploaded
-//! by [`crate::bind`].
+//! by [`crate::bind`]. An ssh mount ([`SshUse`]) is a socket in the guest forwarded to the
+//! host socket `kiln build --ssh ID=SOCKET` named; its key holds the id, never the socket.
 //!
 //! Cache mounts persist across builds: the guest keeps each id in `/run/kiln/cache/<n>` for
 //! the build, uploaded at first use from `<store>/cache-mounts/<sha256(id)>.tar` and written
 //! back there (temp file + rename) when the build ends.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use kiln_frontend::command::{Mount, MountType, Run, RunProgram};
 use kiln_frontend::config::ImageConfig;
@@ -39,6 +41,18 @@ pub struct BindUse {
     pub readonly: bool,
 }
 
+/// An ssh mount (`RUN --mount=type=ssh`): a socket at `target` whose connections reach the
+/// host socket given for `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshUse {
+    pub id: String,
+    pub target: String,
+    pub host_socket: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// The RUN's argv and what goes with it.
 pub struct Prepared {
     pub argv: Vec<String>,
@@ -47,7 +61,9 @@ pub struct Prepared {
     pub mounts: Vec<RunMount>,
     pub caches: Vec<CacheUse>,
     pub binds: Vec<BindUse>,
-    /// `NAME=value` of secrets mounted as environment variables (`env=`).
+    pub ssh: Vec<SshUse>,
+    /// `NAME=value` of secrets mounted as environment variables (`env=`), and
+    /// `SSH_AUTH_SOCK` (the first ssh mount's target, as BuildKit sets it).
     pub secret_env: Vec<String>,
     /// Everything about the mounts that belongs in the cache key (no secret values).
     pub key: String,
@@ -61,8 +77,14 @@ fn absolute(target: &str, workdir: &str) -> String {
     }
 }
 
-/// Prepares a RUN: `secrets` are the build's `--secret` values by id.
-pub fn prepare(run: &Run, config: &ImageConfig, secrets: &BTreeMap<String, Vec<u8>>) -> Result<Prepared, BuildError> {
+/// Prepares a RUN: `secrets` are the build's `--secret` values by id, `ssh` its `--ssh`
+/// sockets by id.
+pub fn prepare(
+    run: &Run,
+    config: &ImageConfig,
+    secrets: &BTreeMap<String, Vec<u8>>,
+    ssh: &BTreeMap<String, PathBuf>,
+) -> Result<Prepared, BuildError> {
     let workdir = config.working_dir.clone().unwrap_or_else(|| "/".into());
     let mut files = Vec::new();
     let mut key = String::new();
@@ -78,6 +100,7 @@ pub fn prepare(run: &Run, config: &ImageConfig, secrets: &BTreeMap<String, Vec<u
     let mut mounts = Vec::new();
     let mut caches = Vec::new();
     let mut binds = Vec::new();
+    let mut ssh_uses = Vec::new();
     let mut secret_env = Vec::new();
     for m in &run.mounts {
         let target = absolute(&m.target, &workdir);
@@ -129,10 +152,27 @@ pub fn prepare(run: &Run, config: &ImageConfig, secrets: &BTreeMap<String, Vec<u
                 key.push_str(&format!("bind {:?} {:?} {} ro={}\0", bind.from, bind.source, bind.target, bind.readonly));
                 binds.push(bind);
             }
-            MountType::Ssh => return Err(BuildError::Invalid("RUN --mount=type=ssh is not supported yet".into())),
+            MountType::Ssh => {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let (mode, uid, gid) = (m.mode.unwrap_or(0o600), m.uid.unwrap_or(0), m.gid.unwrap_or(0));
+                key.push_str(&format!("ssh {id} {target} {mode:o} {uid} {gid}\0"));
+                match ssh.get(&id) {
+                    Some(host_socket) => ssh_uses.push(SshUse { id, target, host_socket: host_socket.clone(), mode, uid, gid }),
+                    None if m.required => {
+                        return Err(BuildError::Invalid(format!("ssh agent {id} is required but was not given (kiln build --ssh {id}=SOCKET, or --ssh default)")))
+                    }
+                    // BuildKit leaves an optional mount out when its id was not given.
+                    None => {}
+                }
+            }
         }
     }
-    Ok(Prepared { argv, files, mounts, caches, binds, secret_env, key })
+    if let Some(first) = ssh_uses.first() {
+        if config.env_value("SSH_AUTH_SOCK").is_none() {
+            secret_env.push(format!("SSH_AUTH_SOCK={}", first.target));
+        }
+    }
+    Ok(Prepared { argv, files, mounts, caches, binds, ssh: ssh_uses, secret_env, key })
 }
 
 /// A secret mount's id: `id=`, else the target's file name (BuildKit's rule).
@@ -152,6 +192,10 @@ mod tests {
     use super::*;
     use kiln_frontend::command::Command;
 
+    fn prepare_no_ssh(run: &Run, config: &ImageConfig, secrets: &BTreeMap<String, Vec<u8>>) -> Result<Prepared, BuildError> {
+        prepare(run, config, secrets, &BTreeMap::new())
+    }
+
     fn run_of(line: &str) -> Run {
         let df = kiln_frontend::parse_full(&format!("FROM scratch\n{line}\n")).expect("parse");
         match &df.stages[0].commands[0].command {
@@ -164,25 +208,25 @@ mod tests {
     fn scripts_secrets_tmpfs_and_caches() {
         let config = ImageConfig { working_dir: Some("/w".into()), ..Default::default() };
         let secrets: BTreeMap<String, Vec<u8>> = [("tok".to_string(), b"s3cr3t".to_vec())].into();
-        let p = prepare(&run_of("RUN <<EOF\n#!/bin/sh\necho hi\nEOF"), &config, &secrets).expect("script");
+        let p = prepare_no_ssh(&run_of("RUN <<EOF\n#!/bin/sh\necho hi\nEOF"), &config, &secrets).expect("script");
         assert_eq!(p.argv, vec!["/dev/pipes/EOF"]);
         assert_eq!(p.files[0].mode, 0o755);
-        let p = prepare(&run_of("RUN --mount=type=secret,id=tok --mount=type=tmpfs,target=t --mount=type=cache,target=/c true"), &config, &secrets)
+        let p = prepare_no_ssh(&run_of("RUN --mount=type=secret,id=tok --mount=type=tmpfs,target=t --mount=type=cache,target=/c true"), &config, &secrets)
             .expect("mounts");
         assert_eq!(p.mounts.len(), 2);
         assert!(matches!(&p.mounts[0], RunMount::Secret { target, mode: 0o400, .. } if target == "/run/secrets/tok"));
         assert!(matches!(&p.mounts[1], RunMount::Tmpfs { target, .. } if target == "/w/t"));
         assert_eq!(p.caches, vec![CacheUse { id: "/c".into(), target: "/c".into() }]);
         assert!(!p.key.contains("s3cr3t"), "secret values never reach the key");
-        assert!(prepare(&run_of("RUN --mount=type=secret,id=nope,required true"), &config, &secrets).is_err());
-        assert!(prepare(&run_of("RUN --mount=type=secret,id=nope true"), &config, &secrets).expect("optional").mounts.is_empty());
+        assert!(prepare_no_ssh(&run_of("RUN --mount=type=secret,id=nope,required true"), &config, &secrets).is_err());
+        assert!(prepare_no_ssh(&run_of("RUN --mount=type=secret,id=nope true"), &config, &secrets).expect("optional").mounts.is_empty());
     }
 
     #[test]
     fn binds_are_named_with_their_defaults_and_keyed() {
         let config = ImageConfig { working_dir: Some("/w".into()), ..Default::default() };
         let none = BTreeMap::new();
-        let p = prepare(&run_of("RUN --mount=type=bind,target=src --mount=type=bind,from=build,source=/out,target=/o,rw true"), &config, &none)
+        let p = prepare_no_ssh(&run_of("RUN --mount=type=bind,target=src --mount=type=bind,from=build,source=/out,target=/o,rw true"), &config, &none)
             .expect("binds");
         assert!(p.mounts.is_empty() && p.caches.is_empty());
         assert_eq!(
@@ -193,7 +237,7 @@ mod tests {
             ]
         );
         // Every option that changes what the process sees changes the key.
-        let key = |line: &str| prepare(&run_of(line), &config, &none).expect(line).key;
+        let key = |line: &str| prepare_no_ssh(&run_of(line), &config, &none).expect(line).key;
         let base = key("RUN --mount=type=bind,source=a,target=/t true");
         for other in [
             "RUN --mount=type=bind,source=b,target=/t true",
@@ -203,5 +247,33 @@ mod tests {
         ] {
             assert_ne!(key(other), base, "{other}");
         }
+    }
+
+    #[test]
+    fn ssh_mounts_need_their_socket_unless_optional() {
+        let config = ImageConfig::default();
+        let none = BTreeMap::new();
+        let ssh: BTreeMap<String, PathBuf> = [("default".to_string(), PathBuf::from("/tmp/agent.sock"))].into();
+        let p = prepare(&run_of("RUN --mount=type=ssh true"), &config, &none, &ssh).expect("ssh");
+        assert_eq!(
+            p.ssh,
+            vec![SshUse {
+                id: "default".into(),
+                target: "/run/buildkit/ssh_agent.0".into(),
+                host_socket: "/tmp/agent.sock".into(),
+                mode: 0o600,
+                uid: 0,
+                gid: 0
+            }]
+        );
+        assert_eq!(p.secret_env, vec!["SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0"]);
+        assert!(!p.key.contains("/tmp/agent.sock"), "the host socket is not part of the key: {:?}", p.key);
+        let p = prepare(&run_of("RUN --mount=type=ssh,id=other,target=/s,mode=0660,uid=7 true"), &config, &none, &ssh).expect("optional");
+        assert!(p.ssh.is_empty() && p.secret_env.is_empty(), "an optional ssh id not given is left out");
+        let e = prepare(&run_of("RUN --mount=type=ssh,id=other,required true"), &config, &none, &ssh).err().expect("required");
+        assert!(e.to_string().contains("ssh agent other is required"), "{e}");
+        // SSH_AUTH_SOCK set by ENV wins.
+        let with_env = ImageConfig { env: vec!["SSH_AUTH_SOCK=/mine".into()], ..Default::default() };
+        assert!(prepare(&run_of("RUN --mount=type=ssh true"), &with_env, &none, &ssh).expect("ssh").secret_env.is_empty());
     }
 }

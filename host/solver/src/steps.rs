@@ -42,7 +42,7 @@ impl Build<'_> {
 
     pub(crate) fn run(&self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &Reporter) -> Result<(), BuildError> {
         let config = &st.config.config;
-        let prepared = mounts::prepare(run, config, &self.opts.secrets)?;
+        let prepared = mounts::prepare(run, config, &self.opts.secrets, &self.opts.ssh)?;
         let binds = self.resolve_binds(&prepared.binds, &st.platform, out)?;
         let bind_part = binds.iter().map(|b| b.identity.as_str()).collect::<Vec<_>>().join("\0");
         let argv = prepared.argv.clone();
@@ -97,6 +97,7 @@ impl Build<'_> {
                 mounts: prepared.mounts,
                 caches: prepared.caches.into_iter().map(|c| (c.id, c.target)).collect(),
                 binds: guest_binds,
+                ssh: prepared.ssh,
                 network,
             };
             let staging = staged(&b.staging)?;
