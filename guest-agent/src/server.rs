@@ -264,7 +264,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(hello(&[1, 2]), Ok(Response::Hello { version: 2, .. })));
-        assert!(hello(&[3]).is_err());
+        assert!(matches!(hello(&[1, 2, 3]), Ok(Response::Hello { version: 3, .. })));
+        assert!(hello(&[4]).is_err());
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. The host offers the versions it knows in
 /// [`Request::Hello`]; the agent answers with the highest one it shares, or an error.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A call from the host to the agent. Each is answered by exactly one [`Response`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ pub enum Request {
     },
     /// Register `interpreter` (a static user-mode emulator already in the guest, e.g.
     /// `qemu-aarch64-static`) with binfmt_misc for ELF files matching `magic`/`mask` (each the
-    /// kernel's `\\xHH` text), with the `F` flag: the kernel opens it now, so it also runs
+    /// kernel's `\xHH` text), with the `F` flag: the kernel opens it now, so it also runs
     /// binaries inside a Run's root. Registering a `name` that exists already is a no-op.
     RegisterBinfmt { name: String, magic: String, mask: String, interpreter: String },
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
