@@ -23,6 +23,12 @@ use kiln_store::{Digest, LayerInfo, Staging};
 
 use crate::{is_empty_layer, BuildError, Reporter};
 
+/// `sha256:0123456789ab`: enough of a digest to tell layers apart in progress lines.
+fn short_digest(d: &Digest) -> String {
+    let text = d.to_string();
+    text.chars().take("sha256:".len() + 12).collect()
+}
+
 /// Where cache mount `id` is kept between builds.
 pub fn cache_file(store_dir: &Path, id: &str) -> PathBuf {
     store_dir.join(format!("{}.tar", kiln_store::Digest::of(id.as_bytes()).hex()))
@@ -111,7 +117,7 @@ impl GuestSession {
 
     /// The guest directories of `layers`, uploading those the guest lacks. Holds the lock
     /// while uploading, so two stages never upload the same layer twice.
-    fn upload(&self, staging: &Staging, layers: &[LayerInfo]) -> Result<Vec<String>, BuildError> {
+    fn upload(&self, staging: &Staging, layers: &[LayerInfo], out: &Reporter) -> Result<Vec<String>, BuildError> {
         let mut state = self.state();
         let mut dirs = Vec::new();
         for layer in layers {
@@ -123,6 +129,7 @@ impl GuestSession {
                 continue;
             }
             let dir = state.new_dir();
+            out.info(&format!("transferring layer {} ({}) to the guest", short_digest(&layer.digest), crate::output::human_size(layer.size)));
             let blob = staging.open_blob(&layer.digest)?;
             let mut tar = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
             self.agent.receive_tar(&dir, &mut tar as &mut dyn Read)?;
@@ -222,7 +229,7 @@ impl GuestSession {
 
     /// Runs a process over `layers` and returns the new layer (possibly empty).
     pub fn run_step(&self, staging: &Staging, layers: &[LayerInfo], req: &RunRequest<'_>, out: &Reporter) -> Result<LayerInfo, BuildError> {
-        let lower_dirs = self.upload(staging, layers)?;
+        let lower_dirs = self.upload(staging, layers, out)?;
         let mut mounts = req.mounts.clone();
         for (id, target) in &req.caches {
             let source = self.cache_dir(id, &cache_file(&self.cache_store, id))?;
