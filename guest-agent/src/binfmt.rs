@@ -19,7 +19,7 @@ pub fn registration(name: &str, magic: &str, mask: &str, interpreter: &str) -> R
     let escaped = |what: &str, v: &str| -> Result<()> {
         let bytes = v.as_bytes();
         let ok = !v.is_empty()
-            && bytes.len() % 4 == 0
+            && bytes.len().is_multiple_of(4)
             && bytes.chunks(4).all(|c| c[0] == b'\\' && c[1] == b'x' && c[2].is_ascii_hexdigit() && c[3].is_ascii_hexdigit());
         if ok {
             Ok(())

@@ -42,7 +42,7 @@ fn diff_leaves_out_unchanged_copied_up_dirs() {
         crate::diff::write_diff(&upper, lowers, &mut out, None).expect("diff");
         list_tar(&out).into_keys().collect::<Vec<_>>()
     };
-    let with_lowers = diff(&[lower.clone()]);
+    let with_lowers = diff(std::slice::from_ref(&lower));
     let without = diff(&[]);
     crate::mounts::unmount(&p(&merged)).expect("unmount");
     assert!(upper.join("etc").is_dir(), "etc was copied up");

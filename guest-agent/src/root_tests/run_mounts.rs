@@ -40,7 +40,7 @@ fn overlay(s: &Scratch) -> Option<Layer> {
 /// The names in the layer tar of the upper dir (unchanged copied-up directories left out).
 fn layer_entries(l: &Layer) -> Vec<String> {
     let mut out = Vec::new();
-    crate::diff::write_diff(&l.upper, &[l.lower.clone()], &mut out, None).expect("diff");
+    crate::diff::write_diff(&l.upper, std::slice::from_ref(&l.lower), &mut out, None).expect("diff");
     list_tar(&out).into_keys().collect()
 }
 

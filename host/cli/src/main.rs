@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Save images to a tar archive (OCI layout + docker manifest.json)
     Save(save::SaveArgs),
     /// List images
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let result = match cli.command {
-        Command::Build(args) => build::run(&root, args),
+        Command::Build(args) => build::run(&root, *args),
         Command::Save(args) => save::run(&root, args),
         Command::Images(args) => images::run(&root, args),
         Command::Image(cmd) => image::run(&root, cmd),

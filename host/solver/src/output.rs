@@ -377,7 +377,7 @@ mod tests {
         let (mut out, _, tail) = r.process_output();
         for i in 0..10 {
             write!(out, "line {i}\npart").expect("write");
-            write!(out, "ial {i}\n").expect("write");
+            writeln!(out, "ial {i}").expect("write");
         }
         {
             let live = lock(&r.live);

@@ -275,7 +275,7 @@ impl Build<'_> {
         // resolved in an empty tree), so neither does its cache key — a changed base reuses it
         // (BuildKit's layer rebasing). Names in --chown are looked up in the stage, so then
         // the key stays chained.
-        let numeric_owner = c.chown.as_deref().map_or(true, |o| o.split(':').all(|p| p.parse::<u32>().is_ok()));
+        let numeric_owner = c.chown.as_deref().is_none_or(|o| o.split(':').all(|p| p.parse::<u32>().is_ok()));
         let linked = c.link && numeric_owner;
         let parent = st.key.clone();
         let key_base = if linked { crate::CacheKey::base("link") } else { st.key.clone() };
