@@ -120,7 +120,15 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     }
     let secrets = args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?;
     let ssh = parse_ssh_all(&args.ssh, std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))?;
-    let mut frontend = kiln_frontend::graph::BuildOptions { build_args, target: args.target.clone(), ..Default::default() };
+    // BUILDPLATFORM is this machine; the target defaults to it too (as with BuildKit).
+    let host = kiln_registry::manifest::Platform::host();
+    let host = kiln_frontend::graph::Platform { os: host.os, arch: host.architecture, variant: host.variant };
+    let mut frontend = kiln_frontend::graph::BuildOptions {
+        build_args,
+        target: args.target.clone(),
+        target_platform: host.clone(),
+        build_platform: host,
+    };
     if let Some(p) = &args.platform {
         if p.contains(',') {
             bail!("--platform {p:?}: kiln builds one platform at a time");
