@@ -1,7 +1,8 @@
 //! RUN steps and the network, through the real CLI and a real guest: a RUN reaches an HTTP
 //! server the test runs on the host (at 10.0.2.2, QEMU's user-mode NAT; named
 //! `host.docker.internal` in the step's own /etc/hosts), `--network=none` isolates it, and the
-//! per-step /etc/hosts and /etc/resolv.conf never reach a layer, not even as an unchanged /etc.
+//! per-step /etc/hosts and /etc/resolv.conf never reach a layer, not even as an unchanged /etc;
+//! `kiln build --network none` isolates every RUN that does not say otherwise.
 
 mod harness;
 
@@ -103,5 +104,14 @@ fn run_reaches_the_host_and_network_none_isolates() {
         [vec!["by-ip".to_string()], vec!["none-devs".into(), "none-status".into()], vec!["hosts-line".into(), "resolv-seen".into()]],
         "RUN layers carry only what the step wrote (no copied-up etc/): {layers:?}"
     );
+    // `kiln build --network none`: RUN steps that do not say are isolated too.
+    let isolated = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nARG PORT\n\
+        RUN wget -q -T 3 -O /x http://10.0.2.2:$PORT/hello; echo $? > /status; rm -f /x\n";
+    let ctx2 = env.context("ctx2", isolated, &[], true);
+    let dest2 = env.dir.path().join("rootfs2");
+    let out_arg2 = format!("type=local,dest={}", dest2.display());
+    let out = env.kiln(&["build", "--network", "none", "--build-arg", &port_arg, "-o", &out_arg2, ctx2.to_str().expect("utf8")]);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    assert_ne!(fs::read_to_string(dest2.join("status")).expect("status").trim(), "0", "--network none isolates every RUN");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }

@@ -30,6 +30,10 @@ pub struct BuildArgs {
     /// Do not use the build cache for these stages (names or indexes; repeatable or comma-separated)
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
+    /// Network of RUN steps that do not say (default: the guest's NAT; none: loopback only;
+    /// host is the guest's network too)
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
+    network: String,
     /// How many independent stages may run at once (default: the number of CPUs)
     #[arg(long, env = "KILN_JOBS")]
     jobs: Option<usize>,
@@ -185,6 +189,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         secrets,
         ssh,
         jobs,
+        network_none: args.network == "none",
         no_cache_filter: args.no_cache_filter.clone(),
     };
     let mode = if args.quiet { ProgressMode::Quiet } else { ProgressMode::parse(&args.progress).map_err(anyhow::Error::msg)? };

@@ -30,6 +30,19 @@ pub fn run(root: &Path) -> Result<()> {
         }
         _ => line(false, "QEMU", &format!("{qemu} not found (Debian: apt-get install qemu-system-x86)")),
     }
+    let (ready, missing): (Vec<_>, Vec<_>) = kiln_solver::emulator_survey().into_iter().partition(|(_, r)| r.is_ok());
+    let names = |v: &[(String, Result<std::path::PathBuf, String>)]| v.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
+    if missing.is_empty() {
+        line(true, "cross-platform RUN", &format!("emulators for {}", names(&ready)));
+    } else if ready.is_empty() {
+        line(false, "cross-platform RUN", "no qemu-*-static emulators (Debian: apt-get install qemu-user-static)");
+    } else {
+        line(true, "cross-platform RUN", &format!("emulators for {}; none for {}", names(&ready), names(&missing)));
+    }
+    match std::process::Command::new("git").arg("--version").output() {
+        Ok(out) if out.status.success() => line(true, "git (ADD of git URLs)", String::from_utf8_lossy(&out.stdout).trim()),
+        _ => line(false, "git (ADD of git URLs)", "not found (Debian: apt-get install git)"),
+    }
     match choose_backend(BackendKind::Auto, &cache) {
         Ok((_, why)) => println!("\nbuilds will use: {why}"),
         Err(e) => println!("\nno usable backend: {e}"),

@@ -84,6 +84,23 @@ pub fn find(platform: &Platform) -> Result<Option<Emulator>, BuildError> {
     Ok(Some(Emulator { name: format!("kiln-{q}"), binary, magic, mask }))
 }
 
+/// For `kiln doctor`: each foreign architecture kiln knows, with its emulator or why not.
+pub fn survey() -> Vec<(String, Result<PathBuf, String>)> {
+    ["arm64", "arm", "riscv64", "ppc64le", "s390x", "386"]
+        .into_iter()
+        .filter(|a| *a != host_arch())
+        .map(|arch| {
+            let p = Platform { os: "linux".into(), arch: arch.into(), variant: None };
+            let found = match find(&p) {
+                Ok(Some(e)) => Ok(e.binary),
+                Ok(None) => Err("runs natively".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (format!("linux/{arch}"), found)
+        })
+        .collect()
+}
+
 /// Where the guest keeps uploaded emulators.
 const GUEST_DIR: &str = "/run/kiln/emu";
 

@@ -35,6 +35,7 @@ use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
 use kiln_store::{Digest, LayerInfo, Reference, Store, StoreError};
 
 pub use cache::CacheKey;
+pub use emulate::survey as emulator_survey;
 pub use output::{ProgressMode, Reporter};
 
 /// The PATH Docker and BuildKit give a Linux image that has none.
@@ -66,6 +67,9 @@ pub struct BuildOptions {
     pub ssh: std::collections::BTreeMap<String, PathBuf>,
     /// Downloads an `ADD <url>` source into a file; returns it with its Last-Modified time.
     pub fetch: Option<Box<Fetcher>>,
+    /// The network of RUN steps without `--network` (`kiln build --network`; BuildKit's
+    /// default is the sandbox's network).
+    pub network_none: bool,
     /// How many stages may run at once (`--jobs`; 0 or 1: one after another).
     pub jobs: usize,
     /// Stages (by name or index) whose steps ignore the cache (`--no-cache-filter`).

@@ -56,6 +56,7 @@ impl Build<'_> {
         // `--network=host` is the guest's network too (the VM is the sandbox), as is default.
         let network = match run.network {
             kiln_frontend::command::Network::None => kiln_sandbox::agent::Network::None,
+            kiln_frontend::command::Network::Default if self.opts.network_none => kiln_sandbox::agent::Network::None,
             kiln_frontend::command::Network::Default | kiln_frontend::command::Network::Host => kiln_sandbox::agent::Network::Guest,
         };
         if network == kiln_sandbox::agent::Network::None {
