@@ -7,7 +7,7 @@
 //! architecture needs it, once per build. `KILN_QEMU_USER_DIR` points at another directory
 //! holding both kinds of files.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use kiln_frontend::graph::Platform;
@@ -114,20 +114,19 @@ impl Build<'_> {
         let Some(emu) = find(platform)? else { return Ok(()) };
         out.info(&format!("emulating {platform} with {}", emu.binary.display()));
         let file_name = emu.binary.file_name().and_then(|n| n.to_str()).unwrap_or("qemu-static").to_string();
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut f = std::fs::File::open(&emu.binary).map_err(|e| BuildError::Invalid(format!("{}: {e}", emu.binary.display())))?;
-        let mut data = Vec::new();
-        f.read_to_end(&mut data).map_err(|e| BuildError::Invalid(format!("{}: {e}", emu.binary.display())))?;
+        let packing = |e: std::io::Error| BuildError::Invalid(format!("packing the emulator {}: {e}", emu.binary.display()));
+        // Through a temp file: the emulator is some 10 MB, no need to hold it in memory.
+        let mut f = std::fs::File::open(&emu.binary).map_err(packing)?;
+        let mut tar = tar::Builder::new(tempfile::tempfile().map_err(packing)?);
         let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
+        h.set_size(f.metadata().map_err(packing)?.len());
         h.set_mode(0o755);
         h.set_cksum();
-        let tar = tar
-            .append_data(&mut h, &file_name, data.as_slice())
-            .and_then(|()| tar.into_inner())
-            .map_err(|e| BuildError::Invalid(format!("packing the emulator: {e}")))?;
+        tar.append_data(&mut h, &file_name, &mut f).map_err(packing)?;
+        let mut file = tar.into_inner().map_err(packing)?;
+        file.rewind().map_err(packing)?;
         let agent = session.agent();
-        agent.receive_tar(GUEST_DIR, &mut tar.as_slice() as &mut dyn Read)?;
+        agent.receive_tar(GUEST_DIR, &mut std::io::BufReader::new(file) as &mut dyn Read)?;
         agent.register_binfmt(&emu.name, &emu.magic, &emu.mask, &format!("{GUEST_DIR}/{file_name}"))?;
         done.insert(platform.arch.clone());
         Ok(())
