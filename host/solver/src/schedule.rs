@@ -2,8 +2,8 @@
 //! independent stages run at the same time, at most `jobs` at once (`kiln build --jobs`).
 //!
 //! Stages run on scoped threads sharing one [`Build`] (store, cache, guest). The first failure
-//! wins: it marks the build cancelled, stages that have not started give up, running ones stop
-//! at their next step, and that first error is the build's.
+//! wins: it marks the build cancelled and cuts the guest's connection, so stages that have not
+//! started give up and running RUN steps end at once; that first error is the build's.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
@@ -37,8 +37,11 @@ pub fn run_stages(build: &Build<'_>, stages: &[ResolvedStage], jobs: usize, out:
                     if first.is_none() && !matches!(e, BuildError::Cancelled) {
                         *first = Some(e);
                     }
-                    build.cancelled.store(true, Ordering::Relaxed);
+                    let first_failure = !build.cancelled.swap(true, Ordering::Relaxed);
                     drop(first);
+                    if first_failure {
+                        build.abort_running_steps();
+                    }
                     // Wake the stages waiting for this one or for a slot: they give up. Taking
                     // each lock first means no waiter is between its check and its wait.
                     drop(lock(&build.done));

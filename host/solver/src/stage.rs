@@ -164,6 +164,14 @@ impl<'a> Build<'a> {
         Ok(g)
     }
 
+    /// Cuts the guest's connection, so RUN steps still running in other stages end now
+    /// (with an error nobody reports: the build already failed). The guest is not used again.
+    pub fn abort_running_steps(&self) {
+        if let Some(g) = lock(&self.guest).as_ref() {
+            g.agent().close();
+        }
+    }
+
     /// An image by name for `platform`, from the store or pulled, once per build.
     pub fn image(&self, name: &str, platform: &Platform, out: &Reporter) -> Result<ImageState, BuildError> {
         let mut images = lock(&self.images);
