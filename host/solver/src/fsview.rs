@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use kiln_store::resolve::{resolve_in_root, Entry};
 use kiln_store::{Digest, LayerInfo, Staging};
 
 use crate::BuildError;
@@ -21,8 +22,6 @@ use crate::BuildError;
 const KEPT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
 /// Cap on a kept file.
 const KEPT_MAX: u64 = 4 << 20;
-/// Symlinks followed while resolving one path before giving up (Linux's limit).
-const MAX_HOPS: usize = 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -176,37 +175,15 @@ impl View {
     /// (the last one only if `follow_last`). Returns the resolved relative path, which may not
     /// exist, and its metadata.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<(PathBuf, Option<Meta>), BuildError> {
-        let mut hops = 0;
-        let mut pending: Vec<String> = components(path);
-        pending.reverse();
-        let mut cur = PathBuf::new();
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                cur.pop();
-                continue;
-            }
-            let next = cur.join(&c);
-            let meta = self.lookup(&next);
-            let last = pending.is_empty();
-            match meta {
-                Some(Meta { kind: Kind::Symlink, link: Some(target), .. }) if !last || follow_last => {
-                    hops += 1;
-                    if hops > MAX_HOPS {
-                        return Err(BuildError::Invalid(format!("{path}: too many levels of symbolic links")));
-                    }
-                    let target = target.to_string_lossy().into_owned();
-                    if target.starts_with('/') {
-                        cur = PathBuf::new();
-                    }
-                    let mut t = components(&target);
-                    t.reverse();
-                    pending.extend(t);
-                }
-                _ => cur = next,
-            }
-        }
-        let meta = self.lookup(&cur);
-        Ok((cur, meta))
+        let look = |p: &Path| match self.lookup(p) {
+            Some(Meta { kind: Kind::Dir, .. }) => Entry::Dir,
+            Some(Meta { kind: Kind::Symlink, link, .. }) => Entry::Symlink(link.unwrap_or_default()),
+            Some(_) => Entry::Other,
+            None => Entry::Missing,
+        };
+        let resolved = resolve_in_root(path, follow_last, look).map_err(|e| BuildError::Invalid(e.to_string()))?;
+        let meta = self.lookup(&resolved.path);
+        Ok((resolved.path, meta))
     }
 
     /// Contents of a small file kept by the scans (`/etc/passwd`, `/etc/group`), following
@@ -228,10 +205,6 @@ impl View {
     }
 }
 
-/// `a/./b//c/..` -> `["a", "b", "c", ".."]` (`..` kept for the resolver).
-fn components(p: &str) -> Vec<String> {
-    p.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect()
-}
 
 #[cfg(test)]
 mod tests {

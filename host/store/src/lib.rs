@@ -30,6 +30,7 @@ pub mod layer_verify;
 pub mod load;
 pub mod reference;
 pub mod refs;
+pub mod resolve;
 pub mod rootfs;
 mod staging;
 mod store;

@@ -13,15 +13,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::flatten::{flatten_layers, hostile, is_regular, normalise, OpenBlob};
+use crate::resolve::{resolve_in_root, Entry};
 use crate::{Digest, StoreError};
 
-/// Symlinks followed while resolving one path before giving up (Linux's `MAXSYMLINKS`).
-pub const MAX_SYMLINK_HOPS: u32 = 40;
+pub use crate::resolve::MAX_SYMLINK_HOPS;
 
 
 /// What an entry of the view is.
@@ -187,47 +186,16 @@ impl RootFs {
     /// component is absent, a non-directory is used as a directory, or a symlink is empty; an
     /// error after [`MAX_SYMLINK_HOPS`] symlinks. Returns the key for [`RootFs::node`].
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<Option<PathBuf>, StoreError> {
-        // Components still to walk, the next one last.
-        let mut todo: Vec<OsString> = Vec::new();
-        push_components(&mut todo, Path::new(path));
-        let mut cur = PathBuf::new(); // Always an existing directory.
-        let mut hops = 0;
-        while let Some(name) = todo.pop() {
-            match name.as_bytes() {
-                b"" | b"." => continue,
-                b".." => {
-                    cur.pop(); // At the root, stays there.
-                    continue;
-                }
-                _ => {}
-            }
-            let next = cur.join(&name);
-            let Some(node) = self.tree.nodes.get(&next) else {
-                return Ok(None);
-            };
-            let last = todo.is_empty();
-            match node.kind {
-                NodeKind::Dir => cur = next,
-                NodeKind::Symlink if !last || follow_last => {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        let why = format!("more than {MAX_SYMLINK_HOPS} symbolic links");
-                        return Err(StoreError::io(format!("resolving {path} in an image"), io::Error::other(why)));
-                    }
-                    let target = node.link.as_deref().unwrap_or(Path::new(""));
-                    if target.as_os_str().is_empty() {
-                        return Ok(None);
-                    }
-                    if target.has_root() {
-                        cur = PathBuf::new();
-                    }
-                    push_components(&mut todo, target);
-                }
-                _ if last => return Ok(Some(next)),
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(cur))
+        let look = |p: &Path| match self.tree.nodes.get(p) {
+            Some(n) if n.kind == NodeKind::Dir => Entry::Dir,
+            Some(n) if n.kind == NodeKind::Symlink => Entry::Symlink(n.link.clone().unwrap_or_default()),
+            Some(_) => Entry::Other,
+            None => Entry::Missing,
+        };
+        let r = resolve_in_root(path, follow_last, look)
+            .map_err(|e| StoreError::io(format!("resolving {path} in an image"), io::Error::other(e.to_string())))?;
+        let exists = r.path.as_os_str().is_empty() || self.tree.nodes.contains_key(&r.path);
+        Ok((r.parents_exist && exists).then_some(r.path))
     }
 
     /// The node at a resolved path (a leading `/` is allowed; nothing else is resolved).
@@ -272,18 +240,6 @@ impl RootFs {
 
 /// Pushes the components of `path` onto `todo` so that the first is popped first; a trailing
 /// `/` becomes a last `.` (the name before it must then be a directory, or a symlink to one).
-fn push_components(todo: &mut Vec<OsString>, path: &Path) {
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() > 1 && bytes.ends_with(b"/") {
-        todo.push(".".into());
-    }
-    for part in bytes.split(|b| *b == b'/').rev() {
-        if !part.is_empty() {
-            todo.push(std::ffi::OsStr::from_bytes(part).to_os_string());
-        }
-    }
-}
-
 /// A byte range of the flattened tar, read with `pread` (readers of one view are independent).
 struct Slice<'a> {
     file: &'a File,
