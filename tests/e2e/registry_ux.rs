@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::harness::{assert_clean_error, require_tool, text, TestEnv};
+use super::harness::terminal::{in_terminal, screen};
+use super::harness::{assert_clean_error, text, TestEnv};
 use super::{image_archive, ok, p, skopeo, Registry};
 
 /// A TCP proxy on loopback in front of `upstream` passing at most `rate` bytes a second per
@@ -67,76 +68,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, rate: u64) {
             }
         }
     }
-}
-
-/// Runs kiln (as [`TestEnv::command`] would) with a pseudo-terminal as its stdout, through
-/// util-linux `script`; returns whether it succeeded and everything it wrote to the terminal.
-fn in_terminal(env: &TestEnv, args: &[&str]) -> (bool, String) {
-    require_tool("script");
-    let inner = env.command(args);
-    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().expect("utf8 argument").replace('\'', r"'\''"));
-    let line: Vec<String> = std::iter::once(inner.get_program()).chain(inner.get_args()).map(quote).collect();
-    let mut cmd = Command::new("script");
-    cmd.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    if let Some(dir) = inner.get_current_dir() {
-        cmd.current_dir(dir);
-    }
-    let out = cmd.stdin(Stdio::null()).output().expect("run script");
-    (out.status.success(), text(&out.stdout))
-}
-
-/// What a terminal shows after `transcript`: carriage return, line feed, `ESC[nA` (cursor up)
-/// and `ESC[2K` (clear line) are interpreted; any other escape sequence fails the test.
-fn screen(transcript: &str) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    let (mut row, mut col) = (0usize, 0usize);
-    let mut chars = transcript.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => col = 0,
-            '\n' => {
-                row += 1;
-                if row == lines.len() {
-                    lines.push(String::new());
-                }
-            }
-            '\x1b' => {
-                assert_eq!(chars.next(), Some('['), "only CSI sequences expected:\n{transcript:?}");
-                let mut arg = String::new();
-                let end = loop {
-                    match chars.next() {
-                        Some(d) if d.is_ascii_digit() => arg.push(d),
-                        Some(end) => break end,
-                        None => panic!("cut escape sequence"),
-                    }
-                };
-                match (end, arg.as_str()) {
-                    ('A', n) => row = row.saturating_sub(n.parse().unwrap_or(1)),
-                    ('K', "2") => lines[row].clear(),
-                    other => panic!("unexpected escape sequence {other:?}"),
-                }
-            }
-            c => {
-                let line = &mut lines[row];
-                let mut cells: Vec<char> = line.chars().collect();
-                if cells.len() <= col {
-                    cells.resize(col, ' ');
-                    cells.push(c);
-                } else {
-                    cells[col] = c;
-                }
-                *line = cells.into_iter().collect();
-                col += 1;
-            }
-        }
-    }
-    lines.into_iter().map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
 }
 
 /// A build context whose Dockerfile copies three files of incompressible bytes: three layers

@@ -105,3 +105,24 @@ fn a_failing_stage_stops_the_others_and_stores_nothing() {
     assert!(changed.is_empty(), "a failed build stores nothing: {changed:?}");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }
+
+/// `--progress tty` in a real pseudo-terminal: running steps are redrawn in place with their
+/// latest output, and what stays on the screen is one line per step with its time (or CACHED),
+/// the output collapsed away.
+#[test]
+fn tty_progress_collapses_finished_steps_to_one_line() {
+    let env = TestEnv::new("ttyprogress");
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+        RUN for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.3; done\n";
+    let ctx = env.context("ctx", dockerfile, &[], true);
+    let (ok, transcript) = harness::terminal::in_terminal(&env, &["build", "--progress", "tty", ctx.to_str().expect("utf8")]);
+    assert!(ok, "{transcript}");
+    assert!(transcript.contains("line-8"), "the RUN's output is shown while it runs:\n{transcript:?}");
+    assert!(transcript.contains("\x1b[") && transcript.contains("F\x1b[J"), "the live region is redrawn in place:\n{transcript:?}");
+    let shown = harness::terminal::screen(&transcript);
+    let steps: Vec<&String> = shown.iter().filter(|l| l.starts_with('#') && l.contains("] ")).collect();
+    assert_eq!(steps.len(), 4, "one line per step:\n{}", shown.join("\n"));
+    assert!(steps.iter().all(|l| l.ends_with('s')), "each with its time:\n{}", shown.join("\n"));
+    assert!(!shown.iter().any(|l| l.trim_start().starts_with("line-")), "finished output is collapsed:\n{}", shown.join("\n"));
+    assert!(shown.iter().any(|l| l.starts_with("#done built in")), "{}", shown.join("\n"));
+}
