@@ -3,21 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Decimal units as Docker prints them: `512B`, `1.5kB`, `12.35MB`.
-pub fn size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        return format!("{bytes}B");
-    }
-    let s = format!("{v:.2}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}{}", units[i])
-}
+pub use kiln_store::human_size as size;
 
 /// Seconds since the epoch of an RFC 3339 time (`2026-01-02T03:04:05.123Z`, `+01:00`).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {

@@ -129,7 +129,7 @@ impl GuestSession {
                 continue;
             }
             let dir = state.new_dir();
-            out.info(&format!("transferring layer {} ({}) to the guest", short_digest(&layer.digest), crate::output::human_size(layer.size)));
+            out.info(&format!("transferring layer {} ({}) to the guest", short_digest(&layer.digest), kiln_store::human_size(layer.size)));
             let blob = staging.open_blob(&layer.digest)?;
             let mut tar = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
             self.agent.receive_tar(&dir, &mut tar as &mut dyn Read)?;

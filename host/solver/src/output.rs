@@ -248,22 +248,6 @@ fn redraw(live: &mut Live) {
     live.drawn = lines;
 }
 
-/// `12.3 kB`-style sizes (decimal units, as BuildKit prints them).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// The last few KiB of a process's combined output.
 #[derive(Clone, Default)]
 pub struct Tail(Arc<Mutex<Vec<u8>>>);
@@ -353,13 +337,6 @@ impl Drop for StepOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(1_234), "1.2 kB");
-        assert_eq!(human_size(200_000_000), "200.0 MB");
-    }
 
     #[test]
     fn modes_parse() {

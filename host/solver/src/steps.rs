@@ -256,7 +256,7 @@ impl Build<'_> {
                 let key_spec = CopySpec { now: 0, ..spec(keyed) };
                 let sink = copy::write_copy(&ctx, &key_spec, Dest::Literal, sink).map_err(|e| copy_error(cmd, e))?;
                 let (digest, len, _) = sink.finish();
-                out.info(&format!("transferring context: {}", crate::output::human_size(len)));
+                out.info(&format!("transferring context: {}", kiln_store::human_size(len)));
                 digest.to_string()
             }
             Origin::Image(img) => img.key.as_str().to_string(),

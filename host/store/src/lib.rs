@@ -34,6 +34,7 @@ pub mod resolve;
 pub mod rootfs;
 mod staging;
 mod store;
+mod units;
 
 pub use digest::Digest;
 pub use error::StoreError;
@@ -42,3 +43,4 @@ pub use layer::LayerInfo;
 pub use reference::Reference;
 pub use staging::{StagedImage, Staging};
 pub use store::{Store, StoreLock};
+pub use units::human_size;
