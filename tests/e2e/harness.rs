@@ -201,6 +201,29 @@ impl TestEnv {
     }
 }
 
+/// Every file of `kiln save IMAGE` (a docker-archive) by its path, gzip-compressed blobs
+/// uncompressed: what a test searches for leaked content or reads layers from.
+pub fn saved_image(env: &TestEnv, image: &str) -> BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let archive = env.dir.path().join(format!("{}.saved.tar", image.replace(['/', ':'], "_")));
+    let out = env.kiln(&["save", "-o", archive.to_str().expect("utf8"), image]);
+    assert!(out.status.success(), "kiln save {image}: {}", text(&out.stderr));
+    let mut files = BTreeMap::new();
+    let mut outer = tar::Archive::new(fs::File::open(&archive).expect("archive"));
+    for entry in outer.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        let mut plain = Vec::new();
+        if flate2::read::GzDecoder::new(bytes.as_slice()).read_to_end(&mut plain).is_err() {
+            plain = bytes;
+        }
+        files.insert(name, plain);
+    }
+    files
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -6,11 +6,9 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 
 use harness::{text, TestEnv};
 
@@ -42,28 +40,15 @@ RUN --network=none wget -q -T 3 -O /none http://10.0.2.2:$PORT/hello; echo $? > 
 RUN --network=host grep -h host.docker.internal /etc/hosts > /hosts-line; cat /etc/resolv.conf > /resolv-seen
 "#;
 
-/// Entry names of each layer of a saved image (docker-archive), in order.
-fn layer_entries(archive: &Path) -> Vec<Vec<String>> {
-    let mut files = BTreeMap::new();
-    let mut outer = tar::Archive::new(fs::File::open(archive).expect("archive"));
-    for entry in outer.entries().expect("entries") {
-        let mut entry = entry.expect("entry");
-        let name = entry.path().expect("path").display().to_string();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).expect("read");
-        files.insert(name, bytes);
-    }
+/// Entry names of each layer of a saved image, in order.
+fn layer_entries(env: &TestEnv, image: &str) -> Vec<Vec<String>> {
+    let files = harness::saved_image(env, image);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
     let layers = manifest[0]["Layers"].as_array().expect("Layers");
     layers
         .iter()
         .map(|l| {
-            let bytes = &files[l.as_str().expect("layer path")];
-            let mut plain = Vec::new();
-            if flate2::read::GzDecoder::new(bytes.as_slice()).read_to_end(&mut plain).is_err() {
-                plain = bytes.clone();
-            }
-            let mut ar = tar::Archive::new(plain.as_slice());
+            let mut ar = tar::Archive::new(files[l.as_str().expect("layer path")].as_slice());
             ar.entries().expect("entries").map(|e| e.expect("entry").path().expect("path").display().to_string()).collect()
         })
         .collect()
@@ -94,10 +79,7 @@ fn run_reaches_the_host_and_network_none_isolates() {
     let etc: Vec<_> = fs::read_dir(dest.join("etc")).expect("etc").map(|e| e.expect("entry").file_name()).collect();
     assert_eq!(etc, ["kept"], "no hosts/resolv.conf stubs left in /etc");
 
-    let archive = env.dir.path().join("net.tar");
-    let out = env.kiln(&["save", "-o", archive.to_str().expect("utf8"), "net"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let layers = layer_entries(&archive);
+    let layers = layer_entries(&env, "net");
     let last3: Vec<_> = layers.iter().rev().take(3).rev().cloned().collect();
     assert_eq!(
         last3,
