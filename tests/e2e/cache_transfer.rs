@@ -6,11 +6,10 @@
 mod harness;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
+use harness::registry::Registry;
 use harness::{assert_clean_error, require_tool, text, TestEnv};
 
 /// Four layer steps: a COPY, two RUNs with layers and one whose diff is empty.
@@ -125,53 +124,10 @@ fn local_cache_fills_an_empty_store_and_a_tampered_blob_only_reruns_its_step() {
     }
 }
 
-/// A `docker-registry` on 127.0.0.1, killed on drop.
-struct Registry {
-    child: Child,
-    host: String,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        require_tool("docker-registry");
-        let dir = tempfile::Builder::new().prefix("kiln-cache-registry-").tempdir().expect("tempdir");
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
-        );
-        fs::write(dir.path().join("config.yml"), config).expect("config");
-        let log = fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let reg = Self { child, host: format!("127.0.0.1:{port}"), dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&reg.host).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start: {}", fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        reg
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn registry_cache_fills_an_empty_store() {
     require_tool("skopeo");
-    let reg = Registry::start();
+    let reg = Registry::start(None);
     let reference = format!("{}/ci/app:buildcache", reg.host);
     let a = TestEnv::new("cachereg-a");
     let ctx = a.context("ctx", DOCKERFILE, &[], true);

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod registry;
 pub mod terminal;
 
 use std::collections::BTreeMap;

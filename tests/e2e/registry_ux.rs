@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::harness::terminal::{in_terminal, screen};
 use super::harness::{assert_clean_error, text, TestEnv};
-use super::{image_archive, ok, p, skopeo, Registry};
+use super::harness::registry::Registry;
+use super::{image_archive, ok, p, skopeo};
 
 /// A TCP proxy on loopback in front of `upstream` passing at most `rate` bytes a second per
 /// connection and direction: a slow link, so that transfers last long enough to be watched.
