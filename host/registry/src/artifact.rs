@@ -11,10 +11,10 @@ use std::io::Read;
 use std::path::Path;
 
 use kiln_store::Digest;
-use ureq::http::{Method, Response};
-use ureq::Body;
+use ureq::http::Method;
 
 use crate::client::{encode, error_detail, Client, Payload};
+use crate::push::location;
 use crate::RegistryError;
 
 /// Blobs up to this size go up in one request; larger ones in chunks of this size.
@@ -29,14 +29,6 @@ pub enum BlobData<'a> {
 
 fn scope(path: &str) -> String {
     format!("repository:{path}:pull,push")
-}
-
-fn location(resp: &Response<Body>, client: &Client, what: &str) -> Result<String, RegistryError> {
-    resp.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(|l| client.absolute(l))
-        .ok_or_else(|| RegistryError::invalid(format!("{what}: the registry sent no upload location")))
 }
 
 /// Reads up to `CHUNK_BYTES` from `file` (fewer only at its end).

@@ -76,7 +76,8 @@ fn mount_sources(store: &Store, reference: &Reference, blob: &Digest) -> Vec<Str
     out.into_iter().collect()
 }
 
-fn location(resp: &Response<Body>, client: &Client, what: &str) -> Result<String, RegistryError> {
+/// The absolute upload URL a registry answered with (its `Location` header).
+pub(crate) fn location(resp: &Response<Body>, client: &Client, what: &str) -> Result<String, RegistryError> {
     resp.headers()
         .get("location")
         .and_then(|v| v.to_str().ok())
