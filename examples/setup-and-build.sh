@@ -24,6 +24,8 @@ packages=(
     git
     # cross-platform RUN steps (FROM --platform=linux/arm64): static user-mode emulators
     qemu-user-static
+    # zstd-compressed rootfs tars for the layer-format tests
+    zstd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_store::image::{History, RunConfig};
-use kiln_store::{layer_verify, NewImage, Reference, Store};
+use kiln_store::{layer_read, NewImage, Reference, Store};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -98,7 +98,7 @@ pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
         Box::new(std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file))?)
     };
     let staging = store.staging()?;
-    let (plain, _) = layer_verify::decompress(input).with_context(|| format!("importing {}", args.file))?;
+    let (plain, _) = layer_read::open_tar(input).with_context(|| format!("importing {}", args.file))?;
     let layer = staging.store().ingest_layer(plain).with_context(|| format!("importing {}", args.file))?;
     let source = if args.file == "-" { "-".to_string() } else { args.file.clone() };
     let history = vec![History {

@@ -343,9 +343,7 @@ fn download_layer(
         return Err(RegistryError::invalid(format!("layer {digest} has diff id {}, the config says {diff_id}", checked.diff_id)));
     }
     let media = desc.media_type.as_deref().unwrap_or_default();
-    if Compression::from_media_type(media) != Some(checked.compression) {
-        return Err(RegistryError::invalid(format!("layer {digest} is {:?}-compressed, its media type says {media}", checked.compression)));
-    }
+    checked.compression.check_declared(media).map_err(|e| RegistryError::invalid(format!("layer {digest}: {e}")))?;
     events(PullEvent::Complete(digest));
     Ok(())
 }

@@ -140,8 +140,7 @@ impl Indexes {
         let mut stack = Vec::new();
         for l in layers.iter().rev() {
             if !self.0.contains_key(&l.digest) {
-                let blob = staging.open_blob(&l.digest)?;
-                let (stream, _) = kiln_store::layer_verify::decompress(io::BufReader::new(blob))?;
+                let stream = kiln_store::layer_read::open_layer_file(staging.open_blob(&l.digest)?, &l.digest, None)?;
                 let idx = LayerIndex::scan(stream).map_err(|e| BuildError::Invalid(format!("reading layer {}: {e}", l.digest)))?;
                 self.0.insert(l.digest.clone(), Arc::new(idx));
             }

@@ -130,8 +130,7 @@ impl GuestSession {
             }
             let dir = state.new_dir();
             out.info(&format!("transferring layer {} ({}) to the guest", short_digest(&layer.digest), kiln_store::human_size(layer.size)));
-            let blob = staging.open_blob(&layer.digest)?;
-            let mut tar = flate2::read::GzDecoder::new(std::io::BufReader::new(blob));
+            let mut tar = kiln_store::layer_read::open_layer_file(staging.open_blob(&layer.digest)?, &layer.digest, None)?;
             self.agent.receive_tar(&dir, &mut tar as &mut dyn Read)?;
             state.dirs.insert(layer.digest.clone(), dir.clone());
             dirs.push(dir);

@@ -14,8 +14,8 @@ use std::path::{Component, Path};
 use tar::EntryType;
 
 use crate::digest::Digest;
-use crate::layer::check_member_path;
-use crate::layer_verify::decompress;
+use crate::layer_verify::check_member_path;
+use crate::layer_read::open_tar;
 use crate::{Store, StoreError};
 
 /// Most members an archive may have.
@@ -79,7 +79,7 @@ fn resolve_symlink(link: &str, target: &Path) -> Result<String, StoreError> {
 /// Reads every member of the archive into `stage`.
 pub(crate) fn read_members(stage: &Store, reader: impl Read) -> Result<Members, StoreError> {
     let mut members = Members::default();
-    let (plain, _) = decompress(reader).map_err(|e| match e {
+    let (plain, _) = open_tar(reader).map_err(|e| match e {
         StoreError::HostileLayer(why) => bad(why),
         other => other,
     })?;

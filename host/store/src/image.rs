@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::layer::LayerInfo;
+use crate::layer_read::Compression;
 use crate::{Reference, Store, StoreError};
 
 type Extra = serde_json::Map<String, serde_json::Value>;
@@ -139,7 +140,14 @@ impl Store {
             if !self.has_blob(&l.digest) {
                 return Err(StoreError::MissingBlob(l.digest.to_string()));
             }
-            layers.push(descriptor(MediaType::ImageLayerGzip, &l.digest, l.size)?);
+            // Base layers keep what they are (a docker-archive's plain tars, a pull's zstd):
+            // the media type says what the blob holds, judged by its content.
+            let media = match self.layer_compression(&l.digest)? {
+                Compression::None => MediaType::ImageLayer,
+                Compression::Gzip => MediaType::ImageLayerGzip,
+                Compression::Zstd => MediaType::ImageLayerZstd,
+            };
+            layers.push(descriptor(media, &l.digest, l.size)?);
         }
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)

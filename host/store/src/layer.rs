@@ -1,19 +1,17 @@
 //! Layer ingest: an uncompressed tar stream in, a verified gzip blob out.
 //!
-//! The tar is hostile input (it comes from a guest or a registry): every entry is checked while
-//! the stream passes through — no absolute paths, no `..`, no hardlink out of the layer, no
-//! device nodes — and a rejected layer leaves nothing in the store. The host never extracts a
+//! The tar is hostile input (it comes from a guest, an import or a registry): every entry is
+//! checked while the stream passes through, by the same verifier as loads and pulls
+//! ([`crate::layer_verify`]), and a rejected layer leaves nothing in the store. The host never extracts a
 //! layer here; it only reads headers.
 
 use std::io::{self, Read, Write};
-use std::path::{Component, Path};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use tar::EntryType;
-
 use crate::digest::{Digest, HashingWriter};
 use crate::ingest::Ingest;
+use crate::layer_verify::verify_entries;
 use crate::{Store, StoreError};
 
 /// What the store knows about one stored layer.
@@ -41,44 +39,6 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Checks that a path from a layer stays inside the layer.
-pub fn check_member_path(path: &Path) -> Result<(), String> {
-    if path.as_os_str().is_empty() {
-        return Err("empty path".into());
-    }
-    for c in path.components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err(format!("path {} contains '..'", path.display())),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("absolute path {}", path.display()))
-            }
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn check_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), StoreError> {
-    let hostile = StoreError::HostileLayer;
-    let path = entry.path().map_err(|e| hostile(format!("unreadable path: {e}")))?;
-    check_member_path(&path).map_err(hostile)?;
-    match entry.header().entry_type() {
-        EntryType::Regular | EntryType::Continuous | EntryType::Directory | EntryType::Symlink | EntryType::Fifo => {}
-        EntryType::Link => {
-            let target = entry
-                .link_name()
-                .map_err(|e| hostile(format!("unreadable link target of {}: {e}", path.display())))?
-                .ok_or_else(|| hostile(format!("hardlink {} without a target", path.display())))?;
-            check_member_path(&target).map_err(|why| hostile(format!("hardlink {}: {why}", path.display())))?;
-        }
-        EntryType::Char | EntryType::Block => {
-            return Err(hostile(format!("device node {} is not allowed in a layer", path.display())))
-        }
-        other => return Err(hostile(format!("entry {} has unsupported type {other:?}", path.display()))),
-    }
-    Ok(())
-}
-
 impl Store {
     /// Stores an uncompressed layer tar read from `reader` as a gzip blob, checking every entry.
     /// Returns the stored blob's digest and size and the tar's diff id. On any error the store
@@ -88,14 +48,8 @@ impl Store {
         // Level 1: layers are mostly already-compressed or small; speed matters more here.
         let gz = GzEncoder::new(ingest, Compression::fast());
         let mut tee = Tee { inner: reader, sink: HashingWriter::new(gz) };
-        {
-            let mut archive = tar::Archive::new(&mut tee);
-            let entries = archive.entries().map_err(|e| StoreError::HostileLayer(format!("not a tar stream: {e}")))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| StoreError::HostileLayer(format!("corrupt tar stream: {e}")))?;
-                check_entry(&entry)?;
-            }
-        }
+        // The same rule as every other layer's (loads, pulls, cache imports): one verifier.
+        verify_entries(&mut tee)?;
         // Whatever follows the end-of-archive blocks is part of the blob the digest covers.
         io::copy(&mut tee, &mut io::sink()).map_err(|e| StoreError::io("reading layer stream", e))?;
         let (diff_id, _, gz) = tee.sink.finish();
@@ -108,6 +62,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tar::EntryType;
     use std::fs;
 
     fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
@@ -160,6 +115,21 @@ mod tests {
             ("absolute", tar_with(|b| raw_entry(b, b"/etc/passwd", EntryType::Regular, None))),
             ("hardlink escape", tar_with(|b| raw_entry(b, b"x", EntryType::Link, Some(b"../../etc/shadow")))),
             ("device", tar_with(|b| raw_entry(b, b"dev/sda", EntryType::Block, None))),
+            // The rule loads and pulls apply (issue 13): no write through a symlink this layer made.
+            (
+                "write through own symlink",
+                tar_with(|b| {
+                    raw_entry(b, b"a", EntryType::Symlink, Some(b"/etc"));
+                    raw_entry(b, b"a/passwd", EntryType::Regular, None);
+                }),
+            ),
+            (
+                "hardlink through own symlink",
+                tar_with(|b| {
+                    raw_entry(b, b"a", EntryType::Symlink, Some(b"/etc"));
+                    raw_entry(b, b"b", EntryType::Link, Some(b"a/shadow"));
+                }),
+            ),
             ("garbage", vec![0x55; 1024]),
         ];
         for (what, tar) in cases {

@@ -11,53 +11,15 @@ use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::path::Component;
+
 use tar::EntryType;
 
 use crate::digest::{Digest, HashingWriter};
-use crate::layer::check_entry;
+use crate::layer_read::TarStream;
 use crate::StoreError;
 
-/// How a layer blob is compressed, judged by its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// The OCI media type of a layer so compressed.
-    pub fn oci_media_type(self) -> &'static str {
-        match self {
-            Self::None => "application/vnd.oci.image.layer.v1.tar",
-            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        }
-    }
-
-    /// What a (Docker or OCI) layer media type says the compression is, if it is a layer type.
-    pub fn from_media_type(media: &str) -> Option<Self> {
-        if media.ends_with("+gzip") || media.ends_with(".tar.gzip") {
-            Some(Self::Gzip)
-        } else if media.ends_with("+zstd") || media.ends_with(".tar.zstd") {
-            Some(Self::Zstd)
-        } else if media.ends_with(".tar") || media.ends_with("diff.tar") {
-            Some(Self::None)
-        } else {
-            None
-        }
-    }
-
-    fn sniff(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Self::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Self::Zstd
-        } else {
-            Self::None
-        }
-    }
-}
+pub use crate::layer_read::Compression;
 
 /// What checking a layer blob found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +61,44 @@ fn hostile(why: impl Into<String>) -> StoreError {
     StoreError::HostileLayer(why.into())
 }
 
+/// Checks that a path from a layer stays inside the layer.
+pub fn check_member_path(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("empty path".into());
+    }
+    for c in path.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => return Err(format!("path {} contains '..'", path.display())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!("absolute path {}", path.display()))
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), StoreError> {
+    let hostile = StoreError::HostileLayer;
+    let path = entry.path().map_err(|e| hostile(format!("unreadable path: {e}")))?;
+    check_member_path(&path).map_err(hostile)?;
+    match entry.header().entry_type() {
+        EntryType::Regular | EntryType::Continuous | EntryType::Directory | EntryType::Symlink | EntryType::Fifo => {}
+        EntryType::Link => {
+            let target = entry
+                .link_name()
+                .map_err(|e| hostile(format!("unreadable link target of {}: {e}", path.display())))?
+                .ok_or_else(|| hostile(format!("hardlink {} without a target", path.display())))?;
+            check_member_path(&target).map_err(|why| hostile(format!("hardlink {}: {why}", path.display())))?;
+        }
+        EntryType::Char | EntryType::Block => {
+            return Err(hostile(format!("device node {} is not allowed in a layer", path.display())))
+        }
+        other => return Err(hostile(format!("entry {} has unsupported type {other:?}", path.display()))),
+    }
+    Ok(())
+}
+
 /// Rejects entries that would be written through a symlink this layer made.
 struct SymlinkGuard {
     links: BTreeSet<PathBuf>,
@@ -128,7 +128,8 @@ impl SymlinkGuard {
     }
 }
 
-fn check_tar(reader: impl Read) -> Result<(), StoreError> {
+/// Checks every entry of a plain tar stream: the one rule for every layer, whatever its source.
+pub(crate) fn verify_entries(reader: impl Read) -> Result<(), StoreError> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| hostile(format!("not a tar stream: {e}")))?;
     let mut guard = SymlinkGuard { links: BTreeSet::new() };
@@ -145,30 +146,6 @@ fn check_tar(reader: impl Read) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Decompresses a zstd stream with `ruzstd` (a small pure-Rust decoder: no C toolchain, and
-/// the store only ever needs to read zstd, never write it). Frame checksums are verified.
-fn zstd_reader<'a>(inner: Box<dyn BufRead + 'a>) -> Result<Box<dyn Read + 'a>, StoreError> {
-    let decoder = ruzstd::decoding::StreamingDecoder::new(inner)
-        .map_err(|e| hostile(format!("corrupt zstd stream: {e}")))?;
-    Ok(Box::new(decoder))
-}
-
-/// Undoes gzip or zstd around a stream (judged by its first bytes); an empty stream is an error.
-pub fn decompress<'a>(reader: impl Read + 'a) -> Result<(Box<dyn Read + 'a>, Compression), StoreError> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let head = buffered.fill_buf().map_err(|e| StoreError::io("reading a tar stream", e))?;
-    if head.is_empty() {
-        return Err(hostile("the stream is empty"));
-    }
-    let compression = Compression::sniff(head);
-    let plain: Box<dyn Read + 'a> = match compression {
-        Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => zstd_reader(Box::new(buffered))?,
-    };
-    Ok((plain, compression))
-}
-
 /// Reads a layer blob through: its digest, size and diff id, every entry checked.
 pub fn check_layer(reader: impl Read) -> Result<CheckedLayer, StoreError> {
     let mut raw = BufReader::with_capacity(256 * 1024, Hashing::new(reader));
@@ -176,16 +153,11 @@ pub fn check_layer(reader: impl Read) -> Result<CheckedLayer, StoreError> {
     let compression = Compression::sniff(head);
     // An uncompressed layer's diff id is its digest: hash it once, not twice.
     let diff_id = if compression == Compression::None {
-        check_tar(&mut raw)?;
+        verify_entries(&mut raw)?;
         None
     } else {
-        let raw_ref: Box<dyn BufRead + '_> = Box::new(&mut raw);
-        let plain: Box<dyn Read + '_> = match compression {
-            Compression::Zstd => zstd_reader(raw_ref)?,
-            _ => Box::new(flate2::bufread::MultiGzDecoder::new(raw_ref)),
-        };
-        let mut plain = Hashing::new(plain);
-        check_tar(&mut plain)?;
+        let mut plain = Hashing::new(TarStream::new(compression, &mut raw)?);
+        verify_entries(&mut plain)?;
         // Whatever follows the end-of-archive blocks is part of the tar the diff id covers.
         io::copy(&mut plain, &mut io::sink()).map_err(|e| hostile(format!("corrupt layer stream: {e}")))?;
         Some(plain.digest().0)

@@ -26,6 +26,7 @@ pub mod gc;
 pub mod image;
 pub mod ingest;
 pub mod layer;
+pub mod layer_read;
 pub mod layer_verify;
 pub mod load;
 pub mod reference;

@@ -18,7 +18,8 @@ use serde_json::json;
 use crate::archive_read::{read_members, Member, Members};
 use crate::digest::Digest;
 use crate::image::ImageConfig;
-use crate::layer_verify::{check_layer, Compression};
+use crate::layer_read::{Compression, DeclaredMismatch};
+use crate::layer_verify::check_layer;
 use crate::{Reference, StagedImage, Staging, Store, StoreError};
 
 /// One image an archive held.
@@ -121,10 +122,10 @@ impl Loader<'_> {
                 return Err(bad(format!("layer {} has diff id {}, the config says {want}", member.digest, checked.diff_id)));
             }
             if let Some(media) = media {
-                match Compression::from_media_type(media) {
-                    Some(c) if c == checked.compression => {}
-                    Some(c) => return Err(bad(format!("layer {} is {:?}-compressed, its media type {media} says {c:?}", member.digest, checked.compression))),
-                    None => return Err(StoreError::Unsupported(format!("layer media type {media}"))),
+                match checked.compression.check_declared(media) {
+                    Ok(()) => {}
+                    Err(DeclaredMismatch::NotALayer(_)) => return Err(StoreError::Unsupported(format!("layer media type {media}"))),
+                    Err(e) => return Err(bad(format!("layer {}: {e}", member.digest))),
                 }
             }
             out.push((checked.digest, checked.size, checked.compression));

@@ -30,16 +30,16 @@ fn split_ws(s: &str) -> Vec<String> {
 pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
     let (keyword, flags, rest) = split_command(line);
     let (args, sub, json) = match keyword.to_ascii_lowercase().as_str() {
-        "add" | "copy" | "volume" => match json_array(&rest) {
+        "add" | "copy" | "volume" => match json_array(&rest)? {
             Some(v) => (v, None, true),
             None => (split_ws(&rest), None, false),
         },
-        "run" | "cmd" | "entrypoint" | "shell" => maybe_json(&rest),
+        "run" | "cmd" | "entrypoint" | "shell" => maybe_json(&rest)?,
         "from" | "expose" => (split_ws(&rest), None, false),
         "env" | "label" => (name_val(&rest, &keyword.to_ascii_uppercase(), escape)?, None, false),
         "arg" => (words(&rest, escape), None, false),
         "maintainer" | "user" | "workdir" | "stopsignal" => (if rest.is_empty() { vec![] } else { vec![rest.clone()] }, None, false),
-        "healthcheck" => health(&rest),
+        "healthcheck" => health(&rest)?,
         "onbuild" => {
             if rest.is_empty() {
                 (vec![], None, false)
@@ -107,36 +107,44 @@ fn extract_flags(line: &str) -> (&str, Vec<String>) {
     }
 }
 
-/// A JSON array of strings, if `rest` is one.
-pub(super) fn json_array(rest: &str) -> Option<Vec<String>> {
+/// BuildKit's message for a JSON array that holds something other than strings.
+const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be comprised of strings only";
+
+/// A JSON array of strings, if `rest` is one (`None`: not JSON, so the shell form). A valid
+/// JSON array holding anything but strings is an error, as in BuildKit, not a shell form.
+pub(super) fn json_array(rest: &str) -> Result<Option<Vec<String>>, String> {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
-        return None;
+        return Ok(None);
     }
-    let values: Vec<serde_json::Value> = serde_json::from_str(rest).ok()?;
-    values.into_iter().map(|v| v.as_str().map(str::to_string)).collect()
+    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
+        return Ok(None);
+    };
+    values.into_iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| NOT_STRING_ARRAY.to_string())).collect::<Result<_, _>>().map(Some)
 }
 
-fn maybe_json(rest: &str) -> (Vec<String>, Option<Box<Node>>, bool) {
+type Parsed = (Vec<String>, Option<Box<Node>>, bool);
+
+fn maybe_json(rest: &str) -> Result<Parsed, String> {
     if rest.is_empty() {
-        return (vec![], None, false);
+        return Ok((vec![], None, false));
     }
-    match json_array(rest) {
+    Ok(match json_array(rest)? {
         Some(v) => (v, None, true),
         None => (vec![rest.to_string()], None, false),
-    }
+    })
 }
 
-fn health(rest: &str) -> (Vec<String>, Option<Box<Node>>, bool) {
+fn health(rest: &str) -> Result<Parsed, String> {
     let sep = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     if sep == 0 {
-        return (vec![], None, false);
+        return Ok((vec![], None, false));
     }
     let (typ, tail) = rest.split_at(sep);
-    let (mut cmd, _, json) = maybe_json(tail.trim_start());
+    let (mut cmd, _, json) = maybe_json(tail.trim_start())?;
     let mut args = vec![typ.to_string()];
     args.append(&mut cmd);
-    (args, None, json)
+    Ok((args, None, json))
 }
 
 /// Words separated by whitespace; quotes and escapes are kept (removed later, on expansion).
@@ -254,9 +262,13 @@ mod tests {
 
     #[test]
     fn json_needs_strings() {
-        assert_eq!(json_array(r#"["a", "b"]"#), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(json_array(r#"["a", 1]"#), None);
-        assert_eq!(json_array(r#"["a"] x"#), None);
-        assert_eq!(json_array("[]"), Some(vec![]));
+        assert_eq!(json_array(r#"["a", "b"]"#), Ok(Some(vec!["a".into(), "b".into()])));
+        assert_eq!(json_array(r#"["a", 1]"#), Err(NOT_STRING_ARRAY.into()));
+        assert_eq!(json_array(r#"[ "echo", [ "nested json" ] ]"#), Err(NOT_STRING_ARRAY.into()));
+        assert_eq!(json_array(r#"["a"] x"#), Ok(None));
+        assert_eq!(json_array("[]"), Ok(Some(vec![])));
+        for line in [r#"CMD [ "echo", [ "nested json" ] ]"#, r#"RUN ["a", 1]"#, r#"COPY ["a", {}]"#, r#"HEALTHCHECK CMD [true]"#] {
+            assert_eq!(node_from_line(line, '\\').err().as_deref(), Some(NOT_STRING_ARRAY), "{line}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
-use kiln_store::layer_verify::{check_layer, Compression};
+use kiln_store::layer_verify::check_layer;
 use kiln_store::{Digest, LayerInfo, Staging, Store, StoreError};
 
 use super::{invalid, parse_config, parse_manifest, Descriptor, TransferError};
@@ -127,9 +127,7 @@ fn fetch_layer(store: &Store, staging: &Staging, source: &dyn CacheSource, desc:
     if checked.diff_id != *diff_id {
         return Err(invalid(format!("its diff id is {}, the cache says {diff_id}", checked.diff_id)));
     }
-    if Compression::from_media_type(&desc.media_type) != Some(checked.compression) {
-        return Err(invalid(format!("it is {:?}-compressed, its media type says {}", checked.compression, desc.media_type)));
-    }
+    checked.compression.check_declared(&desc.media_type).map_err(|e| invalid(e.to_string()))?;
     Ok(fetched)
 }
 

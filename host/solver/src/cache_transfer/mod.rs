@@ -26,9 +26,9 @@ pub mod layout;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io;
 
-use kiln_store::layer_verify::{decompress, Compression};
+use kiln_store::layer_read::Compression;
 use kiln_store::{Digest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -185,9 +185,7 @@ fn host_architecture() -> &'static str {
 
 /// The OCI media type of a stored layer blob, judged by its first bytes.
 fn layer_media_type(store: &Store, digest: &Digest) -> Result<&'static str, TransferError> {
-    let file = store.open_blob(digest)?;
-    let (_, compression) = decompress(file.take(64))?;
-    Ok(compression.oci_media_type())
+    Ok(store.layer_compression(digest)?.oci_media_type())
 }
 
 /// Makes the cache artifact of one build: the records of `keys` (a build's
