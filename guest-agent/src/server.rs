@@ -115,6 +115,8 @@ impl Server {
             } => forward::accept(&self.mux, &path, to_guest, from_guest),
             Request::ForwardClose { path } => forward::close(&path).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
+            Request::Signal { run, signal } => run::control::signal(run, signal).map(|()| Response::Done),
+            Request::Resize { run, rows, cols } => run::control::resize(run, rows, cols).map(|()| Response::Done),
             Request::Diff {
                 upper,
                 stream,
@@ -170,6 +172,8 @@ fn op_name(req: &Request) -> &'static str {
         Request::Diff { .. } => "diff",
         Request::RegisterBinfmt { .. } => "register_binfmt",
         Request::PowerOff => "power_off",
+        Request::Signal { .. } => "signal",
+        Request::Resize { .. } => "resize",
     }
 }
 

@@ -14,5 +14,5 @@ pub mod messages;
 pub mod mux;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_PAYLOAD};
-pub use messages::{Network, Request, Response, RunFile, RunMount, RunSpec, PROTOCOL_VERSION};
+pub use messages::{Network, Request, Response, RunFile, RunMount, RunSpec, TtySize, PROTOCOL_VERSION};
 pub use mux::{Mux, MuxError, PendingCall, Role, StreamReader, StreamWriter};

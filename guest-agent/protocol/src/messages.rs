@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. The host offers the versions it knows in
 /// [`Request::Hello`]; the agent answers with the highest one it shares, or an error.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A call from the host to the agent. Each is answered by exactly one [`Response`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,13 @@ pub enum Request {
     RegisterBinfmt { name: String, magic: String, mask: String, interpreter: String },
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
     PowerOff,
+    /// Send `signal` to the process of the running [`Request::Run`] whose `run_id` is `run`
+    /// (to its whole process group when it is a terminal's foreground job). Answered by
+    /// [`Response::Done`], or an error when no such process runs.
+    Signal { run: u32, signal: i32 },
+    /// Set the window size of the terminal of the running [`Request::Run`] `run` (the process
+    /// gets SIGWINCH from the kernel). Answered by [`Response::Done`].
+    Resize { run: u32, rows: u16, cols: u16 },
 }
 
 /// How to run one process inside the guest.
@@ -100,6 +107,26 @@ pub struct RunSpec {
     /// The process's network (`RUN --network`).
     #[serde(default)]
     pub network: Network,
+    /// Data stream for the process's stdin (host to guest; its end closes stdin). Without
+    /// it, stdin is `/dev/null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_stream: Option<u32>,
+    /// Give the process a pseudo-terminal of this size as stdin, stdout and stderr (and
+    /// controlling terminal): its output, both streams', arrives on `stdout_stream`, the
+    /// `stderr_stream` ends empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
+    /// The id that [`Request::Signal`] and [`Request::Resize`] name this process by (chosen
+    /// by the host, unique per connection). Without it the process cannot be signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u32>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// Which network a process sees. Either way it gets its own `/etc/hosts` and
@@ -233,6 +260,9 @@ mod tests {
             Request::ForwardAccept { path: "/run/kiln/ssh/1/agent.sock".into(), to_guest: 7, from_guest: 8 },
             Request::ForwardClose { path: "/run/kiln/ssh/1/agent.sock".into() },
             Request::PowerOff,
+            Request::Run(RunSpec { stdin_stream: Some(9), tty: Some(TtySize { rows: 24, cols: 80 }), run_id: Some(3), ..run_spec() }),
+            Request::Signal { run: 3, signal: 2 },
+            Request::Resize { run: 3, rows: 50, cols: 132 },
         ];
         for r in reqs {
             let json = serde_json::to_vec(&r).expect("encode");
@@ -255,6 +285,9 @@ mod tests {
             hostname: "kiln".into(),
             stdout_stream: 3,
             stderr_stream: 4,
+            stdin_stream: None,
+            tty: None,
+            run_id: None,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

@@ -37,6 +37,7 @@ pub enum Step {
     WriteSecret,
     WriteFile,
     Loopback,
+    ControllingTty,
 }
 
 impl Step {
@@ -65,6 +66,7 @@ impl Step {
             WriteSecret,
             WriteFile,
             Loopback,
+            ControllingTty,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -94,6 +96,7 @@ impl Step {
             Step::WriteSecret => "write the secret for RUN --mount target TARGET",
             Step::WriteFile => "create file TARGET",
             Step::Loopback => "bring up lo in the process's network namespace",
+            Step::ControllingTty => "make the pseudo-terminal the controlling terminal",
         }
     }
 
@@ -110,6 +113,8 @@ pub struct ChildFds {
     pub stderr: i32,
     /// Write end of the CLOEXEC status pipe.
     pub status: i32,
+    /// stdin is a pseudo-terminal's slave, to become the controlling terminal.
+    pub tty: bool,
 }
 
 pub fn errno() -> i32 {
@@ -210,6 +215,11 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
         ok(libc::dup2(fds.stdin, 0), fds, Step::Stdio);
         ok(libc::dup2(fds.stdout, 1), fds, Step::Stdio);
         ok(libc::dup2(fds.stderr, 2), fds, Step::Stdio);
+        if fds.tty {
+            // The new session (setsid above) takes the terminal as its controlling one, so
+            // Ctrl-C typed on the host's terminal becomes SIGINT of the foreground job.
+            ok(libc::ioctl(0, libc::TIOCSCTTY, 0), fds, Step::ControllingTty);
+        }
 
         let none = c"none";
         ok(

@@ -9,6 +9,7 @@
 
 mod child;
 mod child_mounts;
+pub mod control;
 mod mountpoints;
 pub mod plan;
 mod usermounts;
@@ -16,10 +17,11 @@ mod usermounts;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::path::Path;
 use std::thread::JoinHandle;
 
-use kiln_protocol::{Mux, Response, RunSpec, StreamWriter};
+use kiln_protocol::{Mux, Response, RunSpec, StreamReader, StreamWriter};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 
@@ -40,7 +42,8 @@ pub fn run(mux: &Mux, reaper: &Reaper, spec: &RunSpec) -> Result<Response> {
         mux.open_writer(spec.stdout_stream),
         mux.open_writer(spec.stderr_stream),
     ));
-    let result = prepare_and_run(reaper, spec, &mut streams);
+    let stdin = spec.stdin_stream.map(|id| mux.open_reader(id));
+    let result = prepare_and_run(reaper, spec, &mut streams, stdin);
     // Failed before the process started: end its (empty) output streams, or a host reading
     // them to the end would wait forever.
     if let Some((out, err)) = streams {
@@ -50,7 +53,7 @@ pub fn run(mux: &Mux, reaper: &Reaper, spec: &RunSpec) -> Result<Response> {
     result
 }
 
-fn prepare_and_run(reaper: &Reaper, spec: &RunSpec, streams: &mut Streams) -> Result<Response> {
+fn prepare_and_run(reaper: &Reaper, spec: &RunSpec, streams: &mut Streams, stdin: Option<StreamReader>) -> Result<Response> {
     // The step's own /etc/hosts and /etc/resolv.conf go first, so its mounts can cover them.
     let net_files = crate::net::RunFiles::prepare(Path::new(crate::net::NET_DIR))?;
     let with_net;
@@ -67,7 +70,7 @@ fn prepare_and_run(reaper: &Reaper, spec: &RunSpec, streams: &mut Streams) -> Re
     let rootfs = Path::new(&spec.rootfs);
     let mut created = mountpoints::prepare(rootfs)?;
     let result = mountpoints::prepare_targets(rootfs, &mut plan.mounts, &mut created)
-        .and_then(|()| spawn_and_wait(reaper, spec, &plan, streams));
+        .and_then(|()| spawn_and_wait(reaper, spec, &plan, streams, stdin));
     created.remove();
     result
 }
@@ -77,19 +80,19 @@ fn spawn_and_wait(
     spec: &RunSpec,
     plan: &Plan,
     streams: &mut Streams,
+    stdin: Option<StreamReader>,
 ) -> Result<Response> {
     let argv = ptr_array(&plan.argv);
     let envp = ptr_array(&plan.envp);
-    let devnull = File::open("/dev/null").ctx(|| "run: open /dev/null".to_string())?;
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "run: pipe2".to_string());
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    let io = ProcessIo::new(spec, stdin.is_some())?;
     let fds = ChildFds {
-        stdin: devnull.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
+        stdin: io.child_stdin(),
+        stdout: io.child_stdout(),
+        stderr: io.child_stderr(),
         status: status_w.as_raw_fd(),
+        tty: io.master.is_some(),
     };
     let mut stack = vec![0u8; CHILD_STACK];
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -111,13 +114,24 @@ fn spawn_and_wait(
         pid
     };
     // The parent's copies of the child's ends must close, or the pipes never hit EOF.
-    drop((out_w, err_w, status_w, devnull));
+    drop(status_w);
+    let parent = io.into_parent();
     crate::log::debug!("run: started pid {pid} {:?}", spec.argv);
 
     let Some((out_stream, err_stream)) = streams.take() else {
         return Err(Error::msg("run: internal: output streams already taken"));
     };
-    let pumps = [pump(out_stream, out_r), pump(err_stream, err_r)];
+    let _registered = control::register(spec.run_id, pid.as_raw(), parent.master.clone());
+    let pumps = match (parent.out_r, parent.err_r) {
+        (out_r, Some(err_r)) => [pump(out_stream, out_r), pump(err_stream, err_r)],
+        (out_r, None) => {
+            let _ = err_stream.finish(); // A terminal merges stderr into stdout.
+            [pump(out_stream, out_r), std::thread::spawn(|| ())]
+        }
+    };
+    if let (Some(reader), Some(w)) = (stdin, parent.in_w) {
+        feed_stdin(reader, w);
+    }
     let setup_error = read_setup_error(status_r, spec);
     let status = reaper.wait_for(pid.as_raw());
     for p in pumps {
@@ -161,6 +175,103 @@ fn read_setup_error(status_r: OwnedFd, spec: &RunSpec) -> Option<Error> {
         format!("run: {what}"),
         std::io::Error::from_raw_os_error(errno),
     ))
+}
+
+/// The process's stdin/stdout/stderr: pipes (stdin `/dev/null` unless the host streams it),
+/// or one pseudo-terminal for all three.
+struct ProcessIo {
+    /// The child's ends.
+    child_in: OwnedFd,
+    child_out: OwnedFd,
+    child_err: Option<OwnedFd>,
+    /// The parent's ends.
+    master: Option<Arc<OwnedFd>>,
+    out_r: OwnedFd,
+    err_r: Option<OwnedFd>,
+    in_w: Option<OwnedFd>,
+}
+
+/// What the parent keeps once the child runs.
+struct ParentIo {
+    master: Option<Arc<OwnedFd>>,
+    out_r: OwnedFd,
+    err_r: Option<OwnedFd>,
+    in_w: Option<OwnedFd>,
+}
+
+impl ProcessIo {
+    fn new(spec: &RunSpec, with_stdin: bool) -> Result<Self> {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "run: pipe2".to_string());
+        if let Some(size) = spec.tty {
+            let ws = nix::pty::Winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let pty = nix::pty::openpty(Some(&ws), None).ctx(|| "run: openpty".to_string())?;
+            for fd in [&pty.master, &pty.slave] {
+                // Neither end may leak into the process beyond its stdio (dup2 clears the flag).
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                    .ctx(|| "run: fcntl(FD_CLOEXEC) on the pty".to_string())?;
+            }
+            let out_r = pty.master.try_clone().ctx(|| "run: dup pty master".to_string())?;
+            let in_w = pty.master.try_clone().ctx(|| "run: dup pty master".to_string())?;
+            let child_out = pty.slave.try_clone().ctx(|| "run: dup pty slave".to_string())?;
+            return Ok(Self {
+                child_in: pty.slave,
+                child_out,
+                child_err: None,
+                master: Some(Arc::new(pty.master)),
+                out_r,
+                err_r: None,
+                in_w: Some(in_w),
+            });
+        }
+        let (out_r, child_out) = pipe()?;
+        let (err_r, child_err) = pipe()?;
+        let (child_in, in_w) = if with_stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (OwnedFd::from(File::open("/dev/null").ctx(|| "run: open /dev/null".to_string())?), None)
+        };
+        Ok(Self { child_in, child_out, child_err: Some(child_err), master: None, out_r, err_r: Some(err_r), in_w })
+    }
+
+    fn child_stdin(&self) -> i32 {
+        self.child_in.as_raw_fd()
+    }
+
+    fn child_stdout(&self) -> i32 {
+        self.child_out.as_raw_fd()
+    }
+
+    fn child_stderr(&self) -> i32 {
+        self.child_err.as_ref().unwrap_or(&self.child_out).as_raw_fd()
+    }
+
+    /// Closes the child's ends (so pipes reach EOF) and keeps the parent's.
+    fn into_parent(self) -> ParentIo {
+        ParentIo { master: self.master, out_r: self.out_r, err_r: self.err_r, in_w: self.in_w }
+    }
+}
+
+/// Copies the host's stdin stream into the process's stdin until the stream ends (then closes
+/// a pipe, so the process sees EOF; a terminal stays open: Ctrl-D travels as a byte). Not
+/// joined: it ends with the stream, or when the process is gone and a write fails.
+fn feed_stdin(mut reader: StreamReader, w: OwnedFd) {
+    std::thread::spawn(move || {
+        let mut w = File::from(w);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if w.write_all(&buf[..n]).is_err() {
+                        // The process is gone: swallow the rest so the connection never stalls.
+                        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Copies a pipe into a data stream until EOF, then finishes the stream. If the connection is

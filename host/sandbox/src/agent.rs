@@ -67,23 +67,59 @@ pub struct Process {
     pub mounts: Vec<RunMount>,
     /// The guest's network, or none (`RUN --network=none`).
     pub network: Network,
+    /// The process's hostname (empty: `kiln`).
+    pub hostname: String,
+}
+
+impl Process {
+    /// The `Run` request for this process, with its streams; refused when it would not fit
+    /// one frame (file and secret contents travel inline: too large a request would tear the
+    /// connection down).
+    pub(crate) fn request(&self, out_id: u32, err_id: u32, io: (Option<u32>, Option<kiln_protocol::TtySize>, Option<u32>)) -> Result<Request, SandboxError> {
+        let spec = RunSpec {
+            rootfs: self.rootfs.clone(),
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            additional_gids: self.additional_gids.clone(),
+            files: self.files.clone(),
+            mounts: self.mounts.clone(),
+            network: self.network,
+            hostname: if self.hostname.is_empty() { "kiln".into() } else { self.hostname.clone() },
+            stdout_stream: out_id,
+            stderr_stream: err_id,
+            stdin_stream: io.0,
+            tty: io.1,
+            run_id: io.2,
+        };
+        let req = Request::Run(spec);
+        let size = serde_json::to_vec(&req).map_or(0, |v| v.len());
+        if size > MAX_PAYLOAD {
+            return Err(SandboxError::Agent(format!(
+                "running the process: files and secrets too large ({size} bytes encoded, at most {MAX_PAYLOAD})"
+            )));
+        }
+        Ok(req)
+    }
 }
 
 /// A connected agent. Clones share the connection; calls from several threads interleave
 /// safely (each is answered under its own request id).
 #[derive(Clone)]
 pub struct AgentClient {
-    mux: Mux,
+    pub(crate) mux: Mux,
 }
 
-fn unexpected(what: &str, resp: Response) -> SandboxError {
+pub(crate) fn unexpected(what: &str, resp: Response) -> SandboxError {
     match resp {
         Response::Error { message } => SandboxError::Agent(format!("{what}: {message}")),
         other => SandboxError::Agent(format!("{what}: unexpected answer {other:?}")),
     }
 }
 
-fn join<T>(h: thread::JoinHandle<T>) -> Result<T, SandboxError> {
+pub(crate) fn join<T>(h: thread::JoinHandle<T>) -> Result<T, SandboxError> {
     h.join().map_err(|_| SandboxError::Agent("internal: a protocol thread panicked".into()))
 }
 
@@ -162,30 +198,7 @@ impl AgentClient {
         mut stderr: Box<dyn Write + Send>,
     ) -> Result<ExitStatus, SandboxError> {
         let (out_id, err_id) = (self.mux.next_id(), self.mux.next_id());
-        let spec = RunSpec {
-            rootfs: p.rootfs.clone(),
-            argv: p.argv.clone(),
-            env: p.env.clone(),
-            cwd: p.cwd.clone(),
-            uid: p.uid,
-            gid: p.gid,
-            additional_gids: p.additional_gids.clone(),
-            files: p.files.clone(),
-            mounts: p.mounts.clone(),
-            network: p.network,
-            hostname: "kiln".into(),
-            stdout_stream: out_id,
-            stderr_stream: err_id,
-        };
-        let req = Request::Run(spec);
-        // File and secret contents travel inline; a request over one frame would tear the
-        // connection down, so refuse it here with a clear message.
-        let size = serde_json::to_vec(&req).map_or(0, |v| v.len());
-        if size > MAX_PAYLOAD {
-            return Err(SandboxError::Agent(format!(
-                "running the process: files and secrets too large ({size} bytes encoded, at most {MAX_PAYLOAD})"
-            )));
-        }
+        let req = p.request(out_id, err_id, (None, None, None))?;
         let mut out_r = self.mux.open_reader(out_id);
         let mut err_r = self.mux.open_reader(err_id);
         let pump_out = thread::spawn(move || io::copy(&mut out_r, &mut stdout).map(drop));

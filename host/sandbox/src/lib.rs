@@ -12,10 +12,12 @@ pub mod builtin;
 pub mod children;
 pub mod error;
 pub mod guest;
+pub mod interactive;
 pub mod qemu;
 mod select;
 
 pub use agent::{AgentClient, ExitStatus, GuestInfo};
+pub use interactive::{ProcessControl, ProcessIo, RunningProcess};
 pub use select::{choose_backend, BackendKind, ChosenLater};
 pub use error::SandboxError;
 pub use guest::GuestImage;

@@ -285,6 +285,7 @@ impl GuestSession {
             files: req.files.clone(),
             mounts,
             network: req.network,
+            hostname: String::new(),
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);
