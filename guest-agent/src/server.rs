@@ -116,6 +116,7 @@ impl Server {
             Request::ForwardClose { path } => forward::close(&path).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
             Request::Signal { run, signal } => run::control::signal(run, signal).map(|()| Response::Done),
+            Request::WaitStarted { run } => run::control::wait_started(run).map(|pid| Response::Started { pid }),
             Request::Resize { run, rows, cols } => run::control::resize(run, rows, cols).map(|()| Response::Done),
             Request::Diff {
                 upper,
@@ -174,6 +175,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::PowerOff => "power_off",
         Request::Signal { .. } => "signal",
         Request::Resize { .. } => "resize",
+        Request::WaitStarted { .. } => "wait_started",
     }
 }
 

@@ -67,9 +67,14 @@ pub enum Request {
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
     PowerOff,
     /// Send `signal` to the process of the running [`Request::Run`] whose `run_id` is `run`
-    /// (to its whole process group when it is a terminal's foreground job). Answered by
+    /// (the process itself; it is PID 1 of its namespace, so only signals it handles, and
+    /// SIGKILL, reach it, as in Docker). Answered by
     /// [`Response::Done`], or an error when no such process runs.
     Signal { run: u32, signal: i32 },
+    /// Wait until the process of [`Request::Run`] `run` has started (or has already ended, or
+    /// failed to start); answered by [`Response::Started`]. Signals and resizes sent after it
+    /// reach the process.
+    WaitStarted { run: u32 },
     /// Set the window size of the terminal of the running [`Request::Run`] `run` (the process
     /// gets SIGWINCH from the kernel). Answered by [`Response::Done`].
     Resize { run: u32, rows: u16, cols: u16 },
@@ -227,6 +232,9 @@ pub enum Response {
     /// The process ended: `code` if it exited, `signal` if a signal killed it.
     Exited { code: Option<i32>, signal: Option<i32> },
     Diffed { entries: u64 },
+    /// Answer to [`Request::WaitStarted`]: the process's pid in the guest, or `None` when it
+    /// already ended or never started (its `Run` answers why).
+    Started { pid: Option<i32> },
     /// Answer to [`Request::ForwardAccept`]: a connection came and is being pumped, or the
     /// socket was closed.
     Accepted { connected: bool },
@@ -262,6 +270,7 @@ mod tests {
             Request::PowerOff,
             Request::Run(RunSpec { stdin_stream: Some(9), tty: Some(TtySize { rows: 24, cols: 80 }), run_id: Some(3), ..run_spec() }),
             Request::Signal { run: 3, signal: 2 },
+            Request::WaitStarted { run: 3 },
             Request::Resize { run: 3, rows: 50, cols: 132 },
         ];
         for r in reqs {

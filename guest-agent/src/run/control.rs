@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -18,12 +18,58 @@ struct Running {
     tty: Option<Arc<OwnedFd>>,
 }
 
-fn table() -> MutexGuard<'static, HashMap<u32, Running>> {
-    static TABLE: OnceLock<Mutex<HashMap<u32, Running>>> = OnceLock::new();
-    TABLE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+/// A run id's process: running, or ended (kept so a late `WaitStarted` gets its answer; a
+/// few bytes per Run of a guest's life).
+enum Entry {
+    Running(Running),
+    Ended,
+}
+
+struct Table {
+    entries: Mutex<HashMap<u32, Entry>>,
+    changed: Condvar,
+}
+
+fn shared() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| Table { entries: Mutex::new(HashMap::new()), changed: Condvar::new() })
+}
+
+fn table() -> MutexGuard<'static, HashMap<u32, Entry>> {
+    shared().entries.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn running(t: &HashMap<u32, Entry>, id: u32) -> Option<&Running> {
+    match t.get(&id) {
+        Some(Entry::Running(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// Marks run `id` ended (its process exited, or it never started). Idempotent.
+pub fn ended(id: Option<u32>) {
+    if let Some(id) = id {
+        table().insert(id, Entry::Ended);
+        shared().changed.notify_all();
+    }
+}
+
+/// Waits until run `id` has started (its pid) or ended (`None`).
+pub fn wait_started(id: u32) -> Result<Option<i32>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut t = table();
+    loop {
+        match t.get(&id) {
+            Some(Entry::Running(r)) => return Ok(Some(r.pid)),
+            Some(Entry::Ended) => return Ok(None),
+            None => {}
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::msg(format!("wait_started: run {id} did not start")));
+        }
+        t = shared().changed.wait_timeout(t, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
 }
 
 /// Keeps a process registered until dropped.
@@ -31,42 +77,36 @@ pub struct Registration(Option<u32>);
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(id) = self.0 {
-            table().remove(&id);
-        }
+        ended(self.0);
     }
 }
 
 /// Registers `pid` (and its terminal) under `id`; a `None` id registers nothing.
 pub fn register(id: Option<u32>, pid: i32, tty: Option<Arc<OwnedFd>>) -> Registration {
     if let Some(id) = id {
-        table().insert(id, Running { pid, tty });
+        table().insert(id, Entry::Running(Running { pid, tty }));
+        shared().changed.notify_all();
     }
     Registration(id)
 }
 
-/// Sends `signal` to run `id`: with a terminal, to its foreground process group (what the
-/// terminal's own Ctrl-C would reach), else to the process.
+/// Sends `signal` to run `id`'s process (the container's main process: `kiln stop`, `kill`,
+/// and the signals `kiln run` forwards). Ctrl-C on a terminal needs no request: it travels as
+/// a byte, and the terminal signals its foreground job itself.
 pub fn signal(id: u32, signal: i32) -> Result<()> {
     let sig = Signal::try_from(signal).map_err(|_| Error::msg(format!("signal: unknown signal {signal}")))?;
-    let (pid, tty) = {
+    let pid = {
         let t = table();
-        let r = t.get(&id).ok_or_else(|| Error::msg(format!("signal: no running process {id}")))?;
-        (r.pid, r.tty.clone())
+        running(&t, id).ok_or_else(|| Error::msg(format!("signal: no running process {id}")))?.pid
     };
-    let group = tty.and_then(|m| nix::unistd::tcgetpgrp(m.as_ref()).ok()).filter(|g| g.as_raw() > 0);
-    match group {
-        Some(g) => nix::sys::signal::killpg(g, sig),
-        None => nix::sys::signal::kill(Pid::from_raw(pid), sig),
-    }
-    .ctx(|| format!("signal: kill({pid}, {sig})"))
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).ctx(|| format!("signal: kill({pid}, {sig})"))
 }
 
 /// Sets the window size of run `id`'s terminal.
 pub fn resize(id: u32, rows: u16, cols: u16) -> Result<()> {
     let tty = {
         let t = table();
-        let r = t.get(&id).ok_or_else(|| Error::msg(format!("resize: no running process {id}")))?;
+        let r = running(&t, id).ok_or_else(|| Error::msg(format!("resize: no running process {id}")))?;
         r.tty.clone().ok_or_else(|| Error::msg(format!("resize: process {id} has no terminal")))?
     };
     set_size(tty.as_raw_fd(), rows, cols)

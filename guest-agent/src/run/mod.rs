@@ -44,6 +44,7 @@ pub fn run(mux: &Mux, reaper: &Reaper, spec: &RunSpec) -> Result<Response> {
     ));
     let stdin = spec.stdin_stream.map(|id| mux.open_reader(id));
     let result = prepare_and_run(reaper, spec, &mut streams, stdin);
+    control::ended(spec.run_id); // also when it never started: a WaitStarted must not hang
     // Failed before the process started: end its (empty) output streams, or a host reading
     // them to the end would wait forever.
     if let Some((out, err)) = streams {

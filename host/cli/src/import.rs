@@ -37,7 +37,7 @@ fn host_arch() -> &'static str {
 
 /// Applies `--change` lines with the Dockerfile frontend's config semantics (the
 /// instructions `docker import --change` accepts).
-fn apply_changes(config: &mut RunConfig, changes: &[String]) -> Result<()> {
+pub(crate) fn apply_changes(config: &mut RunConfig, changes: &[String]) -> Result<()> {
     let (mut image, extra) = kiln_solver::convert::from_store(config);
     for change in changes {
         let fail = |e: String| anyhow::anyhow!("--change {change:?}: {}", e.replace("Dockerfile:2: ", ""));

@@ -3,6 +3,7 @@
 
 mod build;
 mod builder;
+mod container;
 mod dockerfile;
 mod doctor;
 mod fileout;
@@ -81,6 +82,32 @@ enum Command {
     /// Manage the build cache (prune)
     #[command(subcommand)]
     Builder(builder::BuilderCommand),
+    /// Run a command in a new container, in its own microVM
+    Run(Box<container::run::RunArgs>),
+    /// List containers
+    Ps(container::ps::PsArgs),
+    /// Stop running containers (stop signal, then SIGKILL after the timeout)
+    Stop(container::stop::StopArgs),
+    /// Send a signal to running containers
+    Kill(container::stop::KillArgs),
+    /// Start stopped containers
+    Start(container::start::StartArgs),
+    /// Stop and start containers
+    Restart(container::stop::StopArgs),
+    /// Remove containers
+    Rm(container::rm::RmArgs),
+    /// Show a container's output
+    Logs(container::logs::LogsArgs),
+    /// Wait for containers to stop and print their exit codes
+    Wait(container::stop::WaitArgs),
+    /// Create an image from a container's changes
+    Commit(container::commit::CommitArgs),
+    /// Manage containers (run, ls, stop, kill, start, restart, rm, logs, wait, commit, prune)
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// The process that owns a detached container's VM (started by kiln itself)
+    #[command(name = "__supervise", hide = true)]
+    Supervise(container::SuperviseArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,12 +124,19 @@ fn main() -> ExitCode {
     if let Command::Logout(args) = cli.command {
         return login::logout(args).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
     }
-    install_signal_handler();
     let root = match paths::store_root(cli.root) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let result = match cli.command {
+    // Containers in the foreground handle their signals themselves (they go to the container).
+    let command = match cli.command {
+        Command::Run(args) => return container::run::run(&root, *args),
+        Command::Start(args) => return container::start::run(&root, args),
+        Command::Container(cmd) => return container::run_command(&root, cmd),
+        other => other,
+    };
+    install_signal_handler();
+    let result = match command {
         Command::Build(args) => build::run(&root, *args),
         Command::Save(args) => save::run(&root, args),
         Command::Images(args) => images::run(&root, args),
@@ -118,7 +152,17 @@ fn main() -> ExitCode {
         Command::System(cmd) => system::run(&root, cmd),
         Command::Doctor => doctor::run(&root),
         Command::Builder(cmd) => builder::run(&root, cmd),
-        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) => Ok(()), // handled above: need no store
+        Command::Ps(args) => container::ps::run(&root, args),
+        Command::Stop(args) => container::stop::stop(&root, args),
+        Command::Kill(args) => container::stop::kill(&root, args),
+        Command::Restart(args) => container::stop::restart(&root, args),
+        Command::Rm(args) => container::rm::run(&root, args),
+        Command::Logs(args) => container::logs::run(&root, args),
+        Command::Wait(args) => container::stop::wait(&root, args),
+        Command::Commit(args) => container::commit::run(&root, args),
+        Command::Supervise(args) => container::supervise(&root, args),
+        // Handled above.
+        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Container(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -124,6 +124,16 @@ impl AgentClient {
             });
         }
         let call = thread::spawn(move || pending.wait(None));
+        // Returns once the process runs (or ended already: `wait` then says how), so signals
+        // sent through the control reach it.
+        match self.mux.call(&Request::WaitStarted { run: run_id }, None) {
+            Ok(Response::Started { .. }) => {}
+            Ok(other) => return Err(unexpected("starting the process", other)),
+            Err(e) => {
+                self.mux.close();
+                return Err(e.into());
+            }
+        }
         Ok(RunningProcess { control: ProcessControl { mux: self.mux.clone(), run_id }, call, pumps: [pump_out, pump_err] })
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use kiln_sandbox::agent::{AgentClient, Forward, Process, RunFile, RunMount};
 use kiln_sandbox::{Backend, GuestImage, SandboxError, Vm, VmConfig};
+use kiln_runtime::layers::GuestLayers;
 use kiln_store::{Digest, LayerInfo, Staging};
 
 use crate::{is_empty_layer, BuildError, Reporter};
@@ -47,9 +48,8 @@ pub struct GuestSession {
 
 #[derive(Default)]
 struct State {
-    /// Guest directory of each layer present in the guest.
-    dirs: HashMap<Digest, String>,
-    next_dir: usize,
+    /// Guest directory of each layer present in the guest (shared with containers' code).
+    layers: GuestLayers,
     runs: usize,
     /// Cache mount ids in use, with their guest directories.
     caches: HashMap<String, String>,
@@ -59,13 +59,6 @@ struct State {
     rw_binds: usize,
     /// Forwarded sockets made so far.
     forwards: usize,
-}
-
-impl State {
-    fn new_dir(&mut self) -> String {
-        self.next_dir += 1;
-        format!("/run/kiln/layers/{}", self.next_dir)
-    }
 }
 
 /// What a RUN executes, beyond its layers.
@@ -119,23 +112,11 @@ impl GuestSession {
     /// while uploading, so two stages never upload the same layer twice.
     fn upload(&self, staging: &Staging, layers: &[LayerInfo], out: &Reporter) -> Result<Vec<String>, BuildError> {
         let mut state = self.state();
-        let mut dirs = Vec::new();
-        for layer in layers {
-            if is_empty_layer(layer) {
-                continue;
-            }
-            if let Some(d) = state.dirs.get(&layer.digest) {
-                dirs.push(d.clone());
-                continue;
-            }
-            let dir = state.new_dir();
+        let open = |d: &Digest| staging.open_blob(d);
+        let mut announce = |layer: &LayerInfo| {
             out.info(&format!("transferring layer {} ({}) to the guest", short_digest(&layer.digest), kiln_store::human_size(layer.size)));
-            let mut tar = kiln_store::layer_read::open_layer_file(staging.open_blob(&layer.digest)?, &layer.digest, None)?;
-            self.agent.receive_tar(&dir, &mut tar as &mut dyn Read)?;
-            state.dirs.insert(layer.digest.clone(), dir.clone());
-            dirs.push(dir);
-        }
-        Ok(dirs)
+        };
+        Ok(state.layers.upload(&self.agent, &open, layers, &mut announce)?)
     }
 
     /// The guest directory of cache mount `id`, filled from `saved` (a tar) at first use.
@@ -269,7 +250,7 @@ impl GuestSession {
             let mut state = self.state();
             state.runs += 1;
             let runs = state.runs;
-            (state.new_dir(), format!("/run/kiln/work/{runs}"), format!("/run/kiln/root/{runs}"))
+            (state.layers.new_dir(), format!("/run/kiln/work/{runs}"), format!("/run/kiln/root/{runs}"))
         };
         let agent = &self.agent;
         let lowers: Vec<String> = lower_dirs.into_iter().rev().collect();
@@ -300,7 +281,7 @@ impl GuestSession {
         })?;
         if !is_empty_layer(&layer) {
             // The upper dir already is this layer in the guest: no need to upload it again.
-            self.state().dirs.entry(layer.digest.clone()).or_insert(upper);
+            self.state().layers.adopt(layer.digest.clone(), upper);
         }
         Ok(layer)
     }

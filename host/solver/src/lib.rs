@@ -41,9 +41,6 @@ pub use output::{ProgressMode, Reporter};
 /// The PATH Docker and BuildKit give a Linux image that has none.
 pub const DEFAULT_PATH: &str = kiln_frontend::config::DEFAULT_PATH;
 
-/// The diff id of a layer with no entries (a tar of two zero blocks).
-const EMPTY_LAYER_DIFF_ID: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
-
 /// What to build and how.
 pub struct BuildOptions {
     pub context: PathBuf,
@@ -128,7 +125,18 @@ pub enum BuildError {
 
 /// Whether a layer has no entries (BuildKit records such a step as an empty layer).
 pub(crate) fn is_empty_layer(layer: &LayerInfo) -> bool {
-    layer.diff_id.to_string() == EMPTY_LAYER_DIFF_ID
+    kiln_runtime::layers::is_empty_layer(layer)
+}
+
+impl From<kiln_runtime::RuntimeError> for BuildError {
+    fn from(e: kiln_runtime::RuntimeError) -> Self {
+        use kiln_runtime::RuntimeError as R;
+        match e {
+            R::Sandbox(e) => Self::Sandbox(e),
+            R::Store(e) => Self::Store(e),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
 }
 
 /// Runs the whole build.

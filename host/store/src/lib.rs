@@ -35,6 +35,7 @@ pub mod resolve;
 pub mod rootfs;
 mod staging;
 mod store;
+pub mod time;
 mod units;
 
 pub use digest::Digest;

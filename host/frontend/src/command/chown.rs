@@ -58,6 +58,54 @@ pub fn resolve_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> R
     Ok(Owner { uid, gid })
 }
 
+/// The uid, gid and supplementary groups a process runs with for `USER spec` (RUN steps,
+/// `kiln run -u`), by runc's rules as Docker applies them: a numeric user absent from passwd
+/// runs with gid 0, a named user must exist, and without an explicit group the user also gets
+/// the supplementary groups that list it in `group`. `passwd`/`group` are the image's files.
+pub fn resolve_user(spec: &str, passwd: &str, groups_text: &str) -> Result<(u32, u32, Vec<u32>), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = records(passwd).find(|f| f.first() == Some(&user) || (user.parse::<u32>().is_ok() && f.get(2) == Some(&user)));
+    let (uid, mut gid, name) = match (user.parse::<u32>(), &entry) {
+        (_, Some(f)) => {
+            let id = |i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok());
+            match (id(2), id(3)) {
+                (Some(u), Some(g)) => (u, g, f.first().map(|s| s.to_string())),
+                _ => return Err(format!("USER {spec}: malformed passwd entry")),
+            }
+        }
+        (Ok(uid), None) => (uid, 0, None),
+        (Err(_), None) => return Err(format!("unable to find user {user}: no matching entries in passwd file")),
+    };
+    let mut supplementary = Vec::new();
+    match group {
+        Some(g) => {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => records(groups_text)
+                    .find(|f| f.first() == Some(&g))
+                    .and_then(|f| f.get(2).and_then(|v| v.parse().ok()))
+                    .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+            };
+        }
+        None => {
+            if let Some(name) = &name {
+                for f in records(groups_text) {
+                    let member = f.get(3).is_some_and(|m| m.split(',').any(|x| x.trim() == name));
+                    if let (true, Some(id)) = (member, f.get(2).and_then(|v| v.parse::<u32>().ok())) {
+                        if id != gid && !supplementary.contains(&id) {
+                            supplementary.push(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, supplementary))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,245 @@
+//! `kiln run [flags] IMAGE [CMD...]`: a container in its own microVM. In the foreground the
+//! container's output is kiln's, stdin is forwarded with `-i`, `-t` gives it a terminal, and
+//! kiln exits with the container's exit code (125 for kiln's own errors, as Docker). With
+//! `-d` a supervisor (kiln re-executed, `__supervise`) owns the VM and kiln prints the id.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_runtime::container::create::{create, CreateOptions};
+use kiln_runtime::container::host::{exit_code, run_container, Attach};
+use kiln_runtime::container::{Container, Containers};
+use kiln_runtime::spec::RunOptions;
+use kiln_sandbox::ProcessControl;
+use kiln_store::{ImageRecord, Reference, Store};
+
+use super::terminal::{self, RawMode};
+use super::{backend, spawn_supervisor, vm_config, VmFlags};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container's id
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Keep stdin open and forward it to the container
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the container a pseudo-terminal
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Name of the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from kiln's environment)
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines; # comments)
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User (name or id) and optional group: USER[:GROUP]
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Override the image's entrypoint ("" clears it)
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Hostname of the container (default: its short id)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Network: default (the VM's NAT, host loopback at host.docker.internal) or none
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Signal that `kiln stop` sends first (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds `kiln stop` waits before SIGKILL (default 10)
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// When to pull the image: missing, always or never
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    #[command(flatten)]
+    vm: VmFlags,
+    /// Image to run
+    image: String,
+    /// Command and arguments (default: the image's)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Docker's exit code for kiln's own errors.
+const KILN_ERROR: u8 = 125;
+
+pub fn run(root: &Path, args: RunArgs) -> ExitCode {
+    match run_inner(root, args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("kiln: error: {e:#}");
+            ExitCode::from(KILN_ERROR)
+        }
+    }
+}
+
+/// `-e` and `--env-file` entries as `KEY=VALUE` (a bare `KEY` takes kiln's value, or is
+/// dropped when kiln has none, as Docker does).
+fn env_entries(env: &[String], files: &[String]) -> Result<Vec<String>> {
+    let mut lines: Vec<String> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading the env file {f}"))?;
+        for line in text.lines().map(str::trim_start) {
+            if !line.is_empty() && !line.starts_with('#') {
+                lines.push(line.to_string());
+            }
+        }
+    }
+    lines.extend(env.iter().cloned());
+    let mut out = Vec::new();
+    for e in lines {
+        match e.split_once('=') {
+            Some(("", _)) => bail!("invalid environment variable: {e}"),
+            Some(_) => out.push(e),
+            None if e.is_empty() || e.contains(char::is_whitespace) => bail!("invalid environment variable: {e:?}"),
+            None => {
+                if let Ok(v) = std::env::var(&e) {
+                    out.push(format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The image to run, pulled as `kiln pull` does when the policy says so.
+pub fn image_for(store: &Store, name: &str, pull: &str) -> Result<ImageRecord> {
+    let local = store.lookup(name);
+    let want_pull = match (pull, &local) {
+        ("always", _) => true,
+        ("missing", Err(kiln_store::StoreError::NoSuchImage(_))) => true,
+        ("missing" | "never", _) => false,
+        (other, _) => bail!("invalid --pull {other:?}: expected missing, always or never"),
+    };
+    let digest = if want_pull {
+        let reference: Reference = name.parse().with_context(|| format!("image name {name:?}"))?;
+        if local.is_err() {
+            eprintln!("Unable to find image '{reference}' locally");
+        }
+        let opts = kiln_registry::PullOptions::default();
+        let pulled = kiln_registry::pull_image(store, &reference, &opts, &|_| {}).with_context(|| format!("pulling {reference}"))?;
+        pulled.image
+    } else {
+        local.map(|(_, d)| d).with_context(|| format!("no such image: {name}"))?
+    };
+    Ok(store.image(&digest)?)
+}
+
+fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
+    if !matches!(args.network.as_str(), "default" | "none") {
+        bail!("invalid --network {:?}: expected default or none", args.network);
+    }
+    let stdin_tty = std::io::stdin().is_terminal();
+    if args.tty && args.interactive && !args.detach && !stdin_tty {
+        bail!("the input device is not a TTY: drop -t, or run kiln from a terminal");
+    }
+    let vm = vm_config(&args.vm)?;
+    let backend = backend(&args.vm, &vm)?;
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let containers = Containers::new(root);
+    let image = image_for(&store, &args.image, &args.pull)?;
+    let opts = CreateOptions {
+        name: args.name.clone(),
+        run: RunOptions {
+            entrypoint: args.entrypoint.clone(),
+            command: args.command.clone(),
+            env: env_entries(&args.env, &args.env_file)?,
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            hostname: args.hostname.clone(),
+            tty: args.tty,
+        },
+        interactive: args.interactive,
+        network: args.network.clone(),
+        memory_mib: vm.memory_mib,
+        cpus: vm.cpus,
+        stop_signal: args.stop_signal.clone(),
+        stop_timeout: args.stop_timeout,
+        auto_remove: args.rm,
+    };
+    let c = create(&store, &containers, &args.image, &image, &opts)?;
+    if args.detach {
+        spawn_supervisor(root, &containers, &c, &args.vm)?;
+        println!("{}", c.config.id);
+        return Ok(0);
+    }
+    let status = foreground(&store, &containers, &c, &*backend, &vm, args.interactive, args.tty && stdin_tty);
+    if args.rm {
+        if let Err(e) = containers.remove(&c.config.id) {
+            eprintln!("kiln: warning: removing container {}: {e}", c.short_id());
+        }
+    }
+    Ok(u8::try_from(exit_code(&status?)).unwrap_or(255))
+}
+
+/// Runs `c` attached to kiln's own stdio; signals kiln gets go to the container (a second
+/// Ctrl-C or SIGTERM stops the VM at once).
+fn foreground(store: &Store, containers: &Containers, c: &Container, backend: &dyn kiln_sandbox::Backend, vm: &kiln_sandbox::VmConfig, interactive: bool, raw: bool) -> Result<kiln_sandbox::ExitStatus> {
+    let control: Arc<Mutex<Option<ProcessControl>>> = Arc::default();
+    forward_signals(control.clone(), c.config.tty);
+    let raw_mode = if raw { Some(RawMode::enable()?) } else { None };
+    let attach = Attach {
+        stdin: interactive.then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
+        tty_size: c.config.tty.then(terminal::current_size),
+        stdout: Some(Box::new(std::io::stdout())),
+        stderr: Some(Box::new(std::io::stderr())),
+        on_start: Some(Box::new(move |ctl| {
+            *control.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctl);
+        })),
+    };
+    let result = run_container(store, containers, c, backend, vm, attach);
+    drop(raw_mode);
+    Ok(result?)
+}
+
+/// SIGINT/SIGTERM/SIGHUP go to the container's process (Docker's --sig-proxy); the second one
+/// stops the VM. With a terminal, SIGWINCH sends the new size.
+fn forward_signals(control: Arc<Mutex<Option<ProcessControl>>>, tty: bool) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
+    let mut wanted = vec![SIGINT, SIGTERM, SIGHUP];
+    if tty {
+        wanted.push(SIGWINCH);
+    }
+    let Ok(mut signals) = signal_hook::iterator::Signals::new(&wanted) else { return };
+    std::thread::spawn(move || {
+        let mut stops = 0;
+        for sig in signals.forever() {
+            let ctl = control.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if sig == SIGWINCH {
+                if let Some(ctl) = ctl {
+                    let (rows, cols) = terminal::current_size();
+                    let _ = ctl.resize(rows, cols);
+                }
+                continue;
+            }
+            stops += 1;
+            match ctl {
+                Some(ctl) if stops == 1 => {
+                    let _ = ctl.signal(sig);
+                }
+                _ => {
+                    kiln_sandbox::children::kill_all();
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                    eprintln!("kiln: interrupted");
+                    std::process::exit(130);
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,147 @@
+//! The private control socket of a running container (`containers/<id>/control.sock`, mode
+//! 0600, in a directory only its user can enter): `kiln stop` and `kiln kill` from any shell
+//! reach the process that owns the container's VM through it. One JSON request per
+//! connection, one JSON answer:
+//!
+//! - `{"op":"kill","signal":N}` sends signal N to the main process; answered at once.
+//! - `{"op":"stop","timeout":T}` sends the container's stop signal, waits up to T seconds for
+//!   the process to end, then sends SIGKILL; answered once the exit is recorded.
+//! - `{"op":"save"}` saves the writable layer as it is now into `rw.tar`; answered when done.
+//!
+//! Sockets are reached through `/proc/self/fd/<dir fd>/control.sock`, so the path stays short
+//! (a Unix socket path holds at most 107 bytes; a store root may be deep). The server trusts
+//! only the socket's permissions: the container's owner is the user who runs kiln.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use kiln_sandbox::ProcessControl;
+
+use super::host::Finished;
+use crate::RuntimeError;
+
+/// The socket's name in the container's directory.
+pub const SOCKET: &str = "control.sock";
+
+/// How long a `stop` waits, past its timeout and SIGKILL, for the exit to be recorded (the
+/// writable layer is saved first).
+const RECORD_GRACE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Kill { signal: i32 },
+    Stop { timeout: u64 },
+    /// Save the writable layer as it is now into `rw.tar` (for `kiln commit`, `kiln diff`).
+    Save,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ControlAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A short path to `name` in `dir`, valid while the returned handle is open.
+fn short_path(dir: &Path, name: &str) -> Result<(File, PathBuf), RuntimeError> {
+    let handle = File::open(dir).map_err(|e| RuntimeError::io(format!("opening {}", dir.display()), e))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{name}", handle.as_raw_fd()));
+    Ok((handle, path))
+}
+
+/// Serves the socket until dropped.
+pub struct Server {
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join(SOCKET));
+    }
+}
+
+/// Listens on `dir`'s control socket, on a thread, for the life of the returned [`Server`].
+/// Saves the running container's writable layer (see [`ControlRequest::Save`]).
+pub type Saver = Arc<dyn Fn() -> Result<(), RuntimeError> + Send + Sync>;
+
+pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, save: Saver) -> Result<Server, RuntimeError> {
+    let _ = std::fs::remove_file(dir.join(SOCKET));
+    let (handle, path) = short_path(dir, SOCKET)?;
+    let listener = UnixListener::bind(&path).map_err(|e| RuntimeError::io("creating the container's control socket", e))?;
+    drop(handle);
+    std::fs::set_permissions(dir.join(SOCKET), std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| RuntimeError::io("securing the container's control socket", e))?;
+    std::thread::Builder::new()
+        .name("kiln-ctr-control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (control, finished, save) = (control.clone(), finished.clone(), save.clone());
+                std::thread::spawn(move || answer(conn, &control, stop_signal, &finished, &save));
+            }
+        })
+        .map_err(|e| RuntimeError::io("starting the control thread", e))?;
+    Ok(Server { dir: dir.to_path_buf() })
+}
+
+fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished: &Finished, save: &Saver) {
+    let _answering = finished.answering();
+    let mut line = String::new();
+    if BufReader::new(&conn).take_line(&mut line).is_err() {
+        return;
+    }
+    let error = match serde_json::from_str::<ControlRequest>(&line) {
+        Err(e) => Some(format!("bad request: {e}")),
+        Ok(ControlRequest::Kill { signal }) => control.signal(signal).err().map(|e| e.to_string()),
+        Ok(ControlRequest::Stop { timeout }) => {
+            let _ = control.signal(stop_signal);
+            if !finished.wait(Duration::from_secs(timeout)) {
+                let _ = control.signal(libc::SIGKILL);
+            }
+            (!finished.wait(RECORD_GRACE)).then(|| "the container did not stop".to_string())
+        }
+        Ok(ControlRequest::Save) => save().err().map(|e| e.to_string()),
+    };
+    let mut conn = conn;
+    let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
+        b.push(b'\n');
+        let _ = conn.write_all(&b);
+    });
+}
+
+trait TakeLine {
+    fn take_line(&mut self, line: &mut String) -> std::io::Result<usize>;
+}
+
+impl<R: BufRead> TakeLine for R {
+    fn take_line(&mut self, line: &mut String) -> std::io::Result<usize> {
+        // A request is small: a peer sending a endless line is cut off at 4 KiB.
+        let mut limited = std::io::Read::take(&mut *self, 4096);
+        limited.read_line(line)
+    }
+}
+
+/// Sends `req` to the container whose directory is `dir`; returns once it is answered.
+pub fn request(dir: &Path, req: &ControlRequest) -> Result<(), RuntimeError> {
+    let (handle, path) = short_path(dir, SOCKET)?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
+    drop(handle);
+    let mut bytes = serde_json::to_vec(req).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    let mut line = String::new();
+    BufReader::new(&conn).take_line(&mut line).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    let answer: ControlAnswer =
+        serde_json::from_str(&line).map_err(|_| RuntimeError::Invalid("the container's supervisor went away before answering".into()))?;
+    match answer.error {
+        None => Ok(()),
+        Some(e) => Err(RuntimeError::Conflict(e)),
+    }
+}

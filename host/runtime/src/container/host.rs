@@ -1,0 +1,215 @@
+//! Running one container in its own microVM, from the process that owns it (`kiln run` in
+//! the foreground, or the supervisor of a detached container): boot the guest, unpack the
+//! image's layers once, lay the container's writable layer (`rw.tar`, from earlier runs) into
+//! a fresh upper dir, mount the overlay, run the main process with the caller's stdin, tty and
+//! output (every byte also goes to the json-file log), serve `kiln stop`/`kill` on the control
+//! socket, and when the process ends save the upper dir back as `rw.tar` (verified by the
+//! store's one layer rule: the guest is not trusted), record the exit, power the guest off.
+//!
+//! The VM dies with the process that runs this (the sandbox ties QEMU to it). This module never
+//! touches the host terminal; the CLI does (raw mode, SIGWINCH) through [`Attach::on_start`].
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use kiln_sandbox::agent::{Network, Process};
+use kiln_sandbox::{AgentClient, Backend, ExitStatus, GuestImage, ProcessControl, ProcessIo, VmConfig};
+use kiln_store::{Digest, LayerInfo, Store};
+
+use super::control;
+use super::logs::{JsonLog, Tee};
+use super::record::{Container, Containers, Status};
+use crate::layers::GuestLayers;
+use crate::RuntimeError;
+
+const UPPER: &str = "/run/kiln/ctr/upper";
+const WORK: &str = "/run/kiln/ctr/work";
+const ROOT: &str = "/run/kiln/ctr/root";
+
+/// How the owner talks to the container's main process.
+#[derive(Default)]
+pub struct Attach {
+    pub stdin: Option<Box<dyn Read + Send>>,
+    /// The terminal's size when the container has a tty.
+    pub tty_size: Option<(u16, u16)>,
+    /// Live destinations besides the log (`None`: the log only, as a detached container).
+    pub stdout: Option<Box<dyn Write + Send>>,
+    pub stderr: Option<Box<dyn Write + Send>>,
+    /// Called once the process runs, with its control (to forward signals and resizes).
+    pub on_start: Option<Box<dyn FnOnce(ProcessControl) + Send>>,
+}
+
+/// Whether a container's main process has ended and its state is recorded; `kiln stop`
+/// waits for it.
+#[derive(Default)]
+pub struct Finished {
+    done: Mutex<bool>,
+    cond: Condvar,
+    /// Control requests still answering: the owner waits for them before it exits.
+    answering: std::sync::atomic::AtomicUsize,
+}
+
+impl Finished {
+    /// Marks a control request in progress until the guard drops.
+    pub fn answering(&self) -> AnswerGuard<'_> {
+        self.answering.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        AnswerGuard(self)
+    }
+
+    /// Waits (a bounded time) for control requests in progress to be answered.
+    fn drain(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.answering.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    pub fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits up to `timeout`; true when finished.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let guard = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self.cond.wait_timeout_while(guard, timeout, |d| !*d).unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// Ends one control request's "in progress" mark.
+pub struct AnswerGuard<'a>(&'a Finished);
+
+impl Drop for AnswerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The exit code Docker reports for a status: the code, or 128 + the signal.
+pub fn exit_code(status: &ExitStatus) -> i32 {
+    match (status.code, status.signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 255,
+    }
+}
+
+/// Runs container `c` to its end; returns how its main process ended.
+pub fn run_container(store: &Store, containers: &Containers, c: &Container, backend: &dyn Backend, vm: &VmConfig, attach: Attach) -> Result<ExitStatus, RuntimeError> {
+    let id = c.config.id.clone();
+    let finished = Arc::new(Finished::default());
+    let result = boot_and_run(store, containers, c, backend, vm, attach, &finished);
+    let recorded = containers.update(&id, |s| {
+        s.status = Status::Exited;
+        s.owner_pid = None;
+        s.owner_start = None;
+        s.finished_at = Some(kiln_store::time::now_rfc3339_nanos());
+        match &result {
+            Ok(status) => s.exit_code = Some(exit_code(status)),
+            Err(e) => {
+                s.exit_code = Some(255);
+                s.error = Some(e.to_string());
+            }
+        }
+    });
+    finished.set();
+    finished.drain();
+    let status = result?;
+    recorded?;
+    Ok(status)
+}
+
+fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: &dyn Backend, vm_config: &VmConfig, attach: Attach, finished: &Arc<Finished>) -> Result<ExitStatus, RuntimeError> {
+    let image = GuestImage::locate()?;
+    let vm = backend.start(&image, vm_config)?;
+    let agent = vm.agent().clone();
+    let layers: Vec<LayerInfo> = c
+        .config
+        .layers
+        .iter()
+        .map(|l| Ok(LayerInfo { digest: l.digest.parse()?, diff_id: l.diff_id.parse()?, size: l.size }))
+        .collect::<Result<_, kiln_store::StoreError>>()?;
+    let open = |d: &Digest| store.open_blob(d);
+    let lowers = GuestLayers::default().upload(&agent, &open, &layers, &mut |_| {})?;
+    agent.make_dirs(&[UPPER, WORK, ROOT])?;
+    let rw = c.rw_layer();
+    if rw.is_file() {
+        let mut f = File::open(&rw).map_err(|e| RuntimeError::io(format!("opening {}", rw.display()), e))?;
+        agent.receive_tar(UPPER, &mut f)?;
+    }
+    agent.mount_overlay(lowers.iter().rev().cloned().collect(), UPPER, WORK, ROOT)?;
+
+    let cfg = &c.config;
+    let process = Process {
+        rootfs: ROOT.into(),
+        argv: cfg.argv.clone(),
+        env: cfg.env.clone(),
+        cwd: cfg.cwd.clone(),
+        uid: cfg.uid,
+        gid: cfg.gid,
+        additional_gids: cfg.groups.clone(),
+        files: vec![],
+        mounts: vec![],
+        network: if cfg.network == "none" { Network::None } else { Network::Guest },
+        hostname: cfg.hostname.clone(),
+    };
+    let log = JsonLog::open(&c.log_path()).map_err(|e| RuntimeError::io("opening the container's log", e))?;
+    let stdout: Box<dyn Write + Send> = Box::new(Tee { log: log.writer("stdout"), live: attach.stdout });
+    let stderr: Box<dyn Write + Send> = Box::new(Tee { log: log.writer("stderr"), live: attach.stderr });
+    let io = ProcessIo { stdin: attach.stdin, tty: attach.tty_size.filter(|_| cfg.tty) };
+    let running = agent.start_process(&process, io, stdout, stderr)?;
+    let save: control::Saver = {
+        let (agent, lowers, dir) = (agent.clone(), lowers.clone(), c.dir.clone());
+        Arc::new(move || save_rw_layer(&agent, &lowers, &dir))
+    };
+    let server = control::serve(&c.dir, running.control(), cfg.stop_signal, finished.clone(), save)?;
+    // Running from here on: the process runs and `kiln stop` can reach it.
+    let me = std::process::id();
+    containers.update(&c.config.id, |s| {
+        s.status = Status::Running;
+        s.owner_pid = Some(me);
+        s.owner_start = super::record::process_start(me);
+        s.started_at = Some(kiln_store::time::now_rfc3339_nanos());
+        s.finished_at = None;
+        s.exit_code = None;
+        s.error = None;
+    })?;
+    if let Some(f) = attach.on_start {
+        f(running.control());
+    }
+    let status = running.wait();
+    let unmounted = agent.unmount(ROOT);
+    let status = status?;
+    unmounted?;
+    if !cfg.auto_remove {
+        save_rw_layer(&agent, &lowers, &c.dir)?;
+    }
+    drop(server);
+    if let Err(e) = vm.shutdown() {
+        crate::container::warn(&format!("the container's VM did not power off cleanly: {e}"));
+    }
+    Ok(status)
+}
+
+/// Streams the upper dir's diff into `rw.tar`, verified before it replaces the old one.
+fn save_rw_layer(agent: &AgentClient, lowers: &[String], dir: &Path) -> Result<(), RuntimeError> {
+    let lowers_top_first: Vec<String> = lowers.iter().rev().cloned().collect();
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io("saving the container's writable layer", e))?;
+    agent.diff(UPPER, &lowers_top_first, None, |stream| {
+        std::io::copy(stream, tmp.as_file_mut()).map_err(|e| kiln_sandbox::SandboxError::io("saving the container's writable layer", e))?;
+        Ok(())
+    })?;
+    let file = File::open(tmp.path()).map_err(|e| RuntimeError::io("reading back the writable layer", e))?;
+    kiln_store::layer_verify::check_layer(file).map_err(|e| RuntimeError::Invalid(format!("the container's writable layer from the guest was rejected: {e}")))?;
+    tmp.as_file().sync_all().map_err(|e| RuntimeError::io("saving the container's writable layer", e))?;
+    tmp.persist(dir.join("rw.tar")).map_err(|e| RuntimeError::io("saving the container's writable layer", e.error))?;
+    Ok(())
+}
+
+/// Removes what a container's run left that a removal must not keep (its socket).
+pub fn clean_run_files(dir: &Path) {
+    let _ = fs::remove_file(dir.join(control::SOCKET));
+}

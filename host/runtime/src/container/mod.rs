@@ -1,0 +1,23 @@
+//! Containers: each in its own microVM, owned by one host process (`kiln run` in the
+//! foreground, or a supervisor — kiln re-executed — for a detached one).
+//!
+//! - [`record`]: the on-disk records under `$KILN_ROOT/containers/` (atomic, locked).
+//! - [`create`]: a record from an image and `kiln run`'s flags.
+//! - [`host`]: running one to its end in a VM (log, writable layer, exit).
+//! - [`control`]: the private socket `kiln stop`/`kill` reach a running one by.
+//! - [`logs`]: Docker's json-file log.
+//! - [`commit`]: a container's writable layer as a new image.
+
+pub mod commit;
+pub mod control;
+pub mod create;
+pub mod host;
+pub mod logs;
+pub mod record;
+
+pub use record::{Container, ContainerConfig, ContainerState, Containers, Status};
+
+/// A warning the runtime cannot return (it happens while cleaning up): one stderr line.
+pub(crate) fn warn(message: &str) {
+    eprintln!("kiln: warning: {message}");
+}
