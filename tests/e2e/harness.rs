@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod pty;
 pub mod registry;
 pub mod terminal;
 
@@ -179,6 +180,11 @@ impl TestEnv {
         bad
     }
 
+    /// Pids of live processes carrying this test's tag (kiln supervisors, QEMU).
+    fn tagged_pids(&self) -> Vec<i32> {
+        self.vm_processes().iter().filter_map(|p| p.split(':').next()?.parse().ok()).collect()
+    }
+
     /// Live processes started by this test's kiln runs (QEMU inherits KILN_TEST_TAG).
     pub fn vm_processes(&self) -> Vec<String> {
         let needle = format!("KILN_TEST_TAG={}", self.tag);
@@ -199,6 +205,17 @@ impl TestEnv {
             }
         }
         found
+    }
+}
+
+impl Drop for TestEnv {
+    /// A failed test may leave a detached container's supervisor (and its VM) running: end
+    /// them with the test, so no run leaves processes behind.
+    fn drop(&mut self) {
+        for pid in self.tagged_pids() {
+            // SAFETY: kill(2) of a pid found by its environment; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 

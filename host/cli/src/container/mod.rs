@@ -96,6 +96,8 @@ pub fn spawn_supervisor(root: &Path, containers: &Containers, c: &Container, fla
             });
         }
     }
+    // From "exited" (a restart) back to "created": the wait below must not read the last run's end.
+    containers.update(&c.config.id, |s| *s = kiln_runtime::container::ContainerState::created())?;
     let mut child = cmd.spawn().context("starting the container's supervisor")?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

@@ -286,12 +286,17 @@ impl Containers {
     }
 }
 
-/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it exists.
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it runs (a zombie,
+/// dead but not yet reaped by its parent, does not).
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn owner_alive(state: &ContainerState) -> bool {

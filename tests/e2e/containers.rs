@@ -1,0 +1,269 @@
+//! Containers through the real binary, each in its own QEMU guest, as the unprivileged test
+//! user: `kiln run` in the foreground (output, exit codes, stdin, flags, Docker's rules for
+//! the image config), `-it` on a real pseudo-terminal, detached containers and their
+//! lifecycle (ps, logs, kill, stop, start, wait, rm), commit, a killed supervisor, several at
+//! once; bad input gets one error line and leaves nothing behind.
+
+mod harness;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use harness::pty::Pty;
+use harness::{text, TestEnv};
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "kiln failed ({:?}):\nstdout:\n{}\nstderr:\n{}", out.status, text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
+}
+
+/// An image `bb` of busybox with every applet linked, a passwd with an `app` user (in group
+/// `extra` too), `Env`, `WorkingDir` and `Cmd` set.
+fn busybox_image(env: &TestEnv) {
+    let dir = env.dir.path().join("bb-rootfs");
+    fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    fs::create_dir_all(dir.join("etc")).expect("mkdir");
+    fs::create_dir_all(dir.join("srv")).expect("mkdir");
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox");
+    let list = std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    for applet in text(&list.stdout).lines().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+    }
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n").expect("passwd");
+    fs::write(dir.join("etc/group"), "root:x:0:\napp:x:1000:\nextra:x:2000:app\n").expect("group");
+    fs::write(dir.join("etc/motd"), "original\n").expect("motd");
+    let tar = env.dir.path().join("bb.tar");
+    let st = std::process::Command::new("tar").args(["-C", p(&dir), "--owner=0", "--group=0", "-cf", p(&tar), "."]).status().expect("tar");
+    assert!(st.success());
+    env.give_to_user(&tar);
+    ok(&env.kiln(&["import", "-c", "ENV FROM_IMAGE=yes", "-c", "WORKDIR /srv", "-c", "CMD [\"sh\", \"-c\", \"echo default cmd\"]", p(&tar), "bb"]));
+}
+
+fn no_vm_left(env: &TestEnv) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.vm_processes().is_empty() {
+        assert!(Instant::now() < deadline, "VMs left running: {:?}", env.vm_processes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts a `kiln run` failed as kiln's own error: exit 125, one error line.
+fn assert_run_error(out: &Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "exit code; stderr:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("kiln: error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
+    assert!(errors[0].contains(needle), "error should mention {needle:?}: {}", errors[0]);
+}
+
+#[test]
+fn foreground_runs_honour_the_image_flags_and_exit_codes() {
+    let env = TestEnv::new("ctr-fg");
+    busybox_image(&env);
+    // The image's Cmd, Env and WorkingDir.
+    let out = env.kiln(&["run", "--rm", "bb"]);
+    assert_eq!(ok(&out), "default cmd\n");
+    let out = env.kiln(&["run", "--rm", "bb", "sh", "-c", "pwd; echo $FROM_IMAGE $PATH; hostname; echo out; echo err >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "the container's exit code is kiln's: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "/srv");
+    assert!(lines[1].starts_with("yes /usr/local/sbin:"), "{stdout}");
+    assert_eq!(lines[2].len(), 12, "the default hostname is the short id: {stdout}");
+    assert_eq!(lines[3], "out");
+    assert_eq!(text(&out.stderr), "err\n");
+    // Flags override the image.
+    let env_file = env.dir.path().join("vars");
+    fs::write(&env_file, "# a comment\nFROM_FILE=1\nFROM_IMAGE=file\n").expect("env file");
+    env.give_to_user(&env_file);
+    let out = env.kiln(&[
+        "run", "--rm", "-e", "FROM_IMAGE=flag", "--env-file", p(&env_file), "-w", "/tmp/work", "-u", "app", "--hostname", "web",
+        "--entrypoint", "sh", "bb", "-c", "echo $FROM_IMAGE $FROM_FILE; pwd; id -u; id -g; id -G; hostname",
+    ]);
+    assert_eq!(ok(&out), "flag 1\n/tmp/work\n1000\n1000\n1000 2000\nweb\n");
+    // Exit codes as Docker's: 127 not found, 126 not executable.
+    let out = env.kiln(&["run", "--rm", "bb", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no-such-command"), "{}", text(&out.stderr));
+    assert_eq!(env.kiln(&["run", "--rm", "bb", "/etc/motd"]).status.code(), Some(126));
+    // -i forwards stdin as a stream.
+    let mut child = env.command(&["run", "--rm", "-i", "bb", "sh", "-c", "tr a-z A-Z; echo done"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"hello from stdin\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(text(&out.stdout), "HELLO FROM STDIN\ndone\n");
+    // Bad input: exit 125, one line, nothing left behind.
+    assert_run_error(&env.kiln(&["run", "--rm", "--pull", "never", "nope:latest"]), "no such image");
+    assert_run_error(&env.kiln(&["run", "--rm", "-e", "=x", "bb"]), "invalid environment variable");
+    assert_run_error(&env.kiln(&["run", "--rm", "--network", "bridge", "bb"]), "--network");
+    assert_run_error(&env.kiln(&["run", "--rm", "-u", "ghost", "bb"]), "unable to find user ghost");
+    assert_run_error(&env.kiln(&["run", "--rm", "--name", "bad/name", "bb"]), "invalid container name");
+    ok(&env.kiln(&["run", "--name", "taken", "bb", "true"]));
+    assert_run_error(&env.kiln(&["run", "--name", "taken", "bb", "true"]), "already in use");
+    // --rm leaves nothing; a plain run stays as an exited container.
+    let all = ok(&env.kiln(&["ps", "-a", "--format", "json"]));
+    assert_eq!(all.lines().count(), 1, "only the named container stays:\n{all}");
+    assert!(all.contains("\"Names\":\"taken\"") && all.contains("\"State\":\"exited\""), "{all}");
+    no_vm_left(&env);
+}
+
+#[test]
+fn interactive_terminal() {
+    let env = TestEnv::new("ctr-tty");
+    busybox_image(&env);
+    let mut tty = Pty::spawn(env.command(&["run", "-it", "--rm", "bb", "sh"]), 30, 100);
+    let before = tty.local_flags();
+    assert!(tty.expect("# ", Duration::from_secs(60)), "no prompt:\n{}", tty.seen);
+    assert_eq!(tty.local_flags() & libc::ICANON, 0, "the host terminal is raw while attached");
+    tty.send(b"stty size\r");
+    assert!(tty.expect("30 100", Duration::from_secs(20)), "stty size should match the terminal:\n{}", tty.seen);
+    tty.resize(40, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    tty.send(b"stty size\r");
+    assert!(tty.expect("40 120", Duration::from_secs(20)), "the size follows a resize:\n{}", tty.seen);
+    tty.send(b"tty; echo typed-$((6*7))\r");
+    assert!(tty.expect("typed-42", Duration::from_secs(20)), "{}", tty.seen);
+    // Ctrl-C reaches the container's foreground job.
+    tty.send(b"sleep 60; echo after-sleep\r");
+    std::thread::sleep(Duration::from_millis(800));
+    let started = Instant::now();
+    tty.send(b"\x03");
+    tty.send(b"echo interrupted-$?\r");
+    assert!(tty.expect("interrupted-130", Duration::from_secs(20)), "Ctrl-C should end the sleep:\n{}", tty.seen);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!tty.seen.contains("\nafter-sleep"), "the sleep was interrupted, not finished:\n{}", tty.seen);
+    tty.send(b"exit 3\r");
+    let status = tty.wait(Duration::from_secs(30)).expect("kiln exits");
+    assert_eq!(status.code(), Some(3), "exit 3 makes kiln exit 3:\n{}", tty.seen);
+    assert_eq!(tty.local_flags(), before, "the terminal's settings are restored");
+    no_vm_left(&env);
+}
+
+fn state_of(env: &TestEnv, name: &str) -> serde_json::Value {
+    let all = ok(&env.kiln(&["ps", "-a", "--no-trunc", "--format", "json"]));
+    all.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")).find(|v| v["Names"] == name).unwrap_or_else(|| panic!("no container {name} in:\n{all}"))
+}
+
+/// Waits until `name`'s log holds `line` `times` times.
+fn wait_for_log(env: &TestEnv, name: &str, line: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = ok(&env.kiln(&["logs", name]));
+        if logs.lines().filter(|l| *l == line).count() >= times {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}'s log never had {line:?} {times} times:\n{logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn container_dir(env: &TestEnv, name: &str) -> PathBuf {
+    env.root.join("containers").join(state_of(env, name)["ID"].as_str().expect("id"))
+}
+
+#[test]
+fn detached_lifecycle_logs_stop_start_and_commit() {
+    let env = TestEnv::new("ctr-detached");
+    busybox_image(&env);
+    let script = "mkdir -p /data; n=$(cat /data/count 2>/dev/null || echo 0); echo $((n + 1)) > /data/count; \
+                  trap 'echo got-usr1; exit 7' USR1; trap 'echo got-hup' HUP; echo started; \
+                  while true; do sleep 0.2; done";
+    let id = ok(&env.kiln(&["run", "-d", "--name", "web", "--stop-signal", "USR1", "bb", "sh", "-c", script]));
+    assert_eq!(id.trim().len(), 64, "run -d prints the id: {id}");
+    let ps = ok(&env.kiln(&["ps"]));
+    assert!(ps.lines().nth(1).is_some_and(|l| l.starts_with(&id[..12]) && l.contains("Up ") && l.ends_with("web")), "{ps}");
+    assert_eq!(ok(&env.kiln(&["ps", "-q"])).trim(), &id[..12]);
+    // kill -s: the signal reaches the process (which handles it and goes on).
+    wait_for_log(&env, "web", "started", 1);
+    ok(&env.kiln(&["kill", "-s", "HUP", "web"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok(&env.kiln(&["logs", "web"])).contains("got-hup") {
+        assert!(Instant::now() < deadline, "the HUP handler should have logged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok(&env.kiln(&["logs", "--tail", "1", "web"])).trim() == "got-hup");
+    // stop sends the stop signal (USR1 here) and returns once it exited.
+    let started = Instant::now();
+    assert_eq!(ok(&env.kiln(&["stop", "web"])).trim(), "web");
+    assert!(started.elapsed() < Duration::from_secs(8), "USR1 ended it; no 10 s wait for SIGKILL");
+    assert_eq!(ok(&env.kiln(&["wait", "web"])).trim(), "7");
+    assert_eq!(state_of(&env, "web")["State"], "exited");
+    assert!(ok(&env.kiln(&["logs", "web"])).contains("got-usr1"), "logs outlive the VM");
+    assert_eq!(ok(&env.kiln(&["ps", "-q"])), "", "nothing running");
+    no_vm_left(&env);
+    // start: the same container again, its files kept.
+    ok(&env.kiln(&["start", "web"]));
+    assert_eq!(state_of(&env, "web")["State"], "running");
+    wait_for_log(&env, "web", "started", 2);
+    ok(&env.kiln(&["stop", "-t", "1", "web"]));
+    let rw = container_dir(&env, "web").join("rw.tar");
+    let mut archive = tar::Archive::new(fs::File::open(&rw).expect("rw.tar"));
+    let mut count = String::new();
+    for e in archive.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.path().expect("path").to_string_lossy().trim_start_matches("./") == "data/count" {
+            use std::io::Read;
+            e.read_to_string(&mut count).expect("read");
+        }
+    }
+    assert_eq!(count.trim(), "2", "the second run saw the first run's file");
+    // rm of a running container needs -f.
+    ok(&env.kiln(&["start", "web"]));
+    wait_for_log(&env, "web", "started", 3);
+    let out = env.kiln(&["rm", "web"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("container is running"), "{}", text(&out.stderr));
+    // commit of a running container saves its layer as it is now.
+    let image_id = ok(&env.kiln(&["commit", "-m", "counted", "-c", "CMD [\"cat\", \"/data/count\"]", "web", "bb:counted"]));
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    assert_eq!(ok(&env.kiln(&["run", "--rm", "bb:counted"])).trim(), "3");
+    let history = ok(&env.kiln(&["history", "bb:counted"]));
+    assert!(history.lines().nth(1).is_some_and(|l| l.contains("counted")), "{history}");
+    ok(&env.kiln(&["rm", "-f", "web"]));
+    assert!(!ok(&env.kiln(&["ps", "-a"])).contains("web"));
+    assert!(env.kiln(&["logs", "web"]).status.code() == Some(1), "a removed container is gone");
+    no_vm_left(&env);
+}
+
+#[test]
+fn commit_keeps_deletions_and_a_killed_supervisor_leaves_no_vm() {
+    let env = TestEnv::new("ctr-commit");
+    busybox_image(&env);
+    ok(&env.kiln(&["run", "--name", "edit", "bb", "sh", "-c", "echo changed > /etc/motd; rm /bin/ls; mkdir -p /new/dir"]));
+    ok(&env.kiln(&["commit", "-a", "tester", "edit", "bb:edited"]));
+    let out = ok(&env.kiln(&["run", "--rm", "bb:edited", "sh", "-c", "cat /etc/motd; [ -e /bin/ls ] || echo ls-gone; [ -d /new/dir ] && echo dir-kept"]));
+    assert_eq!(out, "changed\nls-gone\ndir-kept\n");
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", "bb:edited"]))).expect("json");
+    assert_eq!(inspect[0]["Author"], "tester");
+    // SIGKILL of the supervisor: its VM dies with it, the container reads as exited.
+    ok(&env.kiln(&["run", "-d", "--name", "victim", "bb", "sh", "-c", "while true; do sleep 1; done"]));
+    let state: serde_json::Value = serde_json::from_slice(&fs::read(container_dir(&env, "victim").join("state.json")).expect("state")).expect("json");
+    let pid = state["owner_pid"].as_i64().expect("owner pid") as i32;
+    // SAFETY: kill(2) on a pid we read from the container's state; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    no_vm_left(&env);
+    let victim = state_of(&env, "victim");
+    assert_eq!(victim["State"], "exited");
+    assert_eq!(victim["ExitCode"], 137);
+    // Several at once, then all removed.
+    for i in 0..5 {
+        ok(&env.kiln(&["run", "-d", "--name", &format!("many{i}"), "bb", "sleep", "300"]));
+    }
+    assert_eq!(ok(&env.kiln(&["ps", "-q"])).lines().count(), 5);
+    let ids: Vec<String> = ok(&env.kiln(&["ps", "-aq"])).lines().map(str::to_string).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    ok(&env.kiln(&args));
+    assert_eq!(ok(&env.kiln(&["ps", "-aq"])), "");
+    no_vm_left(&env);
+    let check = ok(&env.kiln(&["system", "check"]));
+    assert!(check.contains("0 problems"), "{check}");
+}
