@@ -136,6 +136,7 @@ fn run_with(
         stdin_stream: None,
         tty: None,
         run_id: None,
+        join: None,
         mounts,
         files,
         network: Default::default(),

@@ -319,6 +319,7 @@ fn run_with(rootfs: &Path, argv: &[&str], cwd: &str, edit: impl FnOnce(&mut RunS
         stdin_stream: None,
         tty: None,
         run_id: None,
+        join: None,
         mounts: vec![],
         files: vec![],
         network: kiln_protocol::Network::Guest,

@@ -125,6 +125,11 @@ pub struct RunSpec {
     /// by the host, unique per connection). Without it the process cannot be signalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<u32>,
+    /// Run the process inside the running process `join` (a `run_id`): its root, mount, pid,
+    /// uts, ipc and network namespaces (`kiln exec`). `rootfs`, `mounts`, `files`, `network`
+    /// and `hostname` are then ignored: the process sees what that one sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<u32>,
 }
 
 /// A terminal's size in character cells.
@@ -297,6 +302,7 @@ mod tests {
             stdin_stream: None,
             tty: None,
             run_id: None,
+            join: None,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

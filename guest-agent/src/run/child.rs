@@ -38,6 +38,7 @@ pub enum Step {
     WriteFile,
     Loopback,
     ControllingTty,
+    JoinNamespaces,
 }
 
 impl Step {
@@ -67,6 +68,7 @@ impl Step {
             WriteFile,
             Loopback,
             ControllingTty,
+            JoinNamespaces,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -97,6 +99,7 @@ impl Step {
             Step::WriteFile => "create file TARGET",
             Step::Loopback => "bring up lo in the process's network namespace",
             Step::ControllingTty => "make the pseudo-terminal the controlling terminal",
+            Step::JoinNamespaces => "enter the running container's namespaces and root",
         }
     }
 
@@ -115,6 +118,17 @@ pub struct ChildFds {
     pub status: i32,
     /// stdin is a pseudo-terminal's slave, to become the controlling terminal.
     pub tty: bool,
+    /// Namespaces and root to enter instead of making new ones (`kiln exec`).
+    pub join: Option<JoinFds>,
+}
+
+/// Open `/proc/PID/ns/*` and `/proc/PID/root` of the process an exec joins.
+pub struct JoinFds {
+    pub mnt: i32,
+    pub uts: i32,
+    pub ipc: i32,
+    pub net: i32,
+    pub root: i32,
 }
 
 pub fn errno() -> i32 {
@@ -220,7 +234,44 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
             // Ctrl-C typed on the host's terminal becomes SIGINT of the foreground job.
             ok(libc::ioctl(0, libc::TIOCSCTTY, 0), fds, Step::ControllingTty);
         }
+        match &fds.join {
+            Some(join) => join_root(join, fds),
+            None => new_root(plan, fds),
+        }
+        for dir in &plan.cwd_prefixes {
+            if libc::mkdir(dir.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
+                fail(fds, Step::Cwd);
+            }
+        }
+        ok(libc::chdir(plan.cwd.as_ptr()), fds, Step::Cwd);
+        set_ids_and_exec(plan, fds, argv, envp)
+    }
+}
 
+/// Enters the namespaces and the root of a running process (the pid namespace was entered
+/// by the parent before the clone: it applies to children only).
+///
+/// # Safety
+/// Only from the cloned child: async-signal-safe syscalls on prepared fds.
+unsafe fn join_root(join: &JoinFds, fds: &ChildFds) {
+    // SAFETY: setns/fchdir/chroot on fds opened before the clone; async-signal-safe.
+    unsafe {
+        for (fd, kind) in [(join.mnt, libc::CLONE_NEWNS), (join.uts, libc::CLONE_NEWUTS), (join.ipc, libc::CLONE_NEWIPC), (join.net, libc::CLONE_NEWNET)] {
+            ok(libc::setns(fd, kind), fds, Step::JoinNamespaces);
+        }
+        ok(libc::fchdir(join.root), fds, Step::JoinNamespaces);
+        ok(libc::chroot(c".".as_ptr()), fds, Step::JoinNamespaces);
+    }
+}
+
+/// Makes the process's own root: private mounts, /proc, /dev, /sys, its mounts and files,
+/// hostname, loopback, then chroot into the rootfs.
+///
+/// # Safety
+/// Only from the cloned child: async-signal-safe syscalls on data prepared before the clone.
+unsafe fn new_root(plan: &Plan, fds: &ChildFds) {
+    // SAFETY: as the function's contract says.
+    unsafe {
         let none = c"none";
         ok(
             mount(none, c"/", none, libc::MS_REC | libc::MS_PRIVATE, None),
@@ -318,12 +369,16 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
         // pivot_root is impossible from an initramfs root (rootfs cannot be unmounted): chroot.
         ok(libc::chdir(plan.rootfs.as_ptr()), fds, Step::Chroot);
         ok(libc::chroot(c".".as_ptr()), fds, Step::Chroot);
-        for dir in &plan.cwd_prefixes {
-            if libc::mkdir(dir.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
-                fail(fds, Step::Cwd);
-            }
-        }
-        ok(libc::chdir(plan.cwd.as_ptr()), fds, Step::Cwd);
+    }
+}
+
+/// Drops to the process's ids and execs it (or reports why not, as a shell would).
+///
+/// # Safety
+/// Only from the cloned child: async-signal-safe syscalls on data prepared before the clone.
+unsafe fn set_ids_and_exec(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*const c_char]) -> ! {
+    // SAFETY: as the function's contract says.
+    unsafe {
 
         // Raw syscalls, not the glibc wrappers: glibc broadcasts set*id to every thread it
         // believes exists, and the cloned child inherited the agent's thread list, so the

@@ -102,6 +102,12 @@ pub fn signal(id: u32, signal: i32) -> Result<()> {
     nix::sys::signal::kill(Pid::from_raw(pid), sig).ctx(|| format!("signal: kill({pid}, {sig})"))
 }
 
+/// The pid of running process `id` (for `join`).
+pub fn pid_of(id: u32) -> Result<i32> {
+    let t = table();
+    running(&t, id).map(|r| r.pid).ok_or_else(|| Error::msg(format!("exec: process {id} is not running")))
+}
+
 /// Sets the window size of run `id`'s terminal.
 pub fn resize(id: u32, rows: u16, cols: u16) -> Result<()> {
     let tty = {

@@ -55,6 +55,11 @@ pub fn run(mux: &Mux, reaper: &Reaper, spec: &RunSpec) -> Result<Response> {
 }
 
 fn prepare_and_run(reaper: &Reaper, spec: &RunSpec, streams: &mut Streams, stdin: Option<StreamReader>) -> Result<Response> {
+    if spec.join.is_some() {
+        // An exec: the joined process's root is ready; nothing to prepare in it.
+        let plan = Plan::new(spec)?;
+        return spawn_and_wait(reaper, spec, &plan, streams, stdin);
+    }
     // The step's own /etc/hosts and /etc/resolv.conf go first, so its mounts can cover them.
     let net_files = crate::net::RunFiles::prepare(Path::new(crate::net::NET_DIR))?;
     let with_net;
@@ -88,12 +93,17 @@ fn spawn_and_wait(
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "run: pipe2".to_string());
     let (status_r, status_w) = pipe()?;
     let io = ProcessIo::new(spec, stdin.is_some())?;
+    let joined = match spec.join {
+        Some(id) => Some(Joined::open(control::pid_of(id)?)?),
+        None => None,
+    };
     let fds = ChildFds {
         stdin: io.child_stdin(),
         stdout: io.child_stdout(),
         stderr: io.child_stderr(),
         status: status_w.as_raw_fd(),
         tty: io.master.is_some(),
+        join: joined.as_ref().map(Joined::fds),
     };
     let mut stack = vec![0u8; CHILD_STACK];
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -103,14 +113,31 @@ fn spawn_and_wait(
     if plan.own_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    if joined.is_some() {
+        flags = CloneFlags::empty(); // the child joins existing namespaces
+    }
     let pid = {
         let guard = reaper.spawn_guard();
-        let cb = Box::new(|| -> isize { child::run_child(plan, &fds, &argv, &envp) });
-        // SAFETY: the child runs `run_child`, which only makes async-signal-safe syscalls on
-        // data prepared above (no allocation, no locks) and always ends in execve or _exit.
-        // The stack outlives the call; without CLONE_VM the child works on its own copy.
-        let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-            .ctx(|| format!("run: clone({flags:?})"))?;
+        let mut clone_child = || -> Result<nix::unistd::Pid> {
+            if let Some(j) = &joined {
+                // Applies to this thread's children only: the child lands in that pid namespace.
+                nix::sched::setns(&j.pid, CloneFlags::CLONE_NEWPID).ctx(|| "exec: enter the pid namespace".to_string())?;
+            }
+            let cb = Box::new(|| -> isize { child::run_child(plan, &fds, &argv, &envp) });
+            // SAFETY: the child runs `run_child`, which only makes async-signal-safe syscalls on
+            // data prepared above (no allocation, no locks) and always ends in execve or _exit.
+            // The stack outlives the call; without CLONE_VM the child works on its own copy.
+            unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }.ctx(|| format!("run: clone({flags:?})"))
+        };
+        let pid = if joined.is_some() {
+            // A thread that entered another pid namespace can start no threads: do it on a
+            // throwaway one, so this request's thread can still start the output pumps.
+            let task = AssertSend(clone_child);
+            std::thread::scope(|scope| scope.spawn(move || task.run()).join())
+                .map_err(|_| Error::msg("exec: the clone thread panicked"))??
+        } else {
+            clone_child()?
+        };
         guard.expect(pid.as_raw());
         pid
     };
@@ -176,6 +203,45 @@ fn read_setup_error(status_r: OwnedFd, spec: &RunSpec) -> Option<Error> {
         format!("run: {what}"),
         std::io::Error::from_raw_os_error(errno),
     ))
+}
+
+/// Lets the clone closure (which holds raw pointers into the prepared argv/envp, only read)
+/// cross to the scoped thread that runs it; the caller waits for that thread.
+struct AssertSend<F>(F);
+
+// SAFETY: the wrapped closure only reads data that outlives the scoped thread running it
+// (the thread is joined before anything is dropped) and is run once, by that thread alone.
+unsafe impl<F> Send for AssertSend<F> {}
+
+impl<T, F: FnOnce() -> T> AssertSend<F> {
+    /// Runs the closure (taking the whole wrapper, so a `move` closure captures it, not its field).
+    fn run(self) -> T {
+        (self.0)()
+    }
+}
+
+/// The namespaces and root of a process that an exec joins, open.
+struct Joined {
+    mnt: File,
+    uts: File,
+    ipc: File,
+    net: File,
+    pid: File,
+    root: File,
+}
+
+impl Joined {
+    fn open(pid: i32) -> Result<Self> {
+        let open = |what: &str| {
+            let path = format!("/proc/{pid}/{what}");
+            File::open(&path).ctx(|| format!("exec: open {path}"))
+        };
+        Ok(Self { mnt: open("ns/mnt")?, uts: open("ns/uts")?, ipc: open("ns/ipc")?, net: open("ns/net")?, pid: open("ns/pid")?, root: open("root")? })
+    }
+
+    fn fds(&self) -> child::JoinFds {
+        child::JoinFds { mnt: self.mnt.as_raw_fd(), uts: self.uts.as_raw_fd(), ipc: self.ipc.as_raw_fd(), net: self.net.as_raw_fd(), root: self.root.as_raw_fd() }
+    }
 }
 
 /// The process's stdin/stdout/stderr: pipes (stdin `/dev/null` unless the host streams it),

@@ -230,6 +230,7 @@ mod tests {
             stdin_stream: None,
             tty: None,
             run_id: None,
+            join: None,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

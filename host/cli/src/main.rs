@@ -98,6 +98,8 @@ enum Command {
     Rm(container::rm::RmArgs),
     /// Show a container's output
     Logs(container::logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(container::exec::ExecArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(container::stop::WaitArgs),
     /// Create an image from a container's changes
@@ -132,6 +134,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Run(args) => return container::run::run(&root, *args),
         Command::Start(args) => return container::start::run(&root, args),
+        Command::Exec(args) => return container::exec::run(&root, args),
         Command::Container(cmd) => return container::run_command(&root, cmd),
         other => other,
     };
@@ -162,7 +165,7 @@ fn main() -> ExitCode {
         Command::Commit(args) => container::commit::run(&root, args),
         Command::Supervise(args) => container::supervise(&root, args),
         // Handled above.
-        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Container(_) => Ok(()),
+        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Container(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

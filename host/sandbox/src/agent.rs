@@ -69,6 +69,9 @@ pub struct Process {
     pub network: Network,
     /// The process's hostname (empty: `kiln`).
     pub hostname: String,
+    /// Run inside the running process with this run id (its root and namespaces: an exec);
+    /// `rootfs`, `mounts`, `files`, `network` and `hostname` are then ignored.
+    pub join: Option<u32>,
 }
 
 impl Process {
@@ -93,6 +96,7 @@ impl Process {
             stdin_stream: io.0,
             tty: io.1,
             run_id: io.2,
+            join: self.join,
         };
         let req = Request::Run(spec);
         let size = serde_json::to_vec(&req).map_or(0, |v| v.len());

@@ -32,6 +32,11 @@ pub struct ProcessControl {
 }
 
 impl ProcessControl {
+    /// The process's run id (what an exec joins).
+    pub fn run_id(&self) -> u32 {
+        self.run_id
+    }
+
     /// Sends `signal` (a Linux signal number) to the process (with a terminal, to its
     /// foreground process group).
     pub fn signal(&self, signal: i32) -> Result<(), SandboxError> {

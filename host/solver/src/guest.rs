@@ -267,6 +267,7 @@ impl GuestSession {
             mounts,
             network: req.network,
             hostname: String::new(),
+            join: None,
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);

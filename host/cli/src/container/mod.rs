@@ -4,6 +4,7 @@
 //! a detached container's VM.
 
 pub mod commit;
+pub mod exec;
 pub mod logs;
 pub mod ps;
 pub mod rm;
@@ -164,6 +165,8 @@ pub enum ContainerCommand {
     Rm(rm::RmArgs),
     /// Show a container's output
     Logs(logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(stop::WaitArgs),
     /// Create an image from a container's changes
@@ -182,6 +185,7 @@ pub fn run_command(root: &Path, cmd: ContainerCommand) -> std::process::ExitCode
         ContainerCommand::Restart(args) => stop::restart(root, args),
         ContainerCommand::Rm(args) => rm::run(root, args),
         ContainerCommand::Logs(args) => logs::run(root, args),
+        ContainerCommand::Exec(args) => return exec::run(root, args),
         ContainerCommand::Wait(args) => stop::wait(root, args),
         ContainerCommand::Commit(args) => commit::run(root, args),
         ContainerCommand::Prune(args) => rm::prune(root, args),

@@ -91,7 +91,7 @@ pub fn run(root: &Path, args: RunArgs) -> ExitCode {
 
 /// `-e` and `--env-file` entries as `KEY=VALUE` (a bare `KEY` takes kiln's value, or is
 /// dropped when kiln has none, as Docker does).
-fn env_entries(env: &[String], files: &[String]) -> Result<Vec<String>> {
+pub fn env_entries(env: &[String], files: &[String]) -> Result<Vec<String>> {
     let mut lines: Vec<String> = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading the env file {f}"))?;

@@ -7,6 +7,7 @@
 //! - `{"op":"stop","timeout":T}` sends the container's stop signal, waits up to T seconds for
 //!   the process to end, then sends SIGKILL; answered once the exit is recorded.
 //! - `{"op":"save"}` saves the writable layer as it is now into `rw.tar`; answered when done.
+//! - `{"op":"exec",...}` runs a process in the container and relays it ([`super::exec`]).
 //!
 //! Sockets are reached through `/proc/self/fd/<dir fd>/control.sock`, so the path stays short
 //! (a Unix socket path holds at most 107 bytes; a store root may be deep). The server trusts
@@ -42,6 +43,9 @@ pub enum ControlRequest {
     Stop { timeout: u64 },
     /// Save the writable layer as it is now into `rw.tar` (for `kiln commit`, `kiln diff`).
     Save,
+    /// Run a process in the container; the connection then carries its frames
+    /// ([`super::exec`]) instead of one answer.
+    Exec(super::exec::ExecRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,7 +76,17 @@ impl Drop for Server {
 /// Saves the running container's writable layer (see [`ControlRequest::Save`]).
 pub type Saver = Arc<dyn Fn() -> Result<(), RuntimeError> + Send + Sync>;
 
-pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, save: Saver) -> Result<Server, RuntimeError> {
+/// Runs an exec for a client connection.
+pub type ExecHandler = Arc<dyn Fn(super::exec::ExecRequest, UnixStream) + Send + Sync>;
+
+/// What the socket serves besides signals.
+pub struct Handlers {
+    pub save: Saver,
+    pub exec: ExecHandler,
+}
+
+pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, handlers: Handlers) -> Result<Server, RuntimeError> {
+    let handlers = Arc::new(handlers);
     let _ = std::fs::remove_file(dir.join(SOCKET));
     let (handle, path) = short_path(dir, SOCKET)?;
     let listener = UnixListener::bind(&path).map_err(|e| RuntimeError::io("creating the container's control socket", e))?;
@@ -83,21 +97,38 @@ pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Ar
         .name("kiln-ctr-control".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (control, finished, save) = (control.clone(), finished.clone(), save.clone());
-                std::thread::spawn(move || answer(conn, &control, stop_signal, &finished, &save));
+                let (control, finished, handlers) = (control.clone(), finished.clone(), handlers.clone());
+                std::thread::spawn(move || answer(conn, &control, stop_signal, &finished, &handlers));
             }
         })
         .map_err(|e| RuntimeError::io("starting the control thread", e))?;
     Ok(Server { dir: dir.to_path_buf() })
 }
 
-fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished: &Finished, save: &Saver) {
-    let _answering = finished.answering();
-    let mut line = String::new();
-    if BufReader::new(&conn).take_line(&mut line).is_err() {
-        return;
+/// Reads one request line without reading past it (frames may follow on the connection).
+fn read_request_line(mut conn: &UnixStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < MAX_REQUEST {
+        if std::io::Read::read(&mut conn, &mut byte)? == 0 || byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
     }
-    let error = match serde_json::from_str::<ControlRequest>(&line) {
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Largest request line (an exec's argv and env included).
+const MAX_REQUEST: usize = 256 * 1024;
+
+fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished: &Finished, handlers: &Handlers) {
+    let _answering = finished.answering();
+    let Ok(line) = read_request_line(&conn) else { return };
+    let request = serde_json::from_str::<ControlRequest>(&line);
+    if let Ok(ControlRequest::Exec(req)) = request {
+        return (handlers.exec)(req, conn);
+    }
+    let error = match request {
         Err(e) => Some(format!("bad request: {e}")),
         Ok(ControlRequest::Kill { signal }) => control.signal(signal).err().map(|e| e.to_string()),
         Ok(ControlRequest::Stop { timeout }) => {
@@ -107,7 +138,8 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
             }
             (!finished.wait(RECORD_GRACE)).then(|| "the container did not stop".to_string())
         }
-        Ok(ControlRequest::Save) => save().err().map(|e| e.to_string()),
+        Ok(ControlRequest::Save) => (handlers.save)().err().map(|e| e.to_string()),
+        Ok(ControlRequest::Exec(_)) => None, // handled above
     };
     let mut conn = conn;
     let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
@@ -126,6 +158,18 @@ impl<R: BufRead> TakeLine for R {
         let mut limited = std::io::Read::take(&mut *self, 4096);
         limited.read_line(line)
     }
+}
+
+/// Opens an exec on the container whose directory is `dir`: the request is sent, the
+/// connection returned for [`super::exec::run_client`].
+pub fn exec_connect(dir: &Path, req: &super::exec::ExecRequest) -> Result<UnixStream, RuntimeError> {
+    let (handle, path) = short_path(dir, SOCKET)?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
+    drop(handle);
+    let mut bytes = serde_json::to_vec(&ControlRequest::Exec(req.clone())).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    Ok(conn)
 }
 
 /// Sends `req` to the container whose directory is `dir`; returns once it is answered.

@@ -54,7 +54,7 @@ fn generated_name(id: &str) -> String {
 }
 
 /// Numeric ids for `user` inside the image (empty: root).
-fn user_ids(store: &Store, image: &ImageRecord, user: &str) -> Result<(u32, u32, Vec<u32>), RuntimeError> {
+pub fn user_ids(store: &Store, image: &ImageRecord, user: &str) -> Result<(u32, u32, Vec<u32>), RuntimeError> {
     if user.is_empty() {
         return Ok((0, 0, vec![]));
     }

@@ -155,6 +155,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         mounts: vec![],
         network: if cfg.network == "none" { Network::None } else { Network::Guest },
         hostname: cfg.hostname.clone(),
+        join: None,
     };
     let log = JsonLog::open(&c.log_path()).map_err(|e| RuntimeError::io("opening the container's log", e))?;
     let stdout: Box<dyn Write + Send> = Box::new(Tee { log: log.writer("stdout"), live: attach.stdout });
@@ -165,7 +166,18 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         let (agent, lowers, dir) = (agent.clone(), lowers.clone(), c.dir.clone());
         Arc::new(move || save_rw_layer(&agent, &lowers, &dir))
     };
-    let server = control::serve(&c.dir, running.control(), cfg.stop_signal, finished.clone(), save)?;
+    let exec: control::ExecHandler = {
+        let base = Arc::new(super::exec::ExecBase {
+            agent: agent.clone(),
+            main_run: running.control().run_id(),
+            env: cfg.env.clone(),
+            cwd: cfg.cwd.clone(),
+            ids: (cfg.uid, cfg.gid, cfg.groups.clone()),
+        });
+        Arc::new(move |req, conn| super::exec::serve_exec(&base, req, conn))
+    };
+    let handlers = control::Handlers { save, exec };
+    let server = control::serve(&c.dir, running.control(), cfg.stop_signal, finished.clone(), handlers)?;
     // Running from here on: the process runs and `kiln stop` can reach it.
     let me = std::process::id();
     containers.update(&c.config.id, |s| {

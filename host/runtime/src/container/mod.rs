@@ -4,13 +4,15 @@
 //! - [`record`]: the on-disk records under `$KILN_ROOT/containers/` (atomic, locked).
 //! - [`create`]: a record from an image and `kiln run`'s flags.
 //! - [`host`]: running one to its end in a VM (log, writable layer, exit).
-//! - [`control`]: the private socket `kiln stop`/`kill` reach a running one by.
+//! - [`control`]: the private socket `kiln stop`/`kill`/`exec` reach a running one by.
+//! - [`exec`]: a process in a running container, relayed over that socket.
 //! - [`logs`]: Docker's json-file log.
 //! - [`commit`]: a container's writable layer as a new image.
 
 pub mod commit;
 pub mod control;
 pub mod create;
+pub mod exec;
 pub mod host;
 pub mod logs;
 pub mod record;
