@@ -93,10 +93,36 @@ pub fn accept(mux: &Mux, path: &str, to_guest: u32, from_guest: u32) -> Result<R
     Ok(Response::Accepted { connected: true })
 }
 
+/// A connection the agent carries over two data streams: a unix or a TCP socket.
+pub(crate) trait Duplex: io::Read + Write + Send + Sized + 'static {
+    fn dup(&self) -> io::Result<Self>;
+    fn shut_write(&self);
+}
+
+impl Duplex for UnixStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn shut_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+impl Duplex for std::net::TcpStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn shut_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
 /// Copies the connection to `from_guest` and `to_guest` to the connection, each on a thread.
-fn pump(mux: &Mux, conn: UnixStream, to_guest: u32, from_guest: u32, path: &str) -> Result<()> {
+pub(crate) fn pump<S: Duplex>(mux: &Mux, conn: S, to_guest: u32, from_guest: u32, path: &str) -> Result<()> {
     let mut reader = conn
-        .try_clone()
+        .dup()
         .ctx(|| format!("forward {path}: dup the connection"))?;
     let mut writer = mux.open_writer(from_guest);
     let out = thread::Builder::new()
@@ -118,7 +144,7 @@ fn pump(mux: &Mux, conn: UnixStream, to_guest: u32, from_guest: u32, path: &str)
                 // Drain, so a stream nobody reads never holds up the connection to the host.
                 let _ = io::copy(&mut incoming, &mut io::sink());
             }
-            let _ = conn.shutdown(Shutdown::Write);
+            conn.shut_write();
         });
     back.ctx(|| format!("forward {path}: start a thread"))?;
     Ok(())

@@ -113,6 +113,13 @@ impl Server {
                 to_guest,
                 from_guest,
             } => forward::accept(&self.mux, &path, to_guest, from_guest),
+            Request::ConnectTcp { port, to_guest, from_guest } => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
+                    .map_err(|e| Error::io(format!("connect to port {port} in the container"), e))?;
+                forward::pump(&self.mux, conn, to_guest, from_guest, &format!("tcp:{port}"))?;
+                Ok(Response::Accepted { connected: true })
+            }
             Request::ForwardClose { path } => forward::close(&path).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
             Request::Signal { run, signal } => run::control::signal(run, signal).map(|()| Response::Done),
@@ -176,6 +183,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::Signal { .. } => "signal",
         Request::Resize { .. } => "resize",
         Request::WaitStarted { .. } => "wait_started",
+        Request::ConnectTcp { .. } => "connect_tcp",
     }
 }
 

@@ -38,6 +38,12 @@ pub enum Request {
     /// the socket is closed ([`Request::ForwardClose`]) the answer is `connected: false`. The
     /// host keeps one such call waiting per socket.
     ForwardAccept { path: String, to_guest: u32, from_guest: u32 },
+    /// Connect to TCP port `port` on the guest's loopback (a container's published port: the
+    /// container shares the guest's network) and pump the connection like
+    /// [`Request::ForwardAccept`] does: what the host sends on `to_guest` goes to the port,
+    /// what comes back goes to `from_guest`. Answered by [`Response::Accepted`] once
+    /// connected, or an error (nothing listens there).
+    ConnectTcp { port: u16, to_guest: u32, from_guest: u32 },
     /// Stop listening at `path` and remove the socket (a waiting accept then answers
     /// `connected: false`); connections already made go on until their ends close them.
     ForwardClose { path: String },
@@ -276,6 +282,7 @@ mod tests {
             Request::Run(RunSpec { stdin_stream: Some(9), tty: Some(TtySize { rows: 24, cols: 80 }), run_id: Some(3), ..run_spec() }),
             Request::Signal { run: 3, signal: 2 },
             Request::WaitStarted { run: 3 },
+            Request::ConnectTcp { port: 80, to_guest: 5, from_guest: 6 },
             Request::Resize { run: 3, rows: 50, cols: 132 },
         ];
         for r in reqs {

@@ -100,6 +100,10 @@ enum Command {
     Logs(container::logs::LogsArgs),
     /// Run a command in a running container
     Exec(container::exec::ExecArgs),
+    /// List a container's published ports
+    Port(container::ps::PortArgs),
+    /// List a container's processes
+    Top(container::exec::TopArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(container::stop::WaitArgs),
     /// Create an image from a container's changes
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         Command::Run(args) => return container::run::run(&root, *args),
         Command::Start(args) => return container::start::run(&root, args),
         Command::Exec(args) => return container::exec::run(&root, args),
+        Command::Top(args) => return container::exec::top(&root, args),
         Command::Container(cmd) => return container::run_command(&root, cmd),
         other => other,
     };
@@ -161,11 +166,12 @@ fn main() -> ExitCode {
         Command::Restart(args) => container::stop::restart(&root, args),
         Command::Rm(args) => container::rm::run(&root, args),
         Command::Logs(args) => container::logs::run(&root, args),
+        Command::Port(args) => container::ps::port(&root, args),
         Command::Wait(args) => container::stop::wait(&root, args),
         Command::Commit(args) => container::commit::run(&root, args),
         Command::Supervise(args) => container::supervise(&root, args),
         // Handled above.
-        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Container(_) => Ok(()),
+        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Top(_) | Command::Container(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

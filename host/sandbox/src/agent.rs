@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
@@ -280,6 +280,20 @@ impl AgentClient {
         }
     }
 
+    /// Carries `conn` (a connection to a published port on the host) to TCP port `port` on
+    /// the guest's loopback, until both sides end. Fails when nothing listens there.
+    pub fn connect_tcp(&self, port: u16, conn: std::net::TcpStream) -> Result<(), SandboxError> {
+        let (to_guest, from_guest) = (self.mux.next_id(), self.mux.next_id());
+        let reader = self.mux.open_reader(from_guest);
+        match self.mux.call(&Request::ConnectTcp { port, to_guest, from_guest }, Some(Duration::from_secs(30)))? {
+            Response::Accepted { connected: true } => {
+                carry_stream(conn, reader, self.mux.open_writer(to_guest), format!("port {port}"));
+                Ok(())
+            }
+            other => Err(unexpected(&format!("connecting to port {port}"), other)),
+        }
+    }
+
     /// Asks the agent to sync and power off; waits at most `timeout` for its answer.
     pub fn power_off(&self, timeout: Duration) -> Result<(), SandboxError> {
         match self.mux.call(&Request::PowerOff, Some(timeout))? {
@@ -327,32 +341,60 @@ impl Drop for Forward {
 /// Carries one forwarded connection between the guest's streams and a new connection to
 /// `host`, a thread per direction. Each direction ends when its source ends; a host socket
 /// that cannot be reached ends the guest's connection with the reason.
-fn carry(host: &Path, mut from_guest: StreamReader, mut to_guest: StreamWriter) {
-    let conn = match UnixStream::connect(host) {
+fn carry(host: &Path, from_guest: StreamReader, to_guest: StreamWriter) {
+    match UnixStream::connect(host) {
+        Ok(conn) => carry_stream(conn, from_guest, to_guest, host.display().to_string()),
+        Err(e) => to_guest.abort(&format!("connecting to {}: {e}", host.display())),
+        // (Dropping `from_guest` drops what the guest still sends.)
+    }
+}
+
+/// A host connection that [`carry_stream`] can pump: a unix or a TCP socket.
+trait HostConn: Read + Write + Send + Sized + 'static {
+    fn dup(&self) -> io::Result<Self>;
+    fn shut_write(&self);
+}
+
+impl HostConn for UnixStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn shut_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+impl HostConn for std::net::TcpStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn shut_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// Pumps `conn` and the guest's two streams, a thread per direction, each ending when its
+/// source ends.
+fn carry_stream<C: HostConn>(conn: C, mut from_guest: StreamReader, mut to_guest: StreamWriter, name: String) {
+    let mut back = match conn.dup() {
         Ok(c) => c,
         Err(e) => {
-            to_guest.abort(&format!("connecting to {}: {e}", host.display()));
-            return; // Dropping `from_guest` drops what the guest still sends.
-        }
-    };
-    let mut back = match conn.try_clone() {
-        Ok(c) => c,
-        Err(e) => {
-            to_guest.abort(&format!("connection to {}: {e}", host.display()));
+            to_guest.abort(&format!("connection to {name}: {e}"));
             return;
         }
     };
-    let host_name: PathBuf = host.to_path_buf();
     let _ = thread::Builder::new().name("kiln-forward-in".into()).spawn(move || {
         let mut conn = conn;
         let _ = io::copy(&mut from_guest, &mut conn);
-        let _ = conn.shutdown(Shutdown::Write);
+        conn.shut_write();
     });
     let _ = thread::Builder::new().name("kiln-forward-out".into()).spawn(move || match io::copy(&mut back, &mut to_guest) {
         Ok(_) => {
             let _ = to_guest.finish();
         }
-        Err(e) => to_guest.abort(&format!("reading {}: {e}", host_name.display())),
+        Err(e) => to_guest.abort(&format!("reading {name}: {e}")),
     });
 }
 

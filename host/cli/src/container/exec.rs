@@ -42,6 +42,9 @@ pub struct ExecArgs {
     command: Vec<String>,
 }
 
+/// Where the exec's resize sender goes once the connection is up.
+type ResizeSlot = Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>>;
+
 pub fn run(root: &Path, args: ExecArgs) -> ExitCode {
     match exec(root, args) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
@@ -81,7 +84,7 @@ fn exec(root: &Path, args: ExecArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let resizer: Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>> = Arc::default();
+    let resizer: ResizeSlot = Arc::default();
     if args.tty {
         watch_resizes(resizer.clone());
     }
@@ -96,7 +99,7 @@ fn exec(root: &Path, args: ExecArgs) -> Result<i32> {
 }
 
 /// Sends the terminal's new size on every SIGWINCH.
-fn watch_resizes(resizer: Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>>) {
+fn watch_resizes(resizer: ResizeSlot) {
     let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH]) else { return };
     std::thread::spawn(move || {
         for _ in signals.forever() {
@@ -106,4 +109,21 @@ fn watch_resizes(resizer: Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>
             }
         }
     });
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    container: String,
+    /// Options for ps (run inside the container, which must have a ps)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_options: Vec<String>,
+}
+
+/// `kiln top CONTAINER [ps options]`: the container's processes, as its own `ps` lists them
+/// (it runs in the container's pid namespace).
+pub fn top(root: &Path, args: TopArgs) -> ExitCode {
+    let mut command = vec!["ps".to_string()];
+    command.extend(args.ps_options);
+    let exec_args = ExecArgs { detach: false, interactive: false, tty: false, env: vec![], user: None, workdir: None, container: args.container, command };
+    run(root, exec_args)
 }

@@ -167,6 +167,10 @@ pub enum ContainerCommand {
     Logs(logs::LogsArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
+    /// List a container's published ports
+    Port(ps::PortArgs),
+    /// List a container's processes
+    Top(exec::TopArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(stop::WaitArgs),
     /// Create an image from a container's changes
@@ -186,6 +190,8 @@ pub fn run_command(root: &Path, cmd: ContainerCommand) -> std::process::ExitCode
         ContainerCommand::Rm(args) => rm::run(root, args),
         ContainerCommand::Logs(args) => logs::run(root, args),
         ContainerCommand::Exec(args) => return exec::run(root, args),
+        ContainerCommand::Port(args) => ps::port(root, args),
+        ContainerCommand::Top(args) => return exec::top(root, args),
         ContainerCommand::Wait(args) => stop::wait(root, args),
         ContainerCommand::Commit(args) => commit::run(root, args),
         ContainerCommand::Prune(args) => rm::prune(root, args),

@@ -80,6 +80,7 @@ pub fn run(root: &Path, args: PsArgs) -> Result<()> {
                 "ID": c.config.id, "Names": c.config.name, "Image": c.config.image, "Command": c.config.command_line(),
                 "CreatedAt": c.config.created, "State": status_word(c.state.status), "Status": status_text(c),
                 "ExitCode": c.state.exit_code,
+                "Ports": c.state.ports.iter().map(|p| p.describe()).collect::<Vec<_>>().join(", "),
             });
             println!("{v}");
         }
@@ -92,7 +93,33 @@ pub fn run(root: &Path, args: PsArgs) -> Result<()> {
             cmd = format!("{}…\"", cmd.chars().take(20).collect::<String>());
         }
         let id = if args.no_trunc { c.config.id.as_str() } else { c.short_id() };
-        println!("{id:<15} {:<24} {cmd:<24} {:<20} {:<28} {:<10} {}", c.config.image, ago(Some(&c.config.created)), status_text(c), "", c.config.name);
+        let ports = c.state.ports.iter().map(|p| p.describe()).collect::<Vec<_>>().join(", ");
+        println!("{id:<15} {:<24} {cmd:<24} {:<20} {:<28} {ports:<10} {}", c.config.image, ago(Some(&c.config.created)), status_text(c), c.config.name);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
+    /// Only this container port: PORT[/PROTO]
+    port: Option<String>,
+}
+
+/// `kiln port CONTAINER [PORT[/PROTO]]`: `80/tcp -> 0.0.0.0:8080`, a line per binding.
+pub fn port(root: &Path, args: PortArgs) -> Result<()> {
+    let c = Containers::new(root).get(&args.container)?;
+    let want = args.port.as_deref().map(|p| if p.contains('/') { p.to_string() } else { format!("{p}/tcp") });
+    let mut found = false;
+    for p in &c.state.ports {
+        let private = format!("{}/{}", p.container_port, p.proto);
+        if want.as_deref().is_none_or(|w| w == private) {
+            println!("{private} -> {}:{}", p.host_ip, p.host_port);
+            found = true;
+        }
+    }
+    if let (Some(w), false) = (want, found) {
+        bail!("no public port '{w}' published for {}", args.container);
     }
     Ok(())
 }

@@ -64,6 +64,12 @@ pub struct RunArgs {
     /// Seconds `kiln stop` waits before SIGKILL (default 10)
     #[arg(long)]
     stop_timeout: Option<u64>,
+    /// Publish a container port on the host: [IP:][HOSTPORT:]PORT[/tcp], ranges as 8000-8010:8000-8010
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// Publish every EXPOSEd port on a free host port
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// When to pull the image: missing, always or never
     #[arg(long, default_value = "missing")]
     pull: String,
@@ -149,6 +155,10 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
     if args.tty && args.interactive && !args.detach && !stdin_tty {
         bail!("the input device is not a TTY: drop -t, or run kiln from a terminal");
     }
+    let mut publish = Vec::new();
+    for p in &args.publish {
+        publish.extend(kiln_runtime::container::ports::parse_publish(p)?);
+    }
     let vm = vm_config(&args.vm)?;
     let backend = backend(&args.vm, &vm)?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
@@ -172,15 +182,22 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
         auto_remove: args.rm,
+        publish,
+        publish_all: args.publish_all,
     };
     let c = create(&store, &containers, &args.image, &image, &opts)?;
     if args.detach {
-        spawn_supervisor(root, &containers, &c, &args.vm)?;
+        if let Err(e) = spawn_supervisor(root, &containers, &c, &args.vm) {
+            // It never ran: leave nothing behind (a taken port, a guest that would not boot).
+            let _ = containers.remove(&c.config.id);
+            return Err(e);
+        }
         println!("{}", c.config.id);
         return Ok(0);
     }
     let status = foreground(&store, &containers, &c, &*backend, &vm, args.interactive, args.tty && stdin_tty);
-    if args.rm {
+    let never_ran = status.is_err() && containers.get(&c.config.id).is_ok_and(|c| c.state.started_at.is_none());
+    if args.rm || never_ran {
         if let Err(e) = containers.remove(&c.config.id) {
             eprintln!("kiln: warning: removing container {}: {e}", c.short_id());
         }

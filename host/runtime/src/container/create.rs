@@ -26,6 +26,9 @@ pub struct CreateOptions {
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<u64>,
     pub auto_remove: bool,
+    /// `-p` mappings, and `-P` (every EXPOSEd port on a free host port).
+    pub publish: Vec<super::ports::PortMapping>,
+    pub publish_all: bool,
 }
 
 /// A signal's number from `SIGTERM`, `TERM` or `15`.
@@ -80,6 +83,14 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         Some(s) => signal_number(s)?,
         None => libc::SIGTERM,
     };
+    let mut ports = opts.publish.clone();
+    if opts.publish_all {
+        let exposed: Vec<String> = image.config.config.exposed_ports.iter().flat_map(|m| m.keys().cloned()).collect();
+        ports.extend(super::ports::exposed(&exposed)?);
+    }
+    if !ports.is_empty() && opts.network == "none" {
+        return Err(RuntimeError::Invalid("ports cannot be published with --network none".into()));
+    }
     let sizes = image.manifest.layers().iter().map(|d| d.size());
     let layers = image
         .layers
@@ -111,6 +122,7 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         stop_timeout: opts.stop_timeout.unwrap_or(10),
         auto_remove: opts.auto_remove,
         layers,
+        ports,
     };
     containers.create(&config)
 }

@@ -106,6 +106,7 @@ pub fn run_container(store: &Store, containers: &Containers, c: &Container, back
         s.status = Status::Exited;
         s.owner_pid = None;
         s.owner_start = None;
+        s.ports.clear();
         s.finished_at = Some(kiln_store::time::now_rfc3339_nanos());
         match &result {
             Ok(status) => s.exit_code = Some(exit_code(status)),
@@ -123,6 +124,9 @@ pub fn run_container(store: &Store, containers: &Containers, c: &Container, back
 }
 
 fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: &dyn Backend, vm_config: &VmConfig, attach: Attach, finished: &Arc<Finished>) -> Result<ExitStatus, RuntimeError> {
+    // Ports first: one already taken fails the start before a guest boots.
+    let bound = super::ports::bind(&c.config.ports)?;
+    let bound_ports: Vec<super::ports::PortMapping> = bound.iter().map(|(m, _)| m.clone()).collect();
     let image = GuestImage::locate()?;
     let vm = backend.start(&image, vm_config)?;
     let agent = vm.agent().clone();
@@ -178,6 +182,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
     };
     let handlers = control::Handlers { save, exec };
     let server = control::serve(&c.dir, running.control(), cfg.stop_signal, finished.clone(), handlers)?;
+    super::ports::serve(&agent, bound);
     // Running from here on: the process runs and `kiln stop` can reach it.
     let me = std::process::id();
     containers.update(&c.config.id, |s| {
@@ -188,6 +193,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         s.finished_at = None;
         s.exit_code = None;
         s.error = None;
+        s.ports = bound_ports;
     })?;
     if let Some(f) = attach.on_start {
         f(running.control());

@@ -7,6 +7,7 @@
 //! - [`control`]: the private socket `kiln stop`/`kill`/`exec` reach a running one by.
 //! - [`exec`]: a process in a running container, relayed over that socket.
 //! - [`logs`]: Docker's json-file log.
+//! - [`ports`]: published ports, carried over the agent connection.
 //! - [`commit`]: a container's writable layer as a new image.
 
 pub mod commit;
@@ -15,6 +16,7 @@ pub mod create;
 pub mod exec;
 pub mod host;
 pub mod logs;
+pub mod ports;
 pub mod record;
 
 pub use record::{Container, ContainerConfig, ContainerState, Containers, Status};

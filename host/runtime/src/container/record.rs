@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ports::PortMapping;
 use crate::spec::ProcessSpec;
 use crate::RuntimeError;
 
@@ -49,6 +50,9 @@ pub struct ContainerConfig {
     pub auto_remove: bool,
     /// The image's layers (bottom first).
     pub layers: Vec<LayerRef>,
+    /// Published ports as asked for (`host_port` 0: any free one).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
 }
 
 impl ContainerConfig {
@@ -97,11 +101,14 @@ pub struct ContainerState {
     /// Why the container stopped, when not by its own exit (e.g. its supervisor died).
     #[serde(default)]
     pub error: Option<String>,
+    /// Published ports as bound while it runs.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
 }
 
 impl ContainerState {
     pub fn created() -> Self {
-        Self { status: Status::Created, owner_pid: None, owner_start: None, started_at: None, finished_at: None, exit_code: None, error: None }
+        Self { status: Status::Created, owner_pid: None, owner_start: None, started_at: None, finished_at: None, exit_code: None, error: None, ports: vec![] }
     }
 }
 
@@ -334,6 +341,7 @@ mod tests {
             stop_timeout: 10,
             auto_remove: false,
             layers: vec![],
+            ports: vec![],
         }
     }
 
