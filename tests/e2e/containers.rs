@@ -267,3 +267,70 @@ fn commit_keeps_deletions_and_a_killed_supervisor_leaves_no_vm() {
     let check = ok(&env.kiln(&["system", "check"]));
     assert!(check.contains("0 problems"), "{check}");
 }
+
+/// Sends a plain HTTP GET to `127.0.0.1:port` and returns the whole answer ("" when the
+/// connection fails).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let _ = s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[test]
+fn exec_top_and_published_ports() {
+    let env = TestEnv::new("ctr-exec");
+    busybox_image(&env);
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    ok(&env.kiln(&["run", "-d", "--name", "web", "-p", &publish, "-P", "bb", "sh", "-c", "mkdir -p /www; echo hello-from-the-container > /www/index.html; echo ready; exec httpd -f -p 80 -h /www"]));
+    wait_for_log(&env, "web", "ready", 1);
+    // A real HTTP request from the host reaches busybox httpd in the guest.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let a = http_get(port, "/index.html");
+        if a.contains("hello-from-the-container") || Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(answer.starts_with("HTTP/1.") && answer.contains("hello-from-the-container"), "{answer:?}");
+    assert_eq!(ok(&env.kiln(&["port", "web", "80"])).trim(), format!("80/tcp -> 127.0.0.1:{port}"));
+    assert!(ok(&env.kiln(&["ps"])).contains(&format!("127.0.0.1:{port}->80/tcp")));
+    // A second container asking for the same host port fails cleanly and leaves nothing.
+    let out = env.kiln(&["run", "-d", "--name", "clash", "-p", &publish, "bb", "true"]);
+    assert_run_error(&out, "already allocated");
+    assert!(!ok(&env.kiln(&["ps", "-a"])).contains("clash"), "the refused container is gone");
+    // exec: the same filesystem and processes as the main process.
+    assert_eq!(ok(&env.kiln(&["exec", "web", "cat", "/www/index.html"])), "hello-from-the-container\n");
+    let out = env.kiln(&["exec", "-e", "X=1", "-w", "/tmp", "-u", "app", "web", "sh", "-c", "echo $X $(pwd) $(id -u); exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "the exec's exit code is kiln's: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1 /tmp 1000\n");
+    let mut child = env.command(&["exec", "-i", "web", "sh", "-c", "cat > /www/typed.html"]).stdin(std::process::Stdio::piped()).spawn().expect("spawn");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(b"typed-through-exec\n").expect("write");
+    }
+    assert!(child.wait().expect("wait").success());
+    assert!(http_get(port, "/typed.html").contains("typed-through-exec"), "what exec wrote is served");
+    let top = ok(&env.kiln(&["top", "web"]));
+    assert!(top.contains("httpd -f -p 80"), "top lists the main process:\n{top}");
+    assert_eq!(env.kiln(&["exec", "web", "no-such-tool"]).status.code(), Some(127));
+    // rm -f: no container, no VM, no listening port.
+    ok(&env.kiln(&["rm", "-f", "web"]));
+    no_vm_left(&env);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the published port is closed");
+    let out = env.kiln(&["exec", "web", "true"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("no such container"), "{}", text(&out.stderr));
+    // exec into a stopped container is refused.
+    ok(&env.kiln(&["run", "--name", "done", "bb", "true"]));
+    let out = env.kiln(&["exec", "done", "true"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("is not running"), "{}", text(&out.stderr));
+}
