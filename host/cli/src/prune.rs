@@ -10,7 +10,7 @@ use crate::humanize;
 
 #[derive(Args)]
 pub struct PruneArgs {
-    /// Remove all images, not just dangling ones (kiln has no containers that could use them)
+    /// Remove all images not used by a container, not just dangling ones
     #[arg(short = 'a', long)]
     all: bool,
     /// Do not prompt for confirmation
@@ -18,12 +18,23 @@ pub struct PruneArgs {
     force: bool,
 }
 
+/// Manifest digests of the images that containers (running or not) were made from.
+pub fn images_in_use(root: &Path) -> Result<std::collections::BTreeSet<kiln_store::Digest>> {
+    let mut used = std::collections::BTreeSet::new();
+    for c in kiln_runtime::container::Containers::new(root).list()? {
+        if let Ok(d) = c.config.image_digest.parse() {
+            used.insert(d);
+        }
+    }
+    Ok(used)
+}
+
 pub fn run(root: &Path, args: PruneArgs) -> Result<()> {
     if !args.force && !crate::fileout::confirm(if args.all { "all images" } else { "all dangling images" })? {
         return Ok(());
     }
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let report = store.prune(args.all)?;
+    let report = store.prune_sparing(args.all, &images_in_use(root)?)?;
     if !report.deleted.is_empty() {
         println!("Deleted Images:");
         for (id, names) in &report.deleted {

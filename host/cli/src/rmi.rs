@@ -21,7 +21,20 @@ pub struct RmiArgs {
 pub fn run(root: &Path, args: RmiArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let mut first_err = None;
+    let containers = kiln_runtime::container::Containers::new(root).list()?;
     for image in &args.images {
+        // Docker's rule: an image a container was made from is not removed without -f (and
+        // with -f its blobs stay, pinned, for the container).
+        let user = store.lookup(image).ok().and_then(|(_, d)| containers.iter().find(|c| c.config.image_digest == d.to_string()));
+        if let (Some(c), false) = (user, args.force) {
+            let e = anyhow::anyhow!("conflict: unable to remove {image:?} (must force): container {} is using it", c.short_id());
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                eprintln!("kiln: also failed: {e}");
+            }
+            continue;
+        }
         match store.remove_image(image, args.force) {
             Ok(events) => {
                 for e in events {
@@ -31,12 +44,12 @@ pub fn run(root: &Path, args: RmiArgs) -> Result<()> {
                     }
                 }
             }
-            Err(e) if first_err.is_none() => first_err = Some(e),
+            Err(e) if first_err.is_none() => first_err = Some(e.into()),
             Err(e) => eprintln!("kiln: also failed: {e}"),
         }
     }
     match first_err {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

@@ -169,11 +169,17 @@ impl Store {
     /// `image prune`: deletes dangling images (unnamed, nobody's parent, repeatedly, so unnamed
     /// chains go too), or with `all` every image, then collects garbage.
     pub fn prune(&self, all: bool) -> Result<PruneReport, StoreError> {
+        self.prune_sparing(all, &BTreeSet::new())
+    }
+
+    /// [`Store::prune`], sparing the images (manifest digests) in `in_use` (those containers
+    /// run: the store knows nothing of containers, its caller does).
+    pub fn prune_sparing(&self, all: bool, in_use: &BTreeSet<Digest>) -> Result<PruneReport, StoreError> {
         let lock = self.lock()?;
         let mut report = PruneReport::default();
         loop {
             let images = self.list_images()?;
-            let doomed: Vec<_> = images.iter().filter(|s| all || s.dangling()).collect();
+            let doomed: Vec<_> = images.iter().filter(|s| (all || s.dangling()) && !in_use.contains(&s.record.manifest_digest)).collect();
             if doomed.is_empty() {
                 break;
             }

@@ -124,7 +124,12 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         layers,
         ports,
     };
-    containers.create(&config)
+    let mut pinned = vec![image.manifest_digest.to_string(), image.config_digest.to_string()];
+    pinned.extend(image.layers.iter().map(|d| d.to_string()));
+    containers.pin(&config.id, &pinned)?;
+    containers.create(&config).inspect_err(|_| {
+        let _ = std::fs::remove_file(containers.pin_path(&config.id));
+    })
 }
 
 #[cfg(test)]

@@ -282,9 +282,27 @@ impl Containers {
         }
     }
 
+    /// The store's pin file of container `id`: it keeps the blobs of the container's image
+    /// (manifest, config, layers) alive while the container exists, whatever `rmi -f` or a
+    /// prune do to the image's name and record.
+    pub fn pin_path(&self, id: &str) -> PathBuf {
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        root.join("pins").join("containers").join(id)
+    }
+
+    /// Writes the pin of container `id` for `digests`.
+    pub fn pin(&self, id: &str, digests: &[String]) -> Result<(), RuntimeError> {
+        let path = self.pin_path(id);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        write_atomic(&path, digests.join("\n").as_bytes())
+    }
+
     /// Deletes a container's record and files. The caller checked it is not running.
     pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let _lock = self.lock()?;
+        let _ = fs::remove_file(self.pin_path(id));
         let dir = self.dir.join(id);
         // Renamed first, so no reader sees a half-deleted container.
         let gone = self.dir.join(format!(".removing-{id}"));
