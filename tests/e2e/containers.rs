@@ -238,7 +238,23 @@ fn commit_keeps_deletions_and_a_killed_supervisor_leaves_no_vm() {
     let env = TestEnv::new("ctr-commit");
     busybox_image(&env);
     ok(&env.kiln(&["run", "--name", "edit", "bb", "sh", "-c", "echo changed > /etc/motd; rm /bin/ls; mkdir -p /new/dir"]));
-    ok(&env.kiln(&["commit", "-a", "tester", "edit", "bb:edited"]));
+    let diff = ok(&env.kiln(&["diff", "edit"]));
+    for line in ["C /etc", "C /etc/motd", "C /bin", "D /bin/ls", "A /new", "A /new/dir"] {
+        assert!(diff.lines().any(|l| l == line), "kiln diff should list {line:?}:\n{diff}");
+    }
+    ok(&env.kiln(&["rename", "edit", "edited"]));
+    let info: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", "edited"]))).expect("json");
+    assert_eq!(info[0]["Name"], "/edited");
+    assert_eq!(info[0]["State"]["Status"], "exited");
+    assert_eq!(info[0]["State"]["ExitCode"], 0);
+    assert_eq!(info[0]["Config"]["WorkingDir"], "/srv");
+    assert!(info[0]["Config"]["Env"].as_array().is_some_and(|e| e.contains(&serde_json::json!("FROM_IMAGE=yes"))));
+    // The image a container uses is not removed without -f, nor pruned.
+    let out = env.kiln(&["rmi", "bb"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("must force"), "{}", text(&out.stderr));
+    ok(&env.kiln(&["image", "prune", "-a", "-f"]));
+    assert!(ok(&env.kiln(&["images"])).contains("bb "), "prune spares an image in use");
+    ok(&env.kiln(&["commit", "-a", "tester", "edited", "bb:edited"]));
     let out = ok(&env.kiln(&["run", "--rm", "bb:edited", "sh", "-c", "cat /etc/motd; [ -e /bin/ls ] || echo ls-gone; [ -d /new/dir ] && echo dir-kept"]));
     assert_eq!(out, "changed\nls-gone\ndir-kept\n");
     let inspect: serde_json::Value = serde_json::from_str(&ok(&env.kiln(&["inspect", "bb:edited"]))).expect("json");

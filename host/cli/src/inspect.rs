@@ -1,4 +1,5 @@
-//! `kiln inspect IMAGE...` (and `kiln image inspect`): Docker-shaped JSON about images.
+//! `kiln inspect NAME...` (and `kiln image inspect`, `kiln container inspect`): Docker-shaped
+//! JSON about containers (looked up first, as Docker does) and images.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Images (names, ids or digests)
+    /// Containers or images (names, ids or digests)
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -71,7 +72,12 @@ pub fn run(root: &Path, args: InspectArgs) -> Result<()> {
     // As Docker: what was found is printed, then the first image that was not is the error.
     let mut out = Vec::new();
     let mut first_err = None;
+    let containers = kiln_runtime::container::Containers::new(root);
     for name in &args.images {
+        if let Ok(c) = containers.get(name) {
+            out.push(crate::container::inspect::describe(&c));
+            continue;
+        }
         let found = store.lookup(name).map_err(anyhow::Error::from).and_then(|(_, digest)| {
             all.iter().find(|s| s.record.manifest_digest == digest).with_context(|| format!("no such image: {name}"))
         });

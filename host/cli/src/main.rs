@@ -56,7 +56,7 @@ enum Command {
     Tag(tag::TagArgs),
     /// Remove images
     Rmi(rmi::RmiArgs),
-    /// Show details of images as JSON
+    /// Show details of containers or images as JSON
     Inspect(inspect::InspectArgs),
     /// Show the history of an image
     History(history::HistoryArgs),
@@ -104,6 +104,10 @@ enum Command {
     Port(container::ps::PortArgs),
     /// List a container's processes
     Top(container::exec::TopArgs),
+    /// Show the files a container changed (A added, C changed, D deleted)
+    Diff(container::inspect::DiffArgs),
+    /// Rename a container
+    Rename(container::inspect::RenameArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(container::stop::WaitArgs),
     /// Create an image from a container's changes
@@ -167,6 +171,8 @@ fn main() -> ExitCode {
         Command::Rm(args) => container::rm::run(&root, args),
         Command::Logs(args) => container::logs::run(&root, args),
         Command::Port(args) => container::ps::port(&root, args),
+        Command::Diff(args) => container::inspect::diff(&root, args),
+        Command::Rename(args) => container::inspect::rename(&root, args),
         Command::Wait(args) => container::stop::wait(&root, args),
         Command::Commit(args) => container::commit::run(&root, args),
         Command::Supervise(args) => container::supervise(&root, args),

@@ -5,6 +5,7 @@
 
 pub mod commit;
 pub mod exec;
+pub mod inspect;
 pub mod logs;
 pub mod ps;
 pub mod rm;
@@ -171,6 +172,12 @@ pub enum ContainerCommand {
     Port(ps::PortArgs),
     /// List a container's processes
     Top(exec::TopArgs),
+    /// Show the files a container changed (A added, C changed, D deleted)
+    Diff(inspect::DiffArgs),
+    /// Rename a container
+    Rename(inspect::RenameArgs),
+    /// Show details of containers as JSON
+    Inspect(crate::inspect::InspectArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(stop::WaitArgs),
     /// Create an image from a container's changes
@@ -192,6 +199,9 @@ pub fn run_command(root: &Path, cmd: ContainerCommand) -> std::process::ExitCode
         ContainerCommand::Exec(args) => return exec::run(root, args),
         ContainerCommand::Port(args) => ps::port(root, args),
         ContainerCommand::Top(args) => return exec::top(root, args),
+        ContainerCommand::Diff(args) => inspect::diff(root, args),
+        ContainerCommand::Rename(args) => inspect::rename(root, args),
+        ContainerCommand::Inspect(args) => crate::inspect::run(root, args),
         ContainerCommand::Wait(args) => stop::wait(root, args),
         ContainerCommand::Commit(args) => commit::run(root, args),
         ContainerCommand::Prune(args) => rm::prune(root, args),

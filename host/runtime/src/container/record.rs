@@ -282,6 +282,23 @@ impl Containers {
         }
     }
 
+    /// Renames container `id`; the new name must be valid and unused.
+    pub fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let name = name.trim_start_matches('/');
+        if !valid_name(name) {
+            return Err(RuntimeError::Invalid(format!("invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")));
+        }
+        let _lock = self.lock()?;
+        if let Some(other) = self.list()?.into_iter().find(|c| c.config.name == name && c.config.id != id) {
+            return Err(RuntimeError::Conflict(format!("the container name \"/{name}\" is already in use by container \"{}\"", other.config.id)));
+        }
+        let dir = self.dir.join(id);
+        let mut config: ContainerConfig = read_json(&dir.join("config.json"))?;
+        config.name = name.to_string();
+        let bytes = serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        write_atomic(&dir.join("config.json"), &bytes)
+    }
+
     /// The store's pin file of container `id`: it keeps the blobs of the container's image
     /// (manifest, config, layers) alive while the container exists, whatever `rmi -f` or a
     /// prune do to the image's name and record.
