@@ -30,4 +30,4 @@ if [[ $(id -u) -eq 0 ]]; then
 else
     export KILN_GUEST_DIR="$guest"
 fi
-cargo test --locked --workspace "$@"
+cargo test --locked --workspace --no-fail-fast "$@"

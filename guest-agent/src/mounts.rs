@@ -22,6 +22,21 @@ pub fn make_dirs(paths: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Mounts the host directory shared under `tag` (virtio-9p, 9P2000.L, no client cache so host
+/// and container see each other's writes at once) at `target`.
+pub fn mount_share(tag: &str, target: &str, readonly: bool) -> Result<()> {
+    if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::msg(format!("mount share: bad tag {tag:?}")));
+    }
+    fs::create_dir_all(target).ctx(|| format!("mkdir -p {target}"))?;
+    let data = "trans=virtio,version=9p2000.L,msize=262144,cache=none,access=any";
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(Some(tag), target, Some("9p"), flags, Some(data)).ctx(|| format!("mount 9p share {tag} at {target}"))
+}
+
 /// Builds the overlay mount data string. Pure, for testing.
 pub fn overlay_options(lowers: &[String], upper: &str, work: &str) -> Result<String> {
     for p in lowers.iter().map(String::as_str).chain([upper, work]) {

@@ -101,6 +101,7 @@ impl Server {
                 work,
                 target,
             } => mounts::mount_overlay(&lowers, &upper, &work, &target).map(|()| Response::Done),
+            Request::MountShare { tag, target, readonly } => mounts::mount_share(&tag, &target, readonly).map(|()| Response::Done),
             Request::Unmount { target } => mounts::unmount(&target).map(|()| Response::Done),
             Request::ForwardListen {
                 path,
@@ -184,6 +185,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::Resize { .. } => "resize",
         Request::WaitStarted { .. } => "wait_started",
         Request::ConnectTcp { .. } => "connect_tcp",
+        Request::MountShare { .. } => "mount_share",
     }
 }
 
@@ -279,6 +281,8 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(hello(&[1, 2, 3]), Ok(Response::Hello { version: 3, .. })));
-        assert!(hello(&[4]).is_err());
+        let current = kiln_protocol::PROTOCOL_VERSION;
+        assert!(matches!(hello(&[2, current]), Ok(Response::Hello { version, .. }) if version == current));
+        assert!(hello(&[current + 1]).is_err());
     }
 }

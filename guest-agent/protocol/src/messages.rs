@@ -25,6 +25,9 @@ pub enum Request {
     /// Mount an overlay at `target`. `lowers` is ordered topmost first, as overlayfs expects.
     /// An empty `lowers` is allowed (the agent then uses an empty lower dir).
     MountOverlay { lowers: Vec<String>, upper: String, work: String, target: String },
+    /// Mount the host directory the VM shares under `tag` (virtio-9p) at `target` (created if
+    /// absent), read-only when asked. Answered by [`Response::Done`].
+    MountShare { tag: String, target: String, readonly: bool },
     /// Unmount `target` (recursively, with everything mounted below it).
     Unmount { target: String },
     /// Create a unix socket listening at guest path `path` (parents created, a stale socket
@@ -283,6 +286,7 @@ mod tests {
             Request::Signal { run: 3, signal: 2 },
             Request::WaitStarted { run: 3 },
             Request::ConnectTcp { port: 80, to_guest: 5, from_guest: 6 },
+            Request::MountShare { tag: "kiln0".into(), target: "/run/kiln/share/0".into(), readonly: true },
             Request::Resize { run: 3, rows: 50, cols: 132 },
         ];
         for r in reqs {

@@ -180,7 +180,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         dockerfile,
         frontend,
         tags,
-        vm: VmConfig { memory_mib: args.memory, cpus: args.cpus, cache_dir: crate::paths::cache_dir()?, debug: args.debug },
+        vm: VmConfig { memory_mib: args.memory, cpus: args.cpus, cache_dir: crate::paths::cache_dir()?, debug: args.debug, shares: vec![] },
         no_cache: args.no_cache,
         ignore,
         labels,

@@ -115,6 +115,9 @@ enum Command {
     /// Manage containers (run, ls, stop, kill, start, restart, rm, logs, wait, commit, prune)
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// Manage named volumes (create, ls, rm, inspect)
+    #[command(subcommand)]
+    Volume(container::volume::VolumeCommand),
     /// The process that owns a detached container's VM (started by kiln itself)
     #[command(name = "__supervise", hide = true)]
     Supervise(container::SuperviseArgs),
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
         Command::Wait(args) => container::stop::wait(&root, args),
         Command::Commit(args) => container::commit::run(&root, args),
         Command::Supervise(args) => container::supervise(&root, args),
+        Command::Volume(cmd) => container::volume::run(&root, cmd),
         // Handled above.
         Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Top(_) | Command::Container(_) => Ok(()),
     };

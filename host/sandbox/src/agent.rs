@@ -190,6 +190,11 @@ impl AgentClient {
         self.simple("registering the emulator", req)
     }
 
+    /// Mounts the host directory shared under `tag` at guest path `target`.
+    pub fn mount_share(&self, tag: &str, target: &str, readonly: bool) -> Result<(), SandboxError> {
+        self.simple(&format!("mounting the shared directory {tag}"), Request::MountShare { tag: tag.into(), target: target.into(), readonly })
+    }
+
     pub fn unmount(&self, target: &str) -> Result<(), SandboxError> {
         self.simple("unmounting", Request::Unmount { target: target.into() })
     }

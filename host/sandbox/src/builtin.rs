@@ -65,6 +65,9 @@ fn vm_err(e: impl std::fmt::Display) -> SandboxError {
 
 impl Backend for BuiltinBackend {
     fn start(&self, image: &GuestImage, config: &VmConfig) -> Result<Box<dyn Vm>, SandboxError> {
+        if !config.shares.is_empty() {
+            return Err(SandboxError::BackendUnusable("the built-in VMM has no shared directories yet: run containers with -v under --backend qemu".into()));
+        }
         let started = Instant::now();
         let hv = kiln_vmm::hypervisor::open_default().map_err(vm_err)?;
         let dir = tempfile::Builder::new().prefix("kiln-vmm-").tempdir().map_err(|e| SandboxError::io("creating the VM's temp dir", e))?;

@@ -31,6 +31,18 @@ pub struct VmConfig {
     pub cache_dir: std::path::PathBuf,
     /// Show the guest's serial console on stderr.
     pub debug: bool,
+    /// Host directories shared with the guest (containers' `-v`), mounted by
+    /// [`AgentClient::mount_share`] under their tags.
+    pub shares: Vec<Share>,
+}
+
+/// A host directory the VM shares with its guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The name the guest mounts it by (letters, digits, `_`).
+    pub tag: String,
+    pub host_path: std::path::PathBuf,
+    pub readonly: bool,
 }
 
 /// A running guest. Dropping it stops the guest. `Send`: a build's stages share one guest

@@ -123,6 +123,16 @@ impl QemuBackend {
             .arg(format!("socket,id=agent,path={}", sock.display()))
             .args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=kiln.agent"])
             .args(["-netdev", SLIRP_NETDEV, "-device", "virtio-net-device,netdev=net0"]);
+        for (i, share) in config.shares.iter().enumerate() {
+            // security_model=none: files are the user's on the host (rootless), as with a bind
+            // mount; ownership changes the host refuses are not reported to the guest.
+            let path = share.host_path.to_str().filter(|p| !p.contains(',')).ok_or_else(|| {
+                SandboxError::BadPath(share.host_path.clone(), "a shared directory's path must be UTF-8 without ','".into())
+            })?;
+            let ro = if share.readonly { ",readonly=on" } else { "" };
+            cmd.arg("-fsdev").arg(format!("local,id=fs{i},path={path},security_model=none{ro}"));
+            cmd.arg("-device").arg(format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", share.tag));
+        }
         cmd.stdin(Stdio::null());
         if config.debug {
             // The serial console goes to kiln's stderr.

@@ -13,6 +13,7 @@ pub mod run;
 pub mod start;
 pub mod stop;
 pub mod terminal;
+pub mod volume;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -67,7 +68,7 @@ pub fn vm_config(flags: &VmFlags) -> Result<VmConfig> {
         Some(c) => c.parse::<f64>().ok().filter(|n| *n > 0.0 && *n <= 256.0).map(|n| n.ceil() as u32).with_context(|| format!("invalid --cpus {c:?}"))?,
         None => 2,
     };
-    Ok(VmConfig { memory_mib, cpus, cache_dir: crate::paths::cache_dir()?, debug: flags.debug })
+    Ok(VmConfig { memory_mib, cpus, cache_dir: crate::paths::cache_dir()?, debug: flags.debug, shares: vec![] })
 }
 
 pub fn backend(flags: &VmFlags, vm: &VmConfig) -> Result<Box<dyn kiln_sandbox::Backend>> {

@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// Publish a container port on the host: [IP:][HOSTPORT:]PORT[/tcp], ranges as 8000-8010:8000-8010
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
+    /// Mount a host directory or a named volume: /host/dir:/dir[:ro] or NAME:/dir[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volumes: Vec<String>,
+    /// Mount a tmpfs at this path
+    #[arg(long = "tmpfs", value_name = "DIR")]
+    tmpfs: Vec<String>,
     /// Publish every EXPOSEd port on a free host port
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
@@ -159,6 +165,13 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
     for p in &args.publish {
         publish.extend(kiln_runtime::container::ports::parse_publish(p)?);
     }
+    let mut mounts = Vec::new();
+    for v in &args.volumes {
+        mounts.push(kiln_runtime::container::volumes::parse_volume(root, v)?);
+    }
+    for t in &args.tmpfs {
+        mounts.push(kiln_runtime::container::volumes::parse_tmpfs(t)?);
+    }
     let vm = vm_config(&args.vm)?;
     let backend = backend(&args.vm, &vm)?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
@@ -184,6 +197,7 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
         auto_remove: args.rm,
         publish,
         publish_all: args.publish_all,
+        mounts,
     };
     let c = create(&store, &containers, &args.image, &image, &opts)?;
     if args.detach {

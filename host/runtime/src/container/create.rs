@@ -29,6 +29,8 @@ pub struct CreateOptions {
     /// `-p` mappings, and `-P` (every EXPOSEd port on a free host port).
     pub publish: Vec<super::ports::PortMapping>,
     pub publish_all: bool,
+    /// `-v` and `--tmpfs`, parsed.
+    pub mounts: Vec<super::volumes::VolumeMount>,
 }
 
 /// A signal's number from `SIGTERM`, `TERM` or `15`.
@@ -123,6 +125,7 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         auto_remove: opts.auto_remove,
         layers,
         ports,
+        mounts: opts.mounts.clone(),
     };
     let mut pinned = vec![image.manifest_digest.to_string(), image.config_digest.to_string()];
     pinned.extend(image.layers.iter().map(|d| d.to_string()));

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
-use kiln_sandbox::agent::{Network, Process};
+use kiln_sandbox::agent::{Network, Process, RunMount};
 use kiln_sandbox::{AgentClient, Backend, ExitStatus, GuestImage, ProcessControl, ProcessIo, VmConfig};
 use kiln_store::{Digest, LayerInfo, Store};
 
@@ -128,7 +128,14 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
     let bound = super::ports::bind(&c.config.ports)?;
     let bound_ports: Vec<super::ports::PortMapping> = bound.iter().map(|(m, _)| m.clone()).collect();
     let image = GuestImage::locate()?;
-    let vm = backend.start(&image, vm_config)?;
+    let mut vm_config = vm_config.clone();
+    let shared: Vec<(usize, &super::volumes::VolumeMount)> = c.config.mounts.iter().filter(|m| m.host_dir().is_some()).enumerate().collect();
+    for (i, m) in &shared {
+        if let Some((dir, readonly)) = m.host_dir() {
+            vm_config.shares.push(kiln_sandbox::Share { tag: format!("kiln{i}"), host_path: dir.to_path_buf(), readonly });
+        }
+    }
+    let vm = backend.start(&image, &vm_config)?;
     let agent = vm.agent().clone();
     let layers: Vec<LayerInfo> = c
         .config
@@ -147,6 +154,20 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
     agent.mount_overlay(lowers.iter().rev().cloned().collect(), UPPER, WORK, ROOT)?;
 
     let cfg = &c.config;
+    let mut mounts = Vec::new();
+    for (i, m) in &shared {
+        let guest_dir = format!("/run/kiln/share/{i}");
+        let readonly = m.host_dir().is_some_and(|(_, ro)| ro);
+        agent.mount_share(&format!("kiln{i}"), &guest_dir, readonly)?;
+        mounts.push(RunMount::Bind { target: m.target().to_string(), source: guest_dir, readonly });
+    }
+    for m in &cfg.mounts {
+        if let super::volumes::VolumeMount::Tmpfs { target } = m {
+            mounts.push(RunMount::Tmpfs { target: target.clone(), size_bytes: None });
+        }
+    }
+    // Parents before what is mounted below them.
+    mounts.sort_by(|a, b| a.target().cmp(b.target()));
     let process = Process {
         rootfs: ROOT.into(),
         argv: cfg.argv.clone(),
@@ -156,7 +177,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         gid: cfg.gid,
         additional_gids: cfg.groups.clone(),
         files: vec![],
-        mounts: vec![],
+        mounts,
         network: if cfg.network == "none" { Network::None } else { Network::Guest },
         hostname: cfg.hostname.clone(),
         join: None,

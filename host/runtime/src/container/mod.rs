@@ -8,6 +8,7 @@
 //! - [`exec`]: a process in a running container, relayed over that socket.
 //! - [`logs`]: Docker's json-file log.
 //! - [`ports`]: published ports, carried over the agent connection.
+//! - [`volumes`]: host directories, named volumes and tmpfs mounts.
 //! - [`commit`]: a container's writable layer as a new image.
 
 pub mod commit;
@@ -18,6 +19,7 @@ pub mod host;
 pub mod logs;
 pub mod ports;
 pub mod record;
+pub mod volumes;
 
 pub use record::{Container, ContainerConfig, ContainerState, Containers, Status};
 

@@ -53,6 +53,9 @@ pub struct ContainerConfig {
     /// Published ports as asked for (`host_port` 0: any free one).
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Volumes, host directories and tmpfs mounts.
+    #[serde(default)]
+    pub mounts: Vec<super::volumes::VolumeMount>,
 }
 
 impl ContainerConfig {
@@ -377,6 +380,7 @@ mod tests {
             auto_remove: false,
             layers: vec![],
             ports: vec![],
+            mounts: vec![],
         }
     }
 

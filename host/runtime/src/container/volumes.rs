@@ -1,0 +1,118 @@
+//! What a container mounts besides its image: host directories (`-v /host/dir:/dir[:ro]`),
+//! named volumes (`-v NAME:/dir`, kept under `$KILN_ROOT/volumes/NAME/_data`, surviving the
+//! container) and tmpfs (`--tmpfs /dir`).
+//!
+//! Host directories reach the guest over virtio-9p (QEMU's own `-fsdev local`, nothing else
+//! to install; files stay the user's on the host). virtiofs would need `virtiofsd`, which
+//! Debian 12 does not package, and a shared-memory backend; 9p is what runs everywhere
+//! QEMU does. The share is mounted in the guest once and bind-mounted into the container.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::record::valid_name;
+use crate::RuntimeError;
+
+/// One mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum VolumeMount {
+    /// A host directory.
+    Bind { source: PathBuf, target: String, readonly: bool },
+    /// A named volume (its data directory under the store).
+    Volume { name: String, source: PathBuf, target: String, readonly: bool },
+    Tmpfs { target: String },
+}
+
+impl VolumeMount {
+    pub fn target(&self) -> &str {
+        match self {
+            Self::Bind { target, .. } | Self::Volume { target, .. } | Self::Tmpfs { target } => target,
+        }
+    }
+
+    /// The host directory shared with the guest, and whether read-only.
+    pub fn host_dir(&self) -> Option<(&Path, bool)> {
+        match self {
+            Self::Bind { source, readonly, .. } | Self::Volume { source, readonly, .. } => Some((source, *readonly)),
+            Self::Tmpfs { .. } => None,
+        }
+    }
+}
+
+/// The data directory of named volume `name` under store root `root`.
+pub fn volume_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("volumes").join(name).join("_data")
+}
+
+fn bad(spec: &str, why: &str) -> RuntimeError {
+    RuntimeError::Invalid(format!("invalid -v {spec:?}: {why}"))
+}
+
+fn check_target(spec: &str, target: &str) -> Result<(), RuntimeError> {
+    if !target.starts_with('/') || target == "/" || target.split('/').any(|c| c == "..") {
+        return Err(bad(spec, "the container path must be absolute, not / and without .."));
+    }
+    Ok(())
+}
+
+/// Parses `-v SOURCE:TARGET[:ro|rw]`; a named volume is made if it does not exist, a host
+/// directory must exist.
+pub fn parse_volume(root: &Path, spec: &str) -> Result<VolumeMount, RuntimeError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, readonly) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, true),
+        [s, t, "rw"] => (*s, *t, false),
+        [_, _, mode] => return Err(bad(spec, &format!("unknown mode {mode:?} (ro or rw)"))),
+        _ => return Err(bad(spec, "expected SOURCE:TARGET[:ro|rw] (anonymous volumes are not supported yet)")),
+    };
+    check_target(spec, target)?;
+    if source.starts_with('/') {
+        let path = fs::canonicalize(source).map_err(|e| bad(spec, &format!("{source}: {e}")))?;
+        if !path.is_dir() {
+            return Err(bad(spec, &format!("{source} is not a directory (only directories can be shared)")));
+        }
+        return Ok(VolumeMount::Bind { source: path, target: target.into(), readonly });
+    }
+    if !valid_name(source) {
+        return Err(bad(spec, "a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]+, a host directory an absolute path"));
+    }
+    let dir = volume_dir(root, source);
+    fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(format!("creating volume {source}"), e))?;
+    Ok(VolumeMount::Volume { name: source.into(), source: dir, target: target.into(), readonly })
+}
+
+/// Parses `--tmpfs TARGET[:OPTIONS]` (options are accepted and ignored: the guest's tmpfs
+/// defaults apply).
+pub fn parse_tmpfs(spec: &str) -> Result<VolumeMount, RuntimeError> {
+    let target = spec.split(':').next().unwrap_or_default();
+    if !target.starts_with('/') || target == "/" || target.split('/').any(|c| c == "..") {
+        return Err(RuntimeError::Invalid(format!("invalid --tmpfs {spec:?}: the path must be absolute, not / and without ..")));
+    }
+    Ok(VolumeMount::Tmpfs { target: target.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_forms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = dir.path().join("src");
+        fs::create_dir(&host).expect("mkdir");
+        let spec = format!("{}:/data:ro", host.display());
+        assert_eq!(parse_volume(dir.path(), &spec).expect("bind"), VolumeMount::Bind { source: fs::canonicalize(&host).expect("canon"), target: "/data".into(), readonly: true });
+        let named = parse_volume(dir.path(), "cache:/var/cache").expect("named");
+        assert!(matches!(named, VolumeMount::Volume { ref name, readonly: false, .. } if name == "cache"));
+        assert!(volume_dir(dir.path(), "cache").is_dir(), "a named volume is made on first use");
+        for bad in ["/nope/not/here:/x", "rel/dir:/x", "cache:relative", "cache:/", "cache:/a/../b", "cache:/x:rx", "/only", "a:b:c:d"] {
+            assert!(parse_volume(dir.path(), bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(parse_tmpfs("/run/x:size=64m").expect("tmpfs"), VolumeMount::Tmpfs { target: "/run/x".into() });
+        assert!(parse_tmpfs("x").is_err() && parse_tmpfs("/").is_err());
+    }
+}
