@@ -350,3 +350,43 @@ fn exec_top_and_published_ports() {
     let out = env.kiln(&["exec", "done", "true"]);
     assert!(!out.status.success() && text(&out.stderr).contains("is not running"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn volumes_host_directories_and_tmpfs() {
+    let env = TestEnv::new("ctr-volumes");
+    busybox_image(&env);
+    let host = env.dir.path().join("shared");
+    fs::create_dir_all(&host).expect("mkdir");
+    fs::write(host.join("from-host"), "written on the host\n").expect("write");
+    env.give_to_user(&host);
+    let rw = format!("{}:/data", p(&host));
+    let ro = format!("{}:/ro:ro", p(&host));
+    let out = ok(&env.kiln(&["run", "--rm", "-v", &rw, "-v", &ro, "--tmpfs", "/scratch", "bb", "sh", "-c",
+        "cat /data/from-host; echo from the container > /data/from-container; echo x > /ro/nope 2>/dev/null || echo ro-refused; \
+         echo t > /scratch/t && grep -q ' /scratch tmpfs' /proc/mounts && echo tmpfs-ok"]));
+    assert_eq!(out, "written on the host\nro-refused\ntmpfs-ok\n");
+    let written = host.join("from-container");
+    assert_eq!(fs::read_to_string(&written).expect("the container's write reaches the host"), "from the container\n");
+    if let Some((uid, _)) = env.user {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&written).expect("stat").uid(), uid, "files the container writes are the user's on the host");
+    }
+    // Named volumes outlive their containers; a volume in use is not removed.
+    ok(&env.kiln(&["run", "--name", "writer", "-v", "cache:/cache", "bb", "sh", "-c", "echo kept > /cache/k"]));
+    assert!(ok(&env.kiln(&["volume", "ls", "-q"])).lines().any(|l| l == "cache"));
+    let out = env.kiln(&["volume", "rm", "cache"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("in use by container writer"), "{}", text(&out.stderr));
+    ok(&env.kiln(&["rm", "writer"]));
+    assert_eq!(ok(&env.kiln(&["run", "--rm", "-v", "cache:/c:ro", "bb", "cat", "/c/k"])), "kept\n");
+    // What goes to a volume or a tmpfs is not part of the container's writable layer.
+    ok(&env.kiln(&["run", "--name", "layered", "-v", "cache:/cache", "--tmpfs", "/scratch", "bb", "sh", "-c", "echo v > /cache/v; echo s > /scratch/s; echo l > /layer"]));
+    let diff = ok(&env.kiln(&["diff", "layered"]));
+    assert!(diff.contains("A /layer") && !diff.contains("/cache/v") && !diff.contains("/scratch/s"), "{diff}");
+    ok(&env.kiln(&["rm", "layered"]));
+    assert_eq!(ok(&env.kiln(&["volume", "rm", "cache"])).trim(), "cache");
+    // Bad input: one error line, exit 125.
+    assert_run_error(&env.kiln(&["run", "--rm", "-v", "/no/such/dir:/x", "bb", "true"]), "invalid -v");
+    assert_run_error(&env.kiln(&["run", "--rm", "-v", "cache:relative", "bb", "true"]), "absolute");
+    assert_run_error(&env.kiln(&["run", "--rm", "--tmpfs", "rel", "bb", "true"]), "--tmpfs");
+    no_vm_left(&env);
+}
