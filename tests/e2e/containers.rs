@@ -384,6 +384,35 @@ fn volumes_host_directories_and_tmpfs() {
     assert!(diff.contains("A /layer") && !diff.contains("/cache/v") && !diff.contains("/scratch/s"), "{diff}");
     ok(&env.kiln(&["rm", "layered"]));
     assert_eq!(ok(&env.kiln(&["volume", "rm", "cache"])).trim(), "cache");
+    // kiln cp both ways; the host never follows the container's symlinks, no setuid bit lands.
+    let victim = env.dir.path().join("victim");
+    fs::create_dir_all(&victim).expect("mkdir");
+    env.give_to_user(&victim);
+    let script = format!("mkdir -p /out/sub; echo one > /out/sub/f; chmod 4755 /out/sub/f; ln -s {} /out/esc; ln -s / /out/root", p(&victim));
+    ok(&env.kiln(&["run", "--name", "cpc", "bb", "sh", "-c", &script]));
+    let dest = env.dir.path().join("copied");
+    fs::create_dir_all(&dest).expect("mkdir");
+    env.give_to_user(&dest);
+    ok(&env.kiln(&["cp", "cpc:/out", p(&dest)]));
+    assert_eq!(fs::read_to_string(dest.join("out/sub/f")).expect("copied file"), "one\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(dest.join("out/sub/f")).expect("stat").permissions().mode() & 0o7000, 0, "no setuid on the host");
+    assert_eq!(fs::read_link(dest.join("out/esc")).expect("symlink kept as a symlink"), victim);
+    let out = env.kiln(&["cp", "cpc:/out/root/etc/passwd", p(&dest)]);
+    assert!(!out.status.success(), "a path through the container's symlink is not followed");
+    assert_eq!(fs::read_dir(&victim).expect("ls").count(), 0, "nothing written through the container's symlink");
+    let infile = env.dir.path().join("infile");
+    fs::write(&infile, "from the host\n").expect("write");
+    env.give_to_user(&infile);
+    ok(&env.kiln(&["cp", p(&infile), "cpc:/out/"]));
+    assert!(ok(&env.kiln(&["diff", "cpc"])).lines().any(|l| l == "A /out/infile"), "copied into the stopped container's layer");
+    let back = env.dir.path().join("back");
+    ok(&env.kiln(&["cp", "cpc:/out/infile", p(&back)]));
+    assert_eq!(fs::read_to_string(&back).expect("round trip"), "from the host\n");
+    ok(&env.kiln(&["run", "-d", "--name", "cpr", "bb", "sleep", "300"]));
+    ok(&env.kiln(&["cp", p(&infile), "cpr:/tmp/copied"]));
+    assert_eq!(ok(&env.kiln(&["exec", "cpr", "cat", "/tmp/copied"])), "from the host\n");
+    ok(&env.kiln(&["rm", "-f", "cpr", "cpc"]));
     // Bad input: one error line, exit 125.
     assert_run_error(&env.kiln(&["run", "--rm", "-v", "/no/such/dir:/x", "bb", "true"]), "invalid -v");
     assert_run_error(&env.kiln(&["run", "--rm", "-v", "cache:relative", "bb", "true"]), "absolute");

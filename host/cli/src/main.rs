@@ -108,6 +108,8 @@ enum Command {
     Diff(container::inspect::DiffArgs),
     /// Rename a container
     Rename(container::inspect::RenameArgs),
+    /// Copy files between a container and the host
+    Cp(container::cp::CpArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(container::stop::WaitArgs),
     /// Create an image from a container's changes
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
         Command::Port(args) => container::ps::port(&root, args),
         Command::Diff(args) => container::inspect::diff(&root, args),
         Command::Rename(args) => container::inspect::rename(&root, args),
+        Command::Cp(args) => container::cp::run(&root, args),
         Command::Wait(args) => container::stop::wait(&root, args),
         Command::Commit(args) => container::commit::run(&root, args),
         Command::Supervise(args) => container::supervise(&root, args),

@@ -4,6 +4,7 @@
 //! a detached container's VM.
 
 pub mod commit;
+pub mod cp;
 pub mod exec;
 pub mod inspect;
 pub mod logs;
@@ -177,6 +178,8 @@ pub enum ContainerCommand {
     Diff(inspect::DiffArgs),
     /// Rename a container
     Rename(inspect::RenameArgs),
+    /// Copy files between a container and the host
+    Cp(cp::CpArgs),
     /// Show details of containers as JSON
     Inspect(crate::inspect::InspectArgs),
     /// Wait for containers to stop and print their exit codes
@@ -202,6 +205,7 @@ pub fn run_command(root: &Path, cmd: ContainerCommand) -> std::process::ExitCode
         ContainerCommand::Top(args) => return exec::top(root, args),
         ContainerCommand::Diff(args) => inspect::diff(root, args),
         ContainerCommand::Rename(args) => inspect::rename(root, args),
+        ContainerCommand::Cp(args) => cp::run(root, args),
         ContainerCommand::Inspect(args) => crate::inspect::run(root, args),
         ContainerCommand::Wait(args) => stop::wait(root, args),
         ContainerCommand::Commit(args) => commit::run(root, args),

@@ -43,6 +43,9 @@ pub enum ControlRequest {
     Stop { timeout: u64 },
     /// Save the writable layer as it is now into `rw.tar` (for `kiln commit`, `kiln diff`).
     Save,
+    /// Unpack the tar that follows on the connection (until the client shuts its side) into
+    /// the container's root (`kiln cp` into a running container); answered when done.
+    Receive,
     /// Run a process in the container; the connection then carries its frames
     /// ([`super::exec`]) instead of one answer.
     Exec(super::exec::ExecRequest),
@@ -79,10 +82,14 @@ pub type Saver = Arc<dyn Fn() -> Result<(), RuntimeError> + Send + Sync>;
 /// Runs an exec for a client connection.
 pub type ExecHandler = Arc<dyn Fn(super::exec::ExecRequest, UnixStream) + Send + Sync>;
 
+/// Unpacks a tar read from the connection into the container's root.
+pub type Receiver = Arc<dyn Fn(&mut dyn std::io::Read) -> Result<(), RuntimeError> + Send + Sync>;
+
 /// What the socket serves besides signals.
 pub struct Handlers {
     pub save: Saver,
     pub exec: ExecHandler,
+    pub receive: Receiver,
 }
 
 pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, handlers: Handlers) -> Result<Server, RuntimeError> {
@@ -128,6 +135,16 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
     if let Ok(ControlRequest::Exec(req)) = request {
         return (handlers.exec)(req, conn);
     }
+    let mut conn = conn;
+    if let Ok(ControlRequest::Receive) = request {
+        let mut input = &conn;
+        let error = (handlers.receive)(&mut input).err().map(|e| e.to_string());
+        let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
+            b.push(b'\n');
+            let _ = conn.write_all(&b);
+        });
+        return;
+    }
     let error = match request {
         Err(e) => Some(format!("bad request: {e}")),
         Ok(ControlRequest::Kill { signal }) => control.signal(signal).err().map(|e| e.to_string()),
@@ -139,9 +156,8 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
             (!finished.wait(RECORD_GRACE)).then(|| "the container did not stop".to_string())
         }
         Ok(ControlRequest::Save) => (handlers.save)().err().map(|e| e.to_string()),
-        Ok(ControlRequest::Exec(_)) => None, // handled above
+        Ok(ControlRequest::Exec(_) | ControlRequest::Receive) => None, // handled above
     };
-    let mut conn = conn;
     let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
         b.push(b'\n');
         let _ = conn.write_all(&b);
@@ -170,6 +186,25 @@ pub fn exec_connect(dir: &Path, req: &super::exec::ExecRequest) -> Result<UnixSt
     bytes.push(b'\n');
     conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
     Ok(conn)
+}
+
+/// Sends `tar` to be unpacked in the running container whose directory is `dir`.
+pub fn send_tar(dir: &Path, mut tar: File) -> Result<(), RuntimeError> {
+    let (handle, path) = short_path(dir, SOCKET)?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
+    drop(handle);
+    let mut bytes = serde_json::to_vec(&ControlRequest::Receive).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    std::io::copy(&mut tar, &mut conn).map_err(|e| RuntimeError::io("sending the files", e))?;
+    conn.shutdown(std::net::Shutdown::Write).map_err(|e| RuntimeError::io("sending the files", e))?;
+    let mut line = String::new();
+    BufReader::new(&conn).take_line(&mut line).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    let answer: ControlAnswer = serde_json::from_str(&line).map_err(|_| RuntimeError::Invalid("the container's supervisor went away before answering".into()))?;
+    match answer.error {
+        None => Ok(()),
+        Some(e) => Err(RuntimeError::Conflict(e)),
+    }
 }
 
 /// Sends `req` to the container whose directory is `dir`; returns once it is answered.

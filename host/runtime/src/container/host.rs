@@ -201,7 +201,11 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         });
         Arc::new(move |req, conn| super::exec::serve_exec(&base, req, conn))
     };
-    let handlers = control::Handlers { save, exec };
+    let receive: control::Receiver = {
+        let agent = agent.clone();
+        Arc::new(move |tar: &mut dyn Read| Ok(agent.receive_tar(ROOT, tar).map(drop)?))
+    };
+    let handlers = control::Handlers { save, exec, receive };
     let server = control::serve(&c.dir, running.control(), cfg.stop_signal, finished.clone(), handlers)?;
     super::ports::serve(&agent, bound);
     // Running from here on: the process runs and `kiln stop` can reach it.

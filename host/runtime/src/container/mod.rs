@@ -10,9 +10,11 @@
 //! - [`ports`]: published ports, carried over the agent connection.
 //! - [`volumes`]: host directories, named volumes and tmpfs mounts.
 //! - [`commit`]: a container's writable layer as a new image.
+//! - [`copy`]: `kiln cp` between a container and the host.
 
 pub mod commit;
 pub mod control;
+pub mod copy;
 pub mod create;
 pub mod exec;
 pub mod host;
