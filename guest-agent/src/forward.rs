@@ -12,8 +12,7 @@
 //! runs never hold a listener or a connection open.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::net::Shutdown;
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -21,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::{fs, thread};
 
+use kiln_protocol::duplex::Duplex;
 use kiln_protocol::{Mux, Response};
 
 use crate::error::{Context, Error, Result};
@@ -93,32 +93,6 @@ pub fn accept(mux: &Mux, path: &str, to_guest: u32, from_guest: u32) -> Result<R
     Ok(Response::Accepted { connected: true })
 }
 
-/// A connection the agent carries over two data streams: a unix or a TCP socket.
-pub(crate) trait Duplex: io::Read + Write + Send + Sized + 'static {
-    fn dup(&self) -> io::Result<Self>;
-    fn shut_write(&self);
-}
-
-impl Duplex for UnixStream {
-    fn dup(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-
-    fn shut_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl Duplex for std::net::TcpStream {
-    fn dup(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-
-    fn shut_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
 /// Copies the connection to `from_guest` and `to_guest` to the connection, each on a thread.
 pub(crate) fn pump<S: Duplex>(mux: &Mux, conn: S, to_guest: u32, from_guest: u32, path: &str) -> Result<()> {
     let mut reader = conn
@@ -169,7 +143,8 @@ pub fn close(path: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
 
     #[test]
     fn listen_sets_mode_and_close_removes_the_socket() {

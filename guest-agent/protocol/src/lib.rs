@@ -9,6 +9,7 @@
 //! This crate must stay free of anything host- or guest-specific: both sides link it.
 
 pub mod base64;
+pub mod duplex;
 pub mod frame;
 pub mod messages;
 pub mod mux;

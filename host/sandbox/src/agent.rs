@@ -5,7 +5,6 @@
 //! and stream buffers are bounded.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
@@ -354,35 +353,9 @@ fn carry(host: &Path, from_guest: StreamReader, to_guest: StreamWriter) {
     }
 }
 
-/// A host connection that [`carry_stream`] can pump: a unix or a TCP socket.
-trait HostConn: Read + Write + Send + Sized + 'static {
-    fn dup(&self) -> io::Result<Self>;
-    fn shut_write(&self);
-}
-
-impl HostConn for UnixStream {
-    fn dup(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-
-    fn shut_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl HostConn for std::net::TcpStream {
-    fn dup(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-
-    fn shut_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
 /// Pumps `conn` and the guest's two streams, a thread per direction, each ending when its
 /// source ends.
-fn carry_stream<C: HostConn>(conn: C, mut from_guest: StreamReader, mut to_guest: StreamWriter, name: String) {
+fn carry_stream<C: kiln_protocol::duplex::Duplex>(conn: C, mut from_guest: StreamReader, mut to_guest: StreamWriter, name: String) {
     let mut back = match conn.dup() {
         Ok(c) => c,
         Err(e) => {

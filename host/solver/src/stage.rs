@@ -180,14 +180,7 @@ impl<'a> Build<'a> {
             return Ok(s.clone());
         }
         let img = base_image(self.store, name, platform, self.opts.pull.as_deref(), out)?;
-        let sizes = img.manifest.layers().iter().map(|d| d.size());
-        let layers = img
-            .layers
-            .iter()
-            .zip(&img.config.rootfs.diff_ids)
-            .zip(sizes)
-            .map(|((digest, diff_id), size)| LayerInfo { digest: digest.clone(), diff_id: diff_id.clone(), size })
-            .collect();
+        let layers = img.layer_infos();
         let (config, extra) = convert::from_store(&img.config.config);
         let state = ImageState {
             key: CacheKey::base(&img.manifest_digest.to_string()),

@@ -104,6 +104,20 @@ pub struct ImageRecord {
     pub layers: Vec<Digest>,
 }
 
+impl ImageRecord {
+    /// The image's layers (bottom first) with their diff ids and sizes, as builds and
+    /// containers stack them.
+    pub fn layer_infos(&self) -> Vec<LayerInfo> {
+        let sizes = self.manifest.layers().iter().map(|d| d.size());
+        self.layers
+            .iter()
+            .zip(&self.config.rootfs.diff_ids)
+            .zip(sizes)
+            .map(|((digest, diff_id), size)| LayerInfo { digest: digest.clone(), diff_id: diff_id.clone(), size })
+            .collect()
+    }
+}
+
 fn corrupt(what: &'static str, digest: &Digest, why: impl ToString) -> StoreError {
     StoreError::Corrupt { what, digest: digest.to_string(), why: why.to_string() }
 }

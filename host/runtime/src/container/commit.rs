@@ -33,14 +33,7 @@ pub fn commit(store: &Store, c: &Container, image: &ImageRecord, opts: CommitOpt
     } else {
         staging.store().ingest_layer(&EMPTY_TAR[..])?
     };
-    let sizes = image.manifest.layers().iter().map(|d| d.size());
-    let mut layers: Vec<LayerInfo> = image
-        .layers
-        .iter()
-        .zip(&image.config.rootfs.diff_ids)
-        .zip(sizes)
-        .map(|((digest, diff_id), size)| LayerInfo { digest: digest.clone(), diff_id: diff_id.clone(), size })
-        .collect();
+    let mut layers: Vec<LayerInfo> = image.layer_infos();
     layers.push(layer);
     let created = kiln_store::time::rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
     let mut history = image.config.history.clone();

@@ -93,14 +93,7 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
     if !ports.is_empty() && opts.network == "none" {
         return Err(RuntimeError::Invalid("ports cannot be published with --network none".into()));
     }
-    let sizes = image.manifest.layers().iter().map(|d| d.size());
-    let layers = image
-        .layers
-        .iter()
-        .zip(&image.config.rootfs.diff_ids)
-        .zip(sizes)
-        .map(|((digest, diff_id), size)| LayerRef { digest: digest.to_string(), diff_id: diff_id.to_string(), size })
-        .collect();
+    let layers = image.layer_infos().into_iter().map(|l| LayerRef { digest: l.digest.to_string(), diff_id: l.diff_id.to_string(), size: l.size }).collect();
     let config = ContainerConfig {
         id,
         name,

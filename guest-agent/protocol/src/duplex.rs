@@ -1,0 +1,33 @@
+//! A connection one side of kiln carries over two data streams (the ssh agent forwarding, a
+//! published port): unix and TCP sockets, with what carrying one needs beyond Read + Write.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+
+pub trait Duplex: Read + Write + Send + Sized + 'static {
+    /// A second handle on the connection, for the other direction's thread.
+    fn dup(&self) -> io::Result<Self>;
+    /// Ends the writing direction (the peer reads EOF), keeping the reading one.
+    fn shut_write(&self);
+}
+
+impl Duplex for UnixStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn shut_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+impl Duplex for TcpStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn shut_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
