@@ -137,6 +137,7 @@ fn run_with(
         tty: None,
         run_id: None,
         join: None,
+        readonly_root: false,
         mounts,
         files,
         network: Default::default(),

@@ -320,6 +320,7 @@ fn run_with(rootfs: &Path, argv: &[&str], cwd: &str, edit: impl FnOnce(&mut RunS
         tty: None,
         run_id: None,
         join: None,
+        readonly_root: false,
         mounts: vec![],
         files: vec![],
         network: kiln_protocol::Network::Guest,

@@ -87,6 +87,9 @@ fn foreground_runs_honour_the_image_flags_and_exit_codes() {
         "--entrypoint", "sh", "bb", "-c", "echo $FROM_IMAGE $FROM_FILE; pwd; id -u; id -g; id -G; hostname",
     ]);
     assert_eq!(ok(&out), "flag 1\n/tmp/work\n1000\n1000\n1000 2000\nweb\n");
+    // --read-only: the root is read-only, a --tmpfs below it is not.
+    let out = ok(&env.kiln(&["run", "--rm", "--read-only", "--tmpfs", "/scratch", "bb", "sh", "-c", "touch /nope 2>/dev/null || echo root-ro; touch /scratch/yes && echo tmpfs-rw"]));
+    assert_eq!(out, "root-ro\ntmpfs-rw\n");
     // Exit codes as Docker's: 127 not found, 126 not executable.
     let out = env.kiln(&["run", "--rm", "bb", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));

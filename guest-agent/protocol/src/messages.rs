@@ -139,6 +139,9 @@ pub struct RunSpec {
     /// and `hostname` are then ignored: the process sees what that one sees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<u32>,
+    /// Mount the root filesystem read-only for this process (its mounts stay as they are).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly_root: bool,
 }
 
 /// A terminal's size in character cells.
@@ -314,6 +317,7 @@ mod tests {
             tty: None,
             run_id: None,
             join: None,
+            readonly_root: false,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

@@ -39,6 +39,7 @@ pub enum Step {
     Loopback,
     ControllingTty,
     JoinNamespaces,
+    ReadonlyRoot,
 }
 
 impl Step {
@@ -69,6 +70,7 @@ impl Step {
             Loopback,
             ControllingTty,
             JoinNamespaces,
+            ReadonlyRoot,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -100,6 +102,7 @@ impl Step {
             Step::Loopback => "bring up lo in the process's network namespace",
             Step::ControllingTty => "make the pseudo-terminal the controlling terminal",
             Step::JoinNamespaces => "enter the running container's namespaces and root",
+            Step::ReadonlyRoot => "make ROOTFS read-only",
         }
     }
 
@@ -367,6 +370,12 @@ unsafe fn new_root(plan: &Plan, fds: &ChildFds) {
             loopback_up(fds);
         }
         // pivot_root is impossible from an initramfs root (rootfs cannot be unmounted): chroot.
+        if plan.readonly_root {
+            // In this process's own mount namespace only: the overlay stays writable for the
+            // agent (and the diff), the mounts below the root (proc, dev, tmpfs, volumes) too.
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            ok(mount(none, &plan.rootfs, none, flags, None), fds, Step::ReadonlyRoot);
+        }
         ok(libc::chdir(plan.rootfs.as_ptr()), fds, Step::Chroot);
         ok(libc::chroot(c".".as_ptr()), fds, Step::Chroot);
     }

@@ -53,6 +53,8 @@ pub struct Plan {
     pub secret_stage: CString,
     /// A network namespace of its own with only `lo` (`RUN --network=none`).
     pub own_network: bool,
+    /// The root filesystem is mounted read-only for the process (`kiln run --read-only`).
+    pub readonly_root: bool,
 }
 
 fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString> {
@@ -175,6 +177,7 @@ impl Plan {
             files,
             secret_stage: under(&format!("dev/{SECRET_STAGE}"))?,
             own_network: spec.network == Network::None,
+            readonly_root: spec.readonly_root,
         })
     }
 }
@@ -231,6 +234,7 @@ mod tests {
             tty: None,
             run_id: None,
             join: None,
+            readonly_root: false,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

@@ -71,6 +71,8 @@ pub struct Process {
     /// Run inside the running process with this run id (its root and namespaces: an exec);
     /// `rootfs`, `mounts`, `files`, `network` and `hostname` are then ignored.
     pub join: Option<u32>,
+    /// The root filesystem read-only for the process (`kiln run --read-only`).
+    pub readonly_root: bool,
 }
 
 impl Process {
@@ -96,6 +98,7 @@ impl Process {
             tty: io.1,
             run_id: io.2,
             join: self.join,
+            readonly_root: self.readonly_root,
         };
         let req = Request::Run(spec);
         let size = serde_json::to_vec(&req).map_or(0, |v| v.len());

@@ -268,6 +268,7 @@ impl GuestSession {
             network: req.network,
             hostname: String::new(),
             join: None,
+            readonly_root: false,
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);

@@ -18,15 +18,8 @@ use super::terminal::{self, RawMode};
 
 #[derive(Args)]
 pub struct ExecArgs {
-    /// Run in the background
-    #[arg(short = 'd', long)]
-    detach: bool,
-    /// Forward stdin to the process
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Give the process a pseudo-terminal
-    #[arg(short = 't', long)]
-    tty: bool,
+    #[command(flatten)]
+    stdio: super::StdioFlags,
     /// Set an environment variable (KEY=VALUE, or KEY to take it from kiln's environment)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
@@ -71,26 +64,26 @@ fn exec(root: &Path, args: ExecArgs) -> Result<i32> {
         None => None,
     };
     let env = super::run::env_entries(&args.env, &[])?;
-    let raw = args.tty && args.interactive && std::io::stdin().is_terminal();
+    let raw = args.stdio.tty && args.stdio.interactive && std::io::stdin().is_terminal();
     let req = ExecRequest {
         argv: args.command.clone(),
         env,
         cwd: args.workdir.clone(),
         user,
-        tty: args.tty.then(terminal::current_size),
-        interactive: args.interactive,
+        tty: args.stdio.tty.then(terminal::current_size),
+        interactive: args.stdio.interactive,
     };
     let conn = exec_connect(&c.dir, &req)?;
-    if args.detach {
+    if args.stdio.detach {
         return Ok(0);
     }
     let resizer: ResizeSlot = Arc::default();
-    if args.tty {
+    if args.stdio.tty {
         watch_resizes(resizer.clone());
     }
     let _raw = if raw { Some(RawMode::enable()?) } else { None };
     let client = ExecClient {
-        stdin: args.interactive.then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
+        stdin: args.stdio.interactive.then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
         stdout: Box::new(std::io::stdout()),
         stderr: Box::new(std::io::stderr()),
     };
@@ -124,6 +117,7 @@ pub struct TopArgs {
 pub fn top(root: &Path, args: TopArgs) -> ExitCode {
     let mut command = vec!["ps".to_string()];
     command.extend(args.ps_options);
-    let exec_args = ExecArgs { detach: false, interactive: false, tty: false, env: vec![], user: None, workdir: None, container: args.container, command };
+    let stdio = super::StdioFlags { detach: false, interactive: false, tty: false };
+    let exec_args = ExecArgs { stdio, env: vec![], user: None, workdir: None, container: args.container, command };
     run(root, exec_args)
 }

@@ -54,6 +54,7 @@ pub fn describe(c: &Container) -> Value {
         "Platform": "linux",
         "HostConfig": {
             "AutoRemove": cfg.auto_remove,
+            "ReadonlyRootfs": cfg.read_only,
             "NetworkMode": cfg.network,
             "Memory": u64::from(cfg.memory_mib) << 20,
             "NanoCpus": u64::from(cfg.cpus) * 1_000_000_000,

@@ -25,6 +25,20 @@ use clap::{Args, Subcommand};
 use kiln_runtime::container::{Container, Containers, Status};
 use kiln_sandbox::{BackendKind, ChosenLater, VmConfig};
 
+/// How `run` and `exec` attach: `-d`, `-i`, `-t`.
+#[derive(Args, Clone)]
+pub struct StdioFlags {
+    /// Run in the background (run: print the container's id)
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep stdin open and forward it
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the process a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+}
+
 /// The VM a container gets.
 #[derive(Args, Clone)]
 pub struct VmFlags {

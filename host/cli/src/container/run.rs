@@ -22,15 +22,8 @@ use super::{backend, spawn_supervisor, vm_config, VmFlags};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Run in the background and print the container's id
-    #[arg(short = 'd', long)]
-    detach: bool,
-    /// Keep stdin open and forward it to the container
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Give the container a pseudo-terminal
-    #[arg(short = 't', long)]
-    tty: bool,
+    #[command(flatten)]
+    stdio: super::StdioFlags,
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
@@ -70,6 +63,9 @@ pub struct RunArgs {
     /// Mount a host directory or a named volume: /host/dir:/dir[:ro] or NAME:/dir[:ro]
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
     volumes: Vec<String>,
+    /// Mount the container's root filesystem read-only (mounts and --tmpfs stay writable)
+    #[arg(long)]
+    read_only: bool,
     /// Mount a tmpfs at this path
     #[arg(long = "tmpfs", value_name = "DIR")]
     tmpfs: Vec<String>,
@@ -158,7 +154,7 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
         bail!("invalid --network {:?}: expected default or none", args.network);
     }
     let stdin_tty = std::io::stdin().is_terminal();
-    if args.tty && args.interactive && !args.detach && !stdin_tty {
+    if args.stdio.tty && args.stdio.interactive && !args.stdio.detach && !stdin_tty {
         bail!("the input device is not a TTY: drop -t, or run kiln from a terminal");
     }
     let mut publish = Vec::new();
@@ -186,9 +182,9 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
             workdir: args.workdir.clone(),
             user: args.user.clone(),
             hostname: args.hostname.clone(),
-            tty: args.tty,
+            tty: args.stdio.tty,
         },
-        interactive: args.interactive,
+        interactive: args.stdio.interactive,
         network: args.network.clone(),
         memory_mib: vm.memory_mib,
         cpus: vm.cpus,
@@ -198,9 +194,10 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
         publish,
         publish_all: args.publish_all,
         mounts,
+        read_only: args.read_only,
     };
     let c = create(&store, &containers, &args.image, &image, &opts)?;
-    if args.detach {
+    if args.stdio.detach {
         if let Err(e) = spawn_supervisor(root, &containers, &c, &args.vm) {
             // It never ran: leave nothing behind (a taken port, a guest that would not boot).
             let _ = containers.remove(&c.config.id);
@@ -209,7 +206,7 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
         println!("{}", c.config.id);
         return Ok(0);
     }
-    let status = foreground(&store, &containers, &c, &*backend, &vm, args.interactive, args.tty && stdin_tty);
+    let status = foreground(&store, &containers, &c, &*backend, &vm, args.stdio.interactive, args.stdio.tty && stdin_tty);
     let never_ran = status.is_err() && containers.get(&c.config.id).is_ok_and(|c| c.state.started_at.is_none());
     if args.rm || never_ran {
         if let Err(e) = containers.remove(&c.config.id) {

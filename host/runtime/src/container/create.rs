@@ -31,6 +31,7 @@ pub struct CreateOptions {
     pub publish_all: bool,
     /// `-v` and `--tmpfs`, parsed.
     pub mounts: Vec<super::volumes::VolumeMount>,
+    pub read_only: bool,
 }
 
 /// A signal's number from `SIGTERM`, `TERM` or `15`.
@@ -119,6 +120,7 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         layers,
         ports,
         mounts: opts.mounts.clone(),
+        read_only: opts.read_only,
     };
     let mut pinned = vec![image.manifest_digest.to_string(), image.config_digest.to_string()];
     pinned.extend(image.layers.iter().map(|d| d.to_string()));

@@ -181,6 +181,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         network: if cfg.network == "none" { Network::None } else { Network::Guest },
         hostname: cfg.hostname.clone(),
         join: None,
+        readonly_root: cfg.read_only,
     };
     let log = JsonLog::open(&c.log_path()).map_err(|e| RuntimeError::io("opening the container's log", e))?;
     let stdout: Box<dyn Write + Send> = Box::new(Tee { log: log.writer("stdout"), live: attach.stdout });

@@ -56,6 +56,9 @@ pub struct ContainerConfig {
     /// Volumes, host directories and tmpfs mounts.
     #[serde(default)]
     pub mounts: Vec<super::volumes::VolumeMount>,
+    /// `--read-only`: the root filesystem is read-only (mounts and tmpfs stay writable).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl ContainerConfig {
@@ -381,6 +384,7 @@ mod tests {
             layers: vec![],
             ports: vec![],
             mounts: vec![],
+            read_only: false,
         }
     }
 
