@@ -422,3 +422,31 @@ fn volumes_host_directories_and_tmpfs() {
     assert_run_error(&env.kiln(&["run", "--rm", "--tmpfs", "rel", "bb", "true"]), "--tmpfs");
     no_vm_left(&env);
 }
+
+#[test]
+fn attach_and_detach_keys() {
+    let env = TestEnv::new("ctr-attach");
+    busybox_image(&env);
+    ok(&env.kiln(&["run", "-d", "-i", "-t", "--name", "shell", "bb", "sh"]));
+    let mut tty = Pty::spawn(env.command(&["attach", "shell"]), 25, 90);
+    tty.send(b"stty size; echo in-$((40+2))\r");
+    assert!(tty.expect("25 90", Duration::from_secs(30)), "the attaching terminal's size reaches the container:\n{}", tty.seen);
+    assert!(tty.expect("in-42", Duration::from_secs(30)), "typed input reaches the shell:\n{}", tty.seen);
+    tty.send(b"\x10\x11");
+    let status = tty.wait(Duration::from_secs(30)).expect("Ctrl-P Ctrl-Q detaches");
+    assert_eq!(status.code(), Some(0), "{}", tty.seen);
+    assert_eq!(state_of(&env, "shell")["State"], "running", "detaching leaves the container running");
+    // Attached without a terminal: input as a stream, the container's exit code is kiln's.
+    let mut child = env.command(&["attach", "shell"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(b"echo second-attach\nexit 4\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stdout).contains("second-attach"), "{}", text(&out.stdout));
+    assert_eq!(ok(&env.kiln(&["wait", "shell"])).trim(), "4");
+    let out = env.kiln(&["attach", "shell"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("stopped container"), "{}", text(&out.stderr));
+    no_vm_left(&env);
+}

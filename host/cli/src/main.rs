@@ -102,6 +102,8 @@ enum Command {
     Exec(container::exec::ExecArgs),
     /// List a container's published ports
     Port(container::ps::PortArgs),
+    /// Attach kiln's terminal to a running container (Ctrl-P Ctrl-Q detaches)
+    Attach(container::attach::AttachArgs),
     /// List a container's processes
     Top(container::exec::TopArgs),
     /// Show the files a container changed (A added, C changed, D deleted)
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
         Command::Start(args) => return container::start::run(&root, args),
         Command::Exec(args) => return container::exec::run(&root, args),
         Command::Top(args) => return container::exec::top(&root, args),
+        Command::Attach(args) => return container::attach::run(&root, args),
         Command::Container(cmd) => return container::run_command(&root, cmd),
         other => other,
     };
@@ -184,7 +187,7 @@ fn main() -> ExitCode {
         Command::Supervise(args) => container::supervise(&root, args),
         Command::Volume(cmd) => container::volume::run(&root, cmd),
         // Handled above.
-        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Top(_) | Command::Container(_) => Ok(()),
+        Command::Dockerfile(_) | Command::Login(_) | Command::Logout(_) | Command::Run(_) | Command::Start(_) | Command::Exec(_) | Command::Top(_) | Command::Attach(_) | Command::Container(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

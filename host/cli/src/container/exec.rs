@@ -36,7 +36,7 @@ pub struct ExecArgs {
 }
 
 /// Where the exec's resize sender goes once the connection is up.
-type ResizeSlot = Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>>;
+pub(super) type ResizeSlot = Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>>;
 
 pub fn run(root: &Path, args: ExecArgs) -> ExitCode {
     match exec(root, args) {
@@ -92,7 +92,7 @@ fn exec(root: &Path, args: ExecArgs) -> Result<i32> {
 }
 
 /// Sends the terminal's new size on every SIGWINCH.
-fn watch_resizes(resizer: ResizeSlot) {
+pub(super) fn watch_resizes(resizer: ResizeSlot) {
     let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH]) else { return };
     std::thread::spawn(move || {
         for _ in signals.forever() {

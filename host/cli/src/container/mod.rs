@@ -3,6 +3,7 @@
 //! in `kiln_runtime::container`. Also the hidden `__supervise` command: the process that owns
 //! a detached container's VM.
 
+pub mod attach;
 pub mod commit;
 pub mod cp;
 pub mod exec;
@@ -186,6 +187,8 @@ pub enum ContainerCommand {
     Exec(exec::ExecArgs),
     /// List a container's published ports
     Port(ps::PortArgs),
+    /// Attach kiln's terminal to a running container (Ctrl-P Ctrl-Q detaches)
+    Attach(attach::AttachArgs),
     /// List a container's processes
     Top(exec::TopArgs),
     /// Show the files a container changed (A added, C changed, D deleted)
@@ -216,6 +219,7 @@ pub fn run_command(root: &Path, cmd: ContainerCommand) -> std::process::ExitCode
         ContainerCommand::Logs(args) => logs::run(root, args),
         ContainerCommand::Exec(args) => return exec::run(root, args),
         ContainerCommand::Port(args) => ps::port(root, args),
+        ContainerCommand::Attach(args) => return attach::run(root, args),
         ContainerCommand::Top(args) => return exec::top(root, args),
         ContainerCommand::Diff(args) => inspect::diff(root, args),
         ContainerCommand::Rename(args) => inspect::rename(root, args),

@@ -46,6 +46,9 @@ pub enum ControlRequest {
     /// Unpack the tar that follows on the connection (until the client shuts its side) into
     /// the container's root (`kiln cp` into a running container); answered when done.
     Receive,
+    /// Join the main process: the connection then carries its output and (with `-i`) its
+    /// input as frames ([`super::attach`]).
+    Attach,
     /// Run a process in the container; the connection then carries its frames
     /// ([`super::exec`]) instead of one answer.
     Exec(super::exec::ExecRequest),
@@ -85,11 +88,15 @@ pub type ExecHandler = Arc<dyn Fn(super::exec::ExecRequest, UnixStream) + Send +
 /// Unpacks a tar read from the connection into the container's root.
 pub type Receiver = Arc<dyn Fn(&mut dyn std::io::Read) -> Result<(), RuntimeError> + Send + Sync>;
 
+/// Adds an attached client.
+pub type AttachHandler = Arc<dyn Fn(UnixStream) + Send + Sync>;
+
 /// What the socket serves besides signals.
 pub struct Handlers {
     pub save: Saver,
     pub exec: ExecHandler,
     pub receive: Receiver,
+    pub attach: AttachHandler,
 }
 
 pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, handlers: Handlers) -> Result<Server, RuntimeError> {
@@ -135,6 +142,9 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
     if let Ok(ControlRequest::Exec(req)) = request {
         return (handlers.exec)(req, conn);
     }
+    if let Ok(ControlRequest::Attach) = request {
+        return (handlers.attach)(conn);
+    }
     let mut conn = conn;
     if let Ok(ControlRequest::Receive) = request {
         let mut input = &conn;
@@ -156,7 +166,7 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
             (!finished.wait(RECORD_GRACE)).then(|| "the container did not stop".to_string())
         }
         Ok(ControlRequest::Save) => (handlers.save)().err().map(|e| e.to_string()),
-        Ok(ControlRequest::Exec(_) | ControlRequest::Receive) => None, // handled above
+        Ok(ControlRequest::Exec(_) | ControlRequest::Receive | ControlRequest::Attach) => None, // handled above
     };
     let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
         b.push(b'\n');
@@ -183,6 +193,18 @@ pub fn exec_connect(dir: &Path, req: &super::exec::ExecRequest) -> Result<UnixSt
     let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
     drop(handle);
     let mut bytes = serde_json::to_vec(&ControlRequest::Exec(req.clone())).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    Ok(conn)
+}
+
+/// Attaches to the running container whose directory is `dir`: the connection is returned
+/// for [`super::exec::run_client`].
+pub fn attach_connect(dir: &Path) -> Result<UnixStream, RuntimeError> {
+    let (handle, path) = short_path(dir, SOCKET)?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
+    drop(handle);
+    let mut bytes = serde_json::to_vec(&ControlRequest::Attach).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
     conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
     Ok(conn)

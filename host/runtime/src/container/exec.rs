@@ -225,7 +225,7 @@ pub fn run_client(conn: UnixStream, mut io: ExecClient, on_conn: impl FnOnce(Box
     let mut reader = conn;
     loop {
         match read_frame(&mut reader).map_err(|e| RuntimeError::io("exec connection", e))? {
-            None => return Err(RuntimeError::Invalid("the container's supervisor went away during the exec".into())),
+            None => return Err(RuntimeError::Invalid("the container's supervisor went away (the container ended)".into())),
             Some((STDOUT, d)) => {
                 let _ = io.stdout.write_all(&d).and_then(|()| io.stdout.flush());
             }

@@ -18,6 +18,7 @@ use kiln_sandbox::agent::{Network, Process, RunMount};
 use kiln_sandbox::{AgentClient, Backend, ExitStatus, GuestImage, ProcessControl, ProcessIo, VmConfig};
 use kiln_store::{Digest, LayerInfo, Store};
 
+use super::attach::Attached;
 use super::control;
 use super::logs::{JsonLog, Tee};
 use super::record::{Container, Containers, Status};
@@ -184,9 +185,22 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         readonly_root: cfg.read_only,
     };
     let log = JsonLog::open(&c.log_path()).map_err(|e| RuntimeError::io("opening the container's log", e))?;
-    let stdout: Box<dyn Write + Send> = Box::new(Tee { log: log.writer("stdout"), live: attach.stdout });
-    let stderr: Box<dyn Write + Send> = Box::new(Tee { log: log.writer("stderr"), live: attach.stderr });
-    let io = ProcessIo { stdin: attach.stdin, tty: attach.tty_size.filter(|_| cfg.tty) };
+    // A detached `-i` container reads its stdin from a pipe that `kiln attach` clients feed.
+    let (stdin, attached) = match attach.stdin {
+        Some(s) => (Some(s), Attached::new(None)),
+        None if cfg.interactive => {
+            let (r, w) = std::io::pipe().map_err(|e| RuntimeError::io("creating the stdin pipe", e))?;
+            (Some(Box::new(r) as Box<dyn Read + Send>), Attached::new(Some(w)))
+        }
+        None => (None, Attached::new(None)),
+    };
+    let out_log = Tee { log: log.writer("stdout"), live: Some(attached.output(super::exec::STDOUT)) };
+    let err_log = Tee { log: log.writer("stderr"), live: Some(attached.output(super::exec::STDERR)) };
+    let stdout: Box<dyn Write + Send> = Box::new(Tee { log: out_log, live: attach.stdout });
+    let stderr: Box<dyn Write + Send> = Box::new(Tee { log: err_log, live: attach.stderr });
+    // A detached `-t` container gets a terminal too (attach resizes it to the client's).
+    let tty = cfg.tty.then(|| attach.tty_size.unwrap_or((24, 80)));
+    let io = ProcessIo { stdin, tty };
     let running = agent.start_process(&process, io, stdout, stderr)?;
     let save: control::Saver = {
         let (agent, lowers, dir) = (agent.clone(), lowers.clone(), c.dir.clone());
@@ -206,7 +220,12 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         let agent = agent.clone();
         Arc::new(move |tar: &mut dyn Read| Ok(agent.receive_tar(ROOT, tar).map(drop)?))
     };
-    let handlers = control::Handlers { save, exec, receive };
+    attached.set_control(running.control());
+    let attach_handler: control::AttachHandler = {
+        let attached = attached.clone();
+        Arc::new(move |conn| attached.add(conn))
+    };
+    let handlers = control::Handlers { save, exec, receive, attach: attach_handler };
     let server = control::serve(&c.dir, running.control(), cfg.stop_signal, finished.clone(), handlers)?;
     super::ports::serve(&agent, bound);
     // Running from here on: the process runs and `kiln stop` can reach it.
@@ -225,6 +244,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         f(running.control());
     }
     let status = running.wait();
+    attached.finish(status.as_ref().map_or(255, exit_code));
     let unmounted = agent.unmount(ROOT);
     let status = status?;
     unmounted?;

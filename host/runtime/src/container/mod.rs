@@ -6,12 +6,14 @@
 //! - [`host`]: running one to its end in a VM (log, writable layer, exit).
 //! - [`control`]: the private socket `kiln stop`/`kill`/`exec` reach a running one by.
 //! - [`exec`]: a process in a running container, relayed over that socket.
+//! - [`attach`]: clients joining the main process's output and input.
 //! - [`logs`]: Docker's json-file log.
 //! - [`ports`]: published ports, carried over the agent connection.
 //! - [`volumes`]: host directories, named volumes and tmpfs mounts.
 //! - [`commit`]: a container's writable layer as a new image.
 //! - [`copy`]: `kiln cp` between a container and the host.
 
+pub mod attach;
 pub mod commit;
 pub mod control;
 pub mod copy;
