@@ -118,6 +118,8 @@ impl Server {
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 let conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
                     .map_err(|e| Error::io(format!("connect to port {port} in the container"), e))?;
+                // A container that stops reading must not stall the connection to the host.
+                let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(60)));
                 forward::pump(&self.mux, conn, to_guest, from_guest, &format!("tcp:{port}"))?;
                 Ok(Response::Accepted { connected: true })
             }

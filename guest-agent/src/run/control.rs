@@ -8,10 +8,8 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 
 struct Running {
     pid: i32,
@@ -94,12 +92,19 @@ pub fn register(id: Option<u32>, pid: i32, tty: Option<Arc<OwnedFd>>) -> Registr
 /// and the signals `kiln run` forwards). Ctrl-C on a terminal needs no request: it travels as
 /// a byte, and the terminal signals its foreground job itself.
 pub fn signal(id: u32, signal: i32) -> Result<()> {
-    let sig = Signal::try_from(signal).map_err(|_| Error::msg(format!("signal: unknown signal {signal}")))?;
+    // Real-time signals (34-64) included: nix's Signal does not name them.
+    if !(1..=64).contains(&signal) {
+        return Err(Error::msg(format!("signal: unknown signal {signal}")));
+    }
     let pid = {
         let t = table();
         running(&t, id).ok_or_else(|| Error::msg(format!("signal: no running process {id}")))?.pid
     };
-    nix::sys::signal::kill(Pid::from_raw(pid), sig).ctx(|| format!("signal: kill({pid}, {sig})"))
+    // SAFETY: kill(2) with a pid this agent spawned and a signal number checked above.
+    if unsafe { libc::kill(pid, signal) } < 0 {
+        return Err(Error::io(format!("signal: kill({pid}, {signal})"), std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The pid of running process `id` (for `join`).

@@ -95,7 +95,10 @@ pub fn backend(flags: &VmFlags, vm: &VmConfig) -> Result<Box<dyn kiln_sandbox::B
 /// process and its terminal) and waits until the container runs.
 pub fn spawn_supervisor(root: &Path, containers: &Containers, c: &Container, flags: &VmFlags) -> Result<()> {
     let exe = std::env::current_exe().context("finding kiln's own binary")?;
-    let log = std::fs::File::create(c.dir.join("supervisor.log")).context("creating the supervisor's log")?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(c.dir.join("supervisor.log")).context("creating the supervisor's log")?
+    };
     let mut cmd = Command::new(exe);
     cmd.arg("__supervise").arg(&c.config.id).env("KILN_ROOT", root).env("KILN_BACKEND", &flags.backend);
     if let Some(m) = &flags.memory {
@@ -115,27 +118,39 @@ pub fn spawn_supervisor(root: &Path, containers: &Containers, c: &Container, fla
             });
         }
     }
-    // From "exited" (a restart) back to "created": the wait below must not read the last run's end.
-    containers.update(&c.config.id, |s| *s = kiln_runtime::container::ContainerState::created())?;
+    let last_start = c.state.started_at.clone();
     let mut child = cmd.spawn().context("starting the container's supervisor")?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    // Started: our supervisor runs it, or already ran it (a quick command may have ended).
+    let child_pid = child.id();
+    let started = |now: &Container| {
+        (now.state.status == Status::Running && now.state.owner_pid == Some(child_pid)) || (now.state.started_at.is_some() && now.state.started_at != last_start)
+    };
+    let give_up = |child: &mut std::process::Child, why: String| -> Result<()> {
+        // Nothing may outlive a start that failed: its VM dies with the supervisor.
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("container {} failed to start: {why}", c.short_id())
+    };
     loop {
-        let now = containers.get(&c.config.id)?;
-        match now.state.status {
-            Status::Running => return Ok(()),
-            Status::Exited => {
-                let why = now.state.error.unwrap_or_else(|| "it exited at once".into());
-                bail!("container {} failed to start: {why}", c.short_id());
-            }
-            Status::Created => {}
+        let now = match containers.get(&c.config.id) {
+            Ok(now) => now,
+            Err(e) => return give_up(&mut child, e.to_string()),
+        };
+        if started(&now) {
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // It may have run and ended between the read above and now.
+            if containers.get(&c.config.id).is_ok_and(|now| started(&now)) {
+                return Ok(());
+            }
             let log = std::fs::read_to_string(c.dir.join("supervisor.log")).unwrap_or_default();
             let last = log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").trim_start_matches("kiln: error: ").to_string();
             bail!("container {} failed to start ({status}): {last}", c.short_id());
         }
         if Instant::now() > deadline {
-            bail!("container {} did not start within 10 minutes", c.short_id());
+            return give_up(&mut child, "it did not start within 10 minutes".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_runtime::container::host::{exit_code, run_container, Attach};
+use kiln_runtime::container::host::{run_container, Attach};
+use kiln_runtime::container::names::exit_code;
 use kiln_runtime::container::{Container, Containers};
 use kiln_store::Store;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use kiln_runtime::container::record::valid_name;
+use kiln_runtime::container::names::valid_name;
 use kiln_runtime::container::volumes::{volume_dir, VolumeMount};
 use kiln_runtime::container::Containers;
 

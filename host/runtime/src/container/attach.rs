@@ -75,7 +75,12 @@ impl Attached {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients.retain(|c| {
             let mut conn = c.lock().unwrap_or_else(|e| e.into_inner());
-            write_frame(&mut *conn, kind, data).is_ok()
+            let ok = write_frame(&mut *conn, kind, data).is_ok();
+            if !ok {
+                // Cut mid-frame: end the connection, so the client sees the end, not a hang.
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+            ok
         });
     }
 

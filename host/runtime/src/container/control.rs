@@ -19,14 +19,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use kiln_sandbox::ProcessControl;
 
-use super::host::Finished;
 use crate::RuntimeError;
 
 /// The socket's name in the container's directory.
@@ -226,6 +225,53 @@ pub fn send_tar(dir: &Path, mut tar: File) -> Result<(), RuntimeError> {
     match answer.error {
         None => Ok(()),
         Some(e) => Err(RuntimeError::Conflict(e)),
+    }
+}
+
+/// Whether a container's main process has ended and its state is recorded; `kiln stop`
+/// waits for it.
+#[derive(Default)]
+pub struct Finished {
+    done: Mutex<bool>,
+    cond: Condvar,
+    /// Control requests still answering: the owner waits for them before it exits.
+    answering: std::sync::atomic::AtomicUsize,
+}
+
+impl Finished {
+    /// Marks a control request in progress until the guard drops.
+    pub fn answering(&self) -> AnswerGuard<'_> {
+        self.answering.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        AnswerGuard(self)
+    }
+
+    /// Waits (a bounded time) for control requests in progress to be answered.
+    pub fn drain(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.answering.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    pub fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits up to `timeout`; true when finished.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let guard = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self.cond.wait_timeout_while(guard, timeout, |d| !*d).unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// Ends one control request's "in progress" mark.
+pub struct AnswerGuard<'a>(&'a Finished);
+
+impl Drop for AnswerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

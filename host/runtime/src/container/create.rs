@@ -9,7 +9,8 @@ use std::str::FromStr;
 use kiln_store::rootfs::RootFs;
 use kiln_store::{Digest, ImageRecord, Store};
 
-use super::record::{valid_name, Container, ContainerConfig, Containers, LayerRef};
+use super::names::valid_name;
+use super::record::{Container, ContainerConfig, Containers, LayerRef};
 use crate::spec::{process_spec, RunOptions};
 use crate::RuntimeError;
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use kiln_sandbox::agent::Process;
 use kiln_sandbox::{AgentClient, ProcessIo};
 
-use super::host::exit_code;
+use super::names::exit_code;
 use crate::RuntimeError;
 
 pub const STDIN: u8 = 0;
@@ -26,6 +26,9 @@ pub const RESIZE: u8 = 3;
 pub const STDIN_END: u8 = 4;
 pub const EXIT: u8 = 5;
 pub const ERROR: u8 = 6;
+
+/// How long a write to a client may block before the client is given up.
+pub const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest frame either side accepts.
 const MAX_FRAME: usize = 1 << 20;
@@ -126,6 +129,9 @@ pub struct ExecBase {
 
 /// Runs `req` for the client on `conn` and relays it until it ends.
 pub fn serve_exec(base: &ExecBase, req: ExecRequest, conn: UnixStream) {
+    // A client that stops reading (a paused pager) must not stall the agent connection that
+    // every stream of the container shares: its output is dropped after this long.
+    let _ = conn.set_write_timeout(Some(STALLED_CLIENT));
     let shared = match conn.try_clone() {
         Ok(c) => Arc::new(Mutex::new(c)),
         Err(_) => return,

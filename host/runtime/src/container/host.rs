@@ -12,14 +12,15 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use kiln_sandbox::agent::{Network, Process, RunMount};
 use kiln_sandbox::{AgentClient, Backend, ExitStatus, GuestImage, ProcessControl, ProcessIo, VmConfig};
 use kiln_store::{Digest, LayerInfo, Store};
 
 use super::attach::Attached;
-use super::control;
+use super::control::{self, Finished};
+use super::names::exit_code;
 use super::logs::{JsonLog, Tee};
 use super::record::{Container, Containers, Status};
 use crate::layers::GuestLayers;
@@ -42,71 +43,15 @@ pub struct Attach {
     pub on_start: Option<Box<dyn FnOnce(ProcessControl) + Send>>,
 }
 
-/// Whether a container's main process has ended and its state is recorded; `kiln stop`
-/// waits for it.
-#[derive(Default)]
-pub struct Finished {
-    done: Mutex<bool>,
-    cond: Condvar,
-    /// Control requests still answering: the owner waits for them before it exits.
-    answering: std::sync::atomic::AtomicUsize,
-}
-
-impl Finished {
-    /// Marks a control request in progress until the guard drops.
-    pub fn answering(&self) -> AnswerGuard<'_> {
-        self.answering.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        AnswerGuard(self)
-    }
-
-    /// Waits (a bounded time) for control requests in progress to be answered.
-    fn drain(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while self.answering.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
-
-    pub fn set(&self) {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.cond.notify_all();
-    }
-
-    /// Waits up to `timeout`; true when finished.
-    pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        let guard = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = self.cond.wait_timeout_while(guard, timeout, |d| !*d).unwrap_or_else(|e| e.into_inner());
-        *guard
-    }
-}
-
-/// Ends one control request's "in progress" mark.
-pub struct AnswerGuard<'a>(&'a Finished);
-
-impl Drop for AnswerGuard<'_> {
-    fn drop(&mut self) {
-        self.0.answering.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// The exit code Docker reports for a status: the code, or 128 + the signal.
-pub fn exit_code(status: &ExitStatus) -> i32 {
-    match (status.code, status.signal) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        (None, None) => 255,
-    }
-}
-
 /// Runs container `c` to its end; returns how its main process ended.
 pub fn run_container(store: &Store, containers: &Containers, c: &Container, backend: &dyn Backend, vm: &VmConfig, attach: Attach) -> Result<ExitStatus, RuntimeError> {
     let id = c.config.id.clone();
+    let me = std::process::id();
+    containers.claim(&id, me)?;
     let finished = Arc::new(Finished::default());
     let result = boot_and_run(store, containers, c, backend, vm, attach, &finished);
-    let recorded = containers.update(&id, |s| {
+    let recorded = containers.release(&id, me, |s| {
         s.status = Status::Exited;
-        s.owner_pid = None;
-        s.owner_start = None;
         s.ports.clear();
         s.finished_at = Some(kiln_store::time::now_rfc3339_nanos());
         match &result {
@@ -194,10 +139,10 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         }
         None => (None, Attached::new(None)),
     };
-    let out_log = Tee { log: log.writer("stdout"), live: Some(attached.output(super::exec::STDOUT)) };
-    let err_log = Tee { log: log.writer("stderr"), live: Some(attached.output(super::exec::STDERR)) };
-    let stdout: Box<dyn Write + Send> = Box::new(Tee { log: out_log, live: attach.stdout });
-    let stderr: Box<dyn Write + Send> = Box::new(Tee { log: err_log, live: attach.stderr });
+    let out_log = Tee::new(log.writer("stdout"), Some(attached.output(super::exec::STDOUT)));
+    let err_log = Tee::new(log.writer("stderr"), Some(attached.output(super::exec::STDERR)));
+    let stdout: Box<dyn Write + Send> = Box::new(Tee::new(out_log, attach.stdout));
+    let stderr: Box<dyn Write + Send> = Box::new(Tee::new(err_log, attach.stderr));
     // A detached `-t` container gets a terminal too (attach resizes it to the client's).
     let tty = cfg.tty.then(|| attach.tty_size.unwrap_or((24, 80)));
     let io = ProcessIo { stdin, tty };

@@ -31,7 +31,8 @@ const MAX_PARTIAL: usize = 16 * 1024;
 impl JsonLog {
     /// Opens (appending to) the log at `path`.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::options().create(true).append(true).open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = File::options().create(true).append(true).mode(0o600).open(path)?;
         Ok(Self { file: Arc::new(Mutex::new(file)) })
     }
 
@@ -113,13 +114,25 @@ impl<R: io::Read> LogReader<R> {
 /// Writes `bytes` of a tee'd stream to two writers: the log and a live destination (a
 /// terminal). The live one may fail (a closed terminal) without losing the log.
 pub struct Tee<A, B> {
-    pub log: A,
-    pub live: Option<B>,
+    log: A,
+    live: Option<B>,
+    log_ok: bool,
+}
+
+impl<A, B> Tee<A, B> {
+    pub fn new(log: A, live: Option<B>) -> Self {
+        Self { log, live, log_ok: true }
+    }
 }
 
 impl<A: Write, B: Write> Write for Tee<A, B> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.log.write_all(buf)?;
+        // A log that cannot be written (a full disk) must not end the container or lose its
+        // changes: the output still goes live, the log misses it, once said on stderr.
+        if self.log_ok && self.log.write_all(buf).is_err() {
+            self.log_ok = false;
+            eprintln!("kiln: warning: the container's log cannot be written (disk full?): its output is no longer logged");
+        }
         if let Some(live) = self.live.as_mut() {
             if live.write_all(buf).and_then(|()| live.flush()).is_err() {
                 self.live = None;

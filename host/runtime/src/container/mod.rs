@@ -21,6 +21,7 @@ pub mod create;
 pub mod exec;
 pub mod host;
 pub mod logs;
+pub mod names;
 pub mod ports;
 pub mod record;
 pub mod volumes;

@@ -133,17 +133,39 @@ pub fn bind(mappings: &[PortMapping]) -> Result<Vec<(PortMapping, TcpListener)>,
     Ok(out)
 }
 
+/// Connections being set up at once per published port (each asks the agent to connect);
+/// more wait in the listener's backlog. Threads are started with `Builder`, so running out of
+/// them drops one connection, never the listener.
+const MAX_CONNECTIONS: usize = 256;
+
+/// How long a write to a client that stopped reading may block before it is cut: the agent
+/// connection is shared by every stream of the container.
+const STALLED_PEER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Carries every connection to the bound ports into the guest, each listener on a thread,
 /// for the life of this process.
 pub fn serve(agent: &AgentClient, bound: Vec<(PortMapping, TcpListener)>) {
     for (m, listener) in bound {
         let agent = agent.clone();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
             for conn in listener.incoming().flatten() {
-                let agent = agent.clone();
+                while open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let _ = conn.set_write_timeout(Some(STALLED_PEER));
+                let (agent, counted) = (agent.clone(), open.clone());
                 let port = m.container_port;
+                open.fetch_add(1, Ordering::SeqCst);
                 // Refused inside (nothing listens yet): the connection just closes, as Docker's.
-                std::thread::spawn(move || agent.connect_tcp(port, conn));
+                let spawned = std::thread::Builder::new().name("kiln-port".into()).spawn(move || {
+                    let _ = agent.connect_tcp(port, conn);
+                    counted.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         });
     }

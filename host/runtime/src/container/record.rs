@@ -9,10 +9,12 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::names::valid_name;
 use super::ports::PortMapping;
 use crate::spec::ProcessSpec;
 use crate::RuntimeError;
@@ -139,8 +141,9 @@ impl Container {
         self.dir.join("rw.tar")
     }
 
+    /// Running, or starting (a live process owns it and is booting its VM).
     pub fn is_running(&self) -> bool {
-        self.state.status == Status::Running
+        self.state.status == Status::Running || (self.state.status == Status::Created && self.state.owner_pid.is_some())
     }
 }
 
@@ -171,14 +174,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RuntimeErro
     serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Invalid(format!("{} is corrupt: {e}", path.display())))
 }
 
-/// Whether `name` is a valid container name (Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
-pub fn valid_name(name: &str) -> bool {
-    let mut b = name.bytes();
-    name.len() >= 2
-        && b.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
 impl Containers {
     /// The containers under store root `root` (the directory is made on first use).
     pub fn new(root: &Path) -> Self {
@@ -191,7 +186,8 @@ impl Containers {
 
     /// Takes the lock that every change holds.
     pub fn lock(&self) -> Result<ContainersLock, RuntimeError> {
-        fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
+        // Only the user enters: logs, writable layers and the control sockets are private.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
         let f = File::create(self.dir.join(".lock")).map_err(io("opening the containers lock"))?;
         let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| RuntimeError::io("locking the containers", std::io::Error::from(e)))?;
@@ -208,7 +204,7 @@ impl Containers {
             )));
         }
         let dir = self.dir.join(&config.id);
-        fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let written = serde_json::to_vec_pretty(config)
             .map_err(|e| RuntimeError::Invalid(e.to_string()))
             .and_then(|b| write_atomic(&dir.join("config.json"), &b))
@@ -225,6 +221,35 @@ impl Containers {
         write_atomic(&dir.join("state.json"), &bytes)
     }
 
+    /// Makes process `pid` the owner of container `id` (it is about to start it), unless a
+    /// live process owns it already: one container never runs twice.
+    pub fn claim(&self, id: &str, pid: u32) -> Result<(), RuntimeError> {
+        let _lock = self.lock()?;
+        let dir = self.dir.join(id);
+        let current = self.read(&dir)?;
+        if current.is_running() && current.state.owner_pid != Some(pid) {
+            return Err(RuntimeError::Conflict(format!("container {} is already running", current.config.name)));
+        }
+        let mut state = ContainerState::created();
+        state.owner_pid = Some(pid);
+        state.owner_start = process_start(pid);
+        self.write_state(&dir, &state)
+    }
+
+    /// Records the end of the run that process `pid` owned (nothing if another owns it now).
+    pub fn release(&self, id: &str, pid: u32, change: impl FnOnce(&mut ContainerState)) -> Result<(), RuntimeError> {
+        let _lock = self.lock()?;
+        let dir = self.dir.join(id);
+        let mut state: ContainerState = read_json(&dir.join("state.json"))?;
+        if state.owner_pid.is_some_and(|p| p != pid) {
+            return Ok(());
+        }
+        change(&mut state);
+        state.owner_pid = None;
+        state.owner_start = None;
+        self.write_state(&dir, &state)
+    }
+
     /// Changes a container's state under the lock.
     pub fn update(&self, id: &str, change: impl FnOnce(&mut ContainerState)) -> Result<ContainerState, RuntimeError> {
         let _lock = self.lock()?;
@@ -238,11 +263,13 @@ impl Containers {
     fn read(&self, dir: &Path) -> Result<Container, RuntimeError> {
         let config: ContainerConfig = read_json(&dir.join("config.json"))?;
         let mut state: ContainerState = read_json(&dir.join("state.json"))?;
-        if state.status == Status::Running && !owner_alive(&state) {
+        let owned = state.status == Status::Running || (state.status == Status::Created && state.owner_pid.is_some());
+        if owned && !owner_alive(&state) {
             // Its owner died without a word (SIGKILL): the VM died with it.
             state.status = Status::Exited;
             state.exit_code = state.exit_code.or(Some(137));
             state.error = Some("the process that ran the container was killed".into());
+            state.owner_pid = None;
         }
         Ok(Container { config, state, dir: dir.to_path_buf() })
     }
@@ -415,6 +442,16 @@ mod tests {
         cs.update(&"a".repeat(64), |s| s.owner_start = Some(1)).expect("update");
         let dead = cs.get("web").expect("web");
         assert_eq!((dead.state.status, dead.state.exit_code), (Status::Exited, Some(137)));
+        // One owner at a time: a second start is refused while the first owner lives.
+        let b = "b".repeat(64);
+        cs.claim(&b, me).expect("claim");
+        assert!(cs.get("db").expect("db").is_running(), "a claimed container is starting");
+        let err = cs.claim(&b, 1).expect_err("already owned");
+        assert!(err.to_string().contains("already running"), "{err}");
+        cs.release(&b, 1, |s| s.status = Status::Exited).expect("not the owner: no-op");
+        assert!(cs.get("db").expect("db").is_running());
+        cs.release(&b, me, |s| s.status = Status::Exited).expect("release");
+        assert!(!cs.get("db").expect("db").is_running());
         cs.remove(&"a".repeat(64)).expect("remove");
         assert!(matches!(cs.get("web"), Err(RuntimeError::NoSuchContainer(_))));
         assert!(valid_name("web-1.a_b") && !valid_name("-x") && !valid_name("a") && !valid_name("a/b"));

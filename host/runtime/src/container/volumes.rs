@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::record::valid_name;
+use crate::container::names::valid_name;
 use crate::RuntimeError;
 
 /// One mount of a container.
