@@ -104,6 +104,32 @@ fn foreground_runs_honour_the_image_flags_and_exit_codes() {
     }
     let out = child.wait_with_output().expect("wait");
     assert_eq!(text(&out.stdout), "HELLO FROM STDIN\ndone\n");
+    // Stdin in bulk arrives whole; a process that never reads it does not hang the run.
+    let feed = |args: &[&str], bytes: usize| {
+        let mut child = env.command(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if stdin.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+        });
+        let out = child.wait_with_output().expect("wait");
+        let _ = writer.join();
+        out
+    };
+    let out = feed(&["run", "--rm", "-i", "bb", "wc", "-c"], 3 << 20);
+    assert_eq!(text(&out.stdout).trim(), (3u32 << 20).to_string(), "3 MiB of stdin, byte for byte");
+    let started = Instant::now();
+    let out = feed(&["run", "--rm", "-i", "bb", "sh", "-c", "sleep 1; echo ignored-stdin"], 40 << 20);
+    assert_eq!(text(&out.stdout), "ignored-stdin\n");
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
     // Bad input: exit 125, one line, nothing left behind.
     assert_run_error(&env.kiln(&["run", "--rm", "--pull", "never", "nope:latest"]), "no such image");
     assert_run_error(&env.kiln(&["run", "--rm", "-e", "=x", "bb"]), "invalid environment variable");

@@ -319,23 +319,41 @@ impl ProcessIo {
     }
 }
 
+/// How much of the host's stdin may wait for a process that does not read it; past that the
+/// rest is dropped (and the process's stdin closed), so the connection is never held up.
+const STDIN_BACKLOG: usize = 16 << 20;
+
 /// Copies the host's stdin stream into the process's stdin until the stream ends (then closes
-/// a pipe, so the process sees EOF; a terminal stays open: Ctrl-D travels as a byte). Not
-/// joined: it ends with the stream, or when the process is gone and a write fails.
+/// a pipe, so the process sees EOF; a terminal stays open: Ctrl-D travels as a byte). Two
+/// threads: one takes the stream off the connection at once (every stream shares it, so a
+/// process that does not read must not stall the others) into a bounded backlog, one writes
+/// the backlog to the process. Not joined: they end with the stream or the process.
 fn feed_stdin(mut reader: StreamReader, w: OwnedFd) {
+    use std::sync::mpsc::sync_channel;
+    // Chunks of up to 32 KiB: the channel's bound is the backlog's.
+    let (tx, rx) = sync_channel::<Vec<u8>>(STDIN_BACKLOG / (32 * 1024));
     std::thread::spawn(move || {
-        let mut w = File::from(w);
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             match reader.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if w.write_all(&buf[..n]).is_err() {
-                        // The process is gone: swallow the rest so the connection never stalls.
+                    if tx.try_send(buf[..n].to_vec()).is_err() {
+                        // Full (the process does not read) or gone: drop the rest, keep the
+                        // connection moving.
+                        crate::log::debug!("run: stdin backlog full or process gone; dropping the rest of stdin");
                         let _ = std::io::copy(&mut reader, &mut std::io::sink());
                         break;
                     }
                 }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut w = File::from(w);
+        for chunk in rx {
+            if w.write_all(&chunk).is_err() {
+                break; // the process is gone
             }
         }
     });

@@ -221,7 +221,19 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
 /// Ctrl-C or SIGTERM stops the VM at once).
 fn foreground(store: &Store, containers: &Containers, c: &Container, backend: &dyn kiln_sandbox::Backend, vm: &kiln_sandbox::VmConfig, interactive: bool, raw: bool) -> Result<kiln_sandbox::ExitStatus> {
     let control: Arc<Mutex<Option<ProcessControl>>> = Arc::default();
-    forward_signals(control.clone(), c.config.tty);
+    // On an abort (a second signal): the terminal back, and a --rm container's record gone.
+    let abort: Box<dyn Fn() + Send> = {
+        let (dir, id, auto_remove) = (containers.dir().to_path_buf(), c.config.id.clone(), c.config.auto_remove);
+        Box::new(move || {
+            terminal::restore_now();
+            if auto_remove {
+                if let Some(root) = dir.parent() {
+                    let _ = Containers::new(root).remove(&id);
+                }
+            }
+        })
+    };
+    forward_signals(control.clone(), c.config.tty, abort);
     let raw_mode = if raw { Some(RawMode::enable()?) } else { None };
     let attach = Attach {
         stdin: interactive.then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
@@ -239,7 +251,7 @@ fn foreground(store: &Store, containers: &Containers, c: &Container, backend: &d
 
 /// SIGINT/SIGTERM/SIGHUP go to the container's process (Docker's --sig-proxy); the second one
 /// stops the VM. With a terminal, SIGWINCH sends the new size.
-fn forward_signals(control: Arc<Mutex<Option<ProcessControl>>>, tty: bool) {
+fn forward_signals(control: Arc<Mutex<Option<ProcessControl>>>, tty: bool, abort: Box<dyn Fn() + Send>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
     let mut wanted = vec![SIGINT, SIGTERM, SIGHUP];
     if tty {
@@ -265,6 +277,7 @@ fn forward_signals(control: Arc<Mutex<Option<ProcessControl>>>, tty: bool) {
                 _ => {
                     kiln_sandbox::children::kill_all();
                     std::thread::sleep(std::time::Duration::from_secs(3));
+                    abort();
                     eprintln!("kiln: interrupted");
                     std::process::exit(130);
                 }

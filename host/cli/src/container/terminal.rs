@@ -21,12 +21,27 @@ impl RawMode {
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
         termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).context("setting the terminal to raw mode")?;
+        *saved_settings() = Some(saved.clone());
         Ok(Self { saved })
+    }
+}
+
+/// The settings to restore, for an exit that cannot unwind to the guard's `Drop`.
+fn saved_settings() -> std::sync::MutexGuard<'static, Option<Termios>> {
+    static SAVED: std::sync::OnceLock<std::sync::Mutex<Option<Termios>>> = std::sync::OnceLock::new();
+    SAVED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Restores the terminal now, if raw mode is on (before `std::process::exit`).
+pub fn restore_now() {
+    if let Some(saved) = saved_settings().take() {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, &saved);
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
+        saved_settings().take();
         let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, &self.saved);
     }
 }
