@@ -82,13 +82,7 @@ impl<R: Read> Read for Detaching<R> {
 }
 
 pub fn run(root: &Path, args: AttachArgs) -> ExitCode {
-    match attach(root, args) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
-        Err(e) => {
-            eprintln!("kiln: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(attach(root, args), 1)
 }
 
 fn attach(root: &Path, args: AttachArgs) -> Result<i32> {

@@ -39,13 +39,7 @@ pub struct ExecArgs {
 pub(super) type ResizeSlot = Arc<Mutex<Option<Box<dyn Fn(u16, u16) + Send + Sync>>>>;
 
 pub fn run(root: &Path, args: ExecArgs) -> ExitCode {
-    match exec(root, args) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
-        Err(e) => {
-            eprintln!("kiln: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(exec(root, args), 1)
 }
 
 fn exec(root: &Path, args: ExecArgs) -> Result<i32> {

@@ -26,6 +26,18 @@ use clap::{Args, Subcommand};
 use kiln_runtime::container::{Container, Containers, Status};
 use kiln_sandbox::{BackendKind, ChosenLater, VmConfig};
 
+/// The exit code of a command that passes on a process's: the code (255 when it does not
+/// fit), or `on_error` after one `kiln: error:` line.
+pub fn exit_with(result: Result<i32>, on_error: u8) -> std::process::ExitCode {
+    match result {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("kiln: error: {e:#}");
+            std::process::ExitCode::from(on_error)
+        }
+    }
+}
+
 /// How `run` and `exec` attach: `-d`, `-i`, `-t`.
 #[derive(Args, Clone)]
 pub struct StdioFlags {

@@ -89,13 +89,7 @@ pub struct RunArgs {
 const KILN_ERROR: u8 = 125;
 
 pub fn run(root: &Path, args: RunArgs) -> ExitCode {
-    match run_inner(root, args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("kiln: error: {e:#}");
-            ExitCode::from(KILN_ERROR)
-        }
-    }
+    super::exit_with(run_inner(root, args), KILN_ERROR)
 }
 
 /// `-e` and `--env-file` entries as `KEY=VALUE` (a bare `KEY` takes kiln's value, or is
@@ -150,7 +144,7 @@ pub fn image_for(store: &Store, name: &str, pull: &str) -> Result<ImageRecord> {
     Ok(store.image(&digest)?)
 }
 
-fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
+fn run_inner(root: &Path, args: RunArgs) -> Result<i32> {
     if !matches!(args.network.as_str(), "default" | "none") {
         bail!("invalid --network {:?}: expected default or none", args.network);
     }
@@ -214,7 +208,7 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<u8> {
             eprintln!("kiln: warning: removing container {}: {e}", c.short_id());
         }
     }
-    Ok(u8::try_from(exit_code(&status?)).unwrap_or(255))
+    Ok(exit_code(&status?))
 }
 
 /// Runs `c` attached to kiln's own stdio; signals kiln gets go to the container (a second

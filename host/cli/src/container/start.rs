@@ -35,16 +35,10 @@ pub fn start_detached(root: &Path, containers: &Containers, c: &Container) -> Re
 }
 
 pub fn run(root: &Path, args: StartArgs) -> ExitCode {
-    match start(root, args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("kiln: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(start(root, args), 1)
 }
 
-fn start(root: &Path, args: StartArgs) -> Result<u8> {
+fn start(root: &Path, args: StartArgs) -> Result<i32> {
     let containers = Containers::new(root);
     if !(args.attach || args.interactive) {
         for name in &args.containers {
@@ -70,5 +64,5 @@ fn start(root: &Path, args: StartArgs) -> Result<u8> {
         ..Default::default()
     };
     let status = run_container(&store, &containers, &c, &*backend, &vm, attach)?;
-    Ok(u8::try_from(exit_code(&status)).unwrap_or(255))
+    Ok(exit_code(&status))
 }

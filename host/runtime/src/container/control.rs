@@ -144,16 +144,6 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
     if let Ok(ControlRequest::Attach) = request {
         return (handlers.attach)(conn);
     }
-    let mut conn = conn;
-    if let Ok(ControlRequest::Receive) = request {
-        let mut input = &conn;
-        let error = (handlers.receive)(&mut input).err().map(|e| e.to_string());
-        let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
-            b.push(b'\n');
-            let _ = conn.write_all(&b);
-        });
-        return;
-    }
     let error = match request {
         Err(e) => Some(format!("bad request: {e}")),
         Ok(ControlRequest::Kill { signal }) => control.signal(signal).err().map(|e| e.to_string()),
@@ -165,8 +155,13 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
             (!finished.wait(RECORD_GRACE)).then(|| "the container did not stop".to_string())
         }
         Ok(ControlRequest::Save) => (handlers.save)().err().map(|e| e.to_string()),
-        Ok(ControlRequest::Exec(_) | ControlRequest::Receive | ControlRequest::Attach) => None, // handled above
+        Ok(ControlRequest::Receive) => {
+            let mut input = &conn;
+            (handlers.receive)(&mut input).err().map(|e| e.to_string())
+        }
+        Ok(ControlRequest::Exec(_) | ControlRequest::Attach) => None, // handled above
     };
+    let mut conn = conn;
     let _ = serde_json::to_vec(&ControlAnswer { error }).map(|mut b| {
         b.push(b'\n');
         let _ = conn.write_all(&b);
@@ -185,47 +180,47 @@ impl<R: BufRead> TakeLine for R {
     }
 }
 
-/// Opens an exec on the container whose directory is `dir`: the request is sent, the
-/// connection returned for [`super::exec::run_client`].
-pub fn exec_connect(dir: &Path, req: &super::exec::ExecRequest) -> Result<UnixStream, RuntimeError> {
+/// Connects to the control socket of the container whose directory is `dir` and sends `req`.
+fn open(dir: &Path, req: &ControlRequest) -> Result<UnixStream, RuntimeError> {
     let (handle, path) = short_path(dir, SOCKET)?;
     let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
     drop(handle);
-    let mut bytes = serde_json::to_vec(&ControlRequest::Exec(req.clone())).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    let mut bytes = serde_json::to_vec(req).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
     conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
     Ok(conn)
+}
+
+/// Reads the one-line answer to a request.
+fn read_answer(conn: &UnixStream) -> Result<(), RuntimeError> {
+    let mut line = String::new();
+    BufReader::new(conn).take_line(&mut line).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    let answer: ControlAnswer =
+        serde_json::from_str(&line).map_err(|_| RuntimeError::Invalid("the container's supervisor went away before answering".into()))?;
+    match answer.error {
+        None => Ok(()),
+        Some(e) => Err(RuntimeError::Conflict(e)),
+    }
+}
+
+/// Opens an exec on the container whose directory is `dir`: the request is sent, the
+/// connection returned for [`super::exec::run_client`].
+pub fn exec_connect(dir: &Path, req: &super::exec::ExecRequest) -> Result<UnixStream, RuntimeError> {
+    open(dir, &ControlRequest::Exec(req.clone()))
 }
 
 /// Attaches to the running container whose directory is `dir`: the connection is returned
 /// for [`super::exec::run_client`].
 pub fn attach_connect(dir: &Path) -> Result<UnixStream, RuntimeError> {
-    let (handle, path) = short_path(dir, SOCKET)?;
-    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
-    drop(handle);
-    let mut bytes = serde_json::to_vec(&ControlRequest::Attach).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-    bytes.push(b'\n');
-    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
-    Ok(conn)
+    open(dir, &ControlRequest::Attach)
 }
 
 /// Sends `tar` to be unpacked in the running container whose directory is `dir`.
 pub fn send_tar(dir: &Path, mut tar: File) -> Result<(), RuntimeError> {
-    let (handle, path) = short_path(dir, SOCKET)?;
-    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
-    drop(handle);
-    let mut bytes = serde_json::to_vec(&ControlRequest::Receive).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-    bytes.push(b'\n');
-    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
+    let mut conn = open(dir, &ControlRequest::Receive)?;
     std::io::copy(&mut tar, &mut conn).map_err(|e| RuntimeError::io("sending the files", e))?;
     conn.shutdown(std::net::Shutdown::Write).map_err(|e| RuntimeError::io("sending the files", e))?;
-    let mut line = String::new();
-    BufReader::new(&conn).take_line(&mut line).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
-    let answer: ControlAnswer = serde_json::from_str(&line).map_err(|_| RuntimeError::Invalid("the container's supervisor went away before answering".into()))?;
-    match answer.error {
-        None => Ok(()),
-        Some(e) => Err(RuntimeError::Conflict(e)),
-    }
+    read_answer(&conn)
 }
 
 /// Whether a container's main process has ended and its state is recorded; `kiln stop`
@@ -277,18 +272,5 @@ impl Drop for AnswerGuard<'_> {
 
 /// Sends `req` to the container whose directory is `dir`; returns once it is answered.
 pub fn request(dir: &Path, req: &ControlRequest) -> Result<(), RuntimeError> {
-    let (handle, path) = short_path(dir, SOCKET)?;
-    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
-    drop(handle);
-    let mut bytes = serde_json::to_vec(req).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-    bytes.push(b'\n');
-    conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
-    let mut line = String::new();
-    BufReader::new(&conn).take_line(&mut line).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;
-    let answer: ControlAnswer =
-        serde_json::from_str(&line).map_err(|_| RuntimeError::Invalid("the container's supervisor went away before answering".into()))?;
-    match answer.error {
-        None => Ok(()),
-        Some(e) => Err(RuntimeError::Conflict(e)),
-    }
+    read_answer(&open(dir, req)?)
 }
