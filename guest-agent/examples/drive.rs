@@ -138,6 +138,7 @@ fn run_with(
         run_id: None,
         join: None,
         readonly_root: false,
+        init: false,
         mounts,
         files,
         network: Default::default(),

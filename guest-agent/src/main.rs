@@ -11,6 +11,7 @@
 
 mod binfmt;
 mod cmdline;
+mod copyup;
 mod diff;
 mod error;
 mod forward;
@@ -25,6 +26,7 @@ mod run;
 mod safepath;
 mod server;
 mod transport;
+mod udp;
 mod xattr;
 
 #[cfg(test)]

@@ -23,8 +23,9 @@ pub fn make_dirs(paths: &[String]) -> Result<()> {
 }
 
 /// Mounts the host directory shared under `tag` (virtio-9p, 9P2000.L, no client cache so host
-/// and container see each other's writes at once) at `target`.
-pub fn mount_share(tag: &str, target: &str, readonly: bool) -> Result<()> {
+/// and container see each other's writes at once) at `target`, first filling it as `copy_up`
+/// asks (see [`crate::copyup`]; only on a writable share).
+pub fn mount_share(tag: &str, target: &str, readonly: bool, copy_up: Option<&kiln_protocol::CopyUp>) -> Result<()> {
     if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(Error::msg(format!("mount share: bad tag {tag:?}")));
     }
@@ -34,7 +35,11 @@ pub fn mount_share(tag: &str, target: &str, readonly: bool) -> Result<()> {
     if readonly {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(Some(tag), target, Some("9p"), flags, Some(data)).ctx(|| format!("mount 9p share {tag} at {target}"))
+    mount(Some(tag), target, Some("9p"), flags, Some(data)).ctx(|| format!("mount 9p share {tag} at {target}"))?;
+    match copy_up {
+        Some(c) if !readonly => crate::copyup::populate(&c.root, &c.path, target),
+        _ => Ok(()),
+    }
 }
 
 /// Builds the overlay mount data string. Pure, for testing.

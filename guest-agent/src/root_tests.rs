@@ -321,6 +321,7 @@ fn run_with(rootfs: &Path, argv: &[&str], cwd: &str, edit: impl FnOnce(&mut RunS
         run_id: None,
         join: None,
         readonly_root: false,
+        init: false,
         mounts: vec![],
         files: vec![],
         network: kiln_protocol::Network::Guest,

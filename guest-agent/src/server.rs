@@ -16,7 +16,7 @@ use kiln_protocol::{Mux, Request, Response, PROTOCOL_VERSION};
 use crate::error::{Context, Error, Result};
 use crate::log::{debug, info};
 use crate::reaper::Reaper;
-use crate::{diff, forward, mounts, receive, run};
+use crate::{diff, forward, mounts, receive, run, udp};
 
 /// What the agent does on `PowerOff` after answering.
 pub type PowerOff = fn() -> !;
@@ -101,7 +101,7 @@ impl Server {
                 work,
                 target,
             } => mounts::mount_overlay(&lowers, &upper, &work, &target).map(|()| Response::Done),
-            Request::MountShare { tag, target, readonly } => mounts::mount_share(&tag, &target, readonly).map(|()| Response::Done),
+            Request::MountShare { tag, target, readonly, copy_up } => mounts::mount_share(&tag, &target, readonly, copy_up.as_ref()).map(|()| Response::Done),
             Request::Unmount { target } => mounts::unmount(&target).map(|()| Response::Done),
             Request::ForwardListen {
                 path,
@@ -123,6 +123,7 @@ impl Server {
                 forward::pump(&self.mux, conn, to_guest, from_guest, &format!("tcp:{port}"))?;
                 Ok(Response::Accepted { connected: true })
             }
+            Request::ConnectUdp { port, to_guest, from_guest } => udp::connect(&self.mux, port, to_guest, from_guest).map(|()| Response::Accepted { connected: true }),
             Request::ForwardClose { path } => forward::close(&path).map(|()| Response::Done),
             Request::Run(spec) => run::run(&self.mux, &self.reaper, &spec),
             Request::Signal { run, signal } => run::control::signal(run, signal).map(|()| Response::Done),
@@ -187,6 +188,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::Resize { .. } => "resize",
         Request::WaitStarted { .. } => "wait_started",
         Request::ConnectTcp { .. } => "connect_tcp",
+        Request::ConnectUdp { .. } => "connect_udp",
         Request::MountShare { .. } => "mount_share",
     }
 }

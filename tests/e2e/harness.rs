@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod pty;
 pub mod registry;
 pub mod terminal;

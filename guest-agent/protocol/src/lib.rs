@@ -9,11 +9,12 @@
 //! This crate must stay free of anything host- or guest-specific: both sides link it.
 
 pub mod base64;
+pub mod datagram;
 pub mod duplex;
 pub mod frame;
 pub mod messages;
 pub mod mux;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_PAYLOAD};
-pub use messages::{Network, Request, Response, RunFile, RunMount, RunSpec, TtySize, PROTOCOL_VERSION};
+pub use messages::{CopyUp, Network, Request, Response, RunFile, RunMount, RunSpec, TtySize, PROTOCOL_VERSION};
 pub use mux::{Mux, MuxError, PendingCall, Role, StreamReader, StreamWriter};

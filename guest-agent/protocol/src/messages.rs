@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. The host offers the versions it knows in
 /// [`Request::Hello`]; the agent answers with the highest one it shares, or an error.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// A call from the host to the agent. Each is answered by exactly one [`Response`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,8 +26,16 @@ pub enum Request {
     /// An empty `lowers` is allowed (the agent then uses an empty lower dir).
     MountOverlay { lowers: Vec<String>, upper: String, work: String, target: String },
     /// Mount the host directory the VM shares under `tag` (virtio-9p) at `target` (created if
-    /// absent), read-only when asked. Answered by [`Response::Done`].
-    MountShare { tag: String, target: String, readonly: bool },
+    /// absent), read-only when asked. With `copy_up`, a share that is empty is first filled
+    /// with a copy of what that directory holds (a volume's first use: Docker's copy of the
+    /// image's content into a new volume). Answered by [`Response::Done`].
+    MountShare {
+        tag: String,
+        target: String,
+        readonly: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        copy_up: Option<CopyUp>,
+    },
     /// Unmount `target` (recursively, with everything mounted below it).
     Unmount { target: String },
     /// Create a unix socket listening at guest path `path` (parents created, a stale socket
@@ -47,6 +55,11 @@ pub enum Request {
     /// what comes back goes to `from_guest`. Answered by [`Response::Accepted`] once
     /// connected, or an error (nothing listens there).
     ConnectTcp { port: u16, to_guest: u32, from_guest: u32 },
+    /// Carry datagrams to UDP port `port` on the guest's loopback from a socket of its own:
+    /// each datagram the host sends on `to_guest` (framed by [`crate::datagram`]) is sent
+    /// there, each one that comes back is framed onto `from_guest`. The end of `to_guest`
+    /// closes the socket and ends `from_guest`. Answered by [`Response::Accepted`].
+    ConnectUdp { port: u16, to_guest: u32, from_guest: u32 },
     /// Stop listening at `path` and remove the socket (a waiting accept then answers
     /// `connected: false`); connections already made go on until their ends close them.
     ForwardClose { path: String },
@@ -142,6 +155,20 @@ pub struct RunSpec {
     /// Mount the root filesystem read-only for this process (its mounts stay as they are).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub readonly_root: bool,
+    /// Run a small init as the pid namespace's process 1 (`--init`): it starts the process,
+    /// forwards it the signals it gets, reaps orphans and exits with the process's status.
+    /// Ignored with `join`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+}
+
+/// What fills an empty share before it is mounted ([`Request::MountShare`]): the directory
+/// `path` (a path inside the root filesystem mounted at `root`, resolved beneath it as the
+/// container would see it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyUp {
+    pub root: String,
+    pub path: String,
 }
 
 /// A terminal's size in character cells.
@@ -289,7 +316,10 @@ mod tests {
             Request::Signal { run: 3, signal: 2 },
             Request::WaitStarted { run: 3 },
             Request::ConnectTcp { port: 80, to_guest: 5, from_guest: 6 },
-            Request::MountShare { tag: "kiln0".into(), target: "/run/kiln/share/0".into(), readonly: true },
+            Request::MountShare { tag: "kiln0".into(), target: "/run/kiln/share/0".into(), readonly: true, copy_up: None },
+            Request::MountShare { tag: "kiln1".into(), target: "/run/kiln/share/1".into(), readonly: false, copy_up: Some(CopyUp { root: "/run/kiln/root".into(), path: "/data".into() }) },
+            Request::ConnectUdp { port: 53, to_guest: 7, from_guest: 8 },
+            Request::Run(RunSpec { init: true, ..run_spec() }),
             Request::Resize { run: 3, rows: 50, cols: 132 },
         ];
         for r in reqs {
@@ -318,6 +348,7 @@ mod tests {
             run_id: None,
             join: None,
             readonly_root: false,
+            init: false,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

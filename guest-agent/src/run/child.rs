@@ -40,6 +40,7 @@ pub enum Step {
     ControllingTty,
     JoinNamespaces,
     ReadonlyRoot,
+    Init,
 }
 
 impl Step {
@@ -71,6 +72,7 @@ impl Step {
             ControllingTty,
             JoinNamespaces,
             ReadonlyRoot,
+            Init,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -103,6 +105,7 @@ impl Step {
             Step::ControllingTty => "make the pseudo-terminal the controlling terminal",
             Step::JoinNamespaces => "enter the running container's namespaces and root",
             Step::ReadonlyRoot => "make ROOTFS read-only",
+            Step::Init => "start the process under the init (fork)",
         }
     }
 
@@ -143,7 +146,7 @@ pub fn errno() -> i32 {
 pub const STATUS_LEN: usize = 12;
 
 /// Reports a failed step and exits. Never returns.
-fn fail(fds: &ChildFds, step: Step) -> ! {
+pub(super) fn fail(fds: &ChildFds, step: Step) -> ! {
     report(fds, step, 0, errno())
 }
 
@@ -247,6 +250,10 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
             }
         }
         ok(libc::chdir(plan.cwd.as_ptr()), fds, Step::Cwd);
+        if plan.init {
+            // Returns in the forked process that goes on to exec; the init never returns.
+            super::init::fork_under_init(fds);
+        }
         set_ids_and_exec(plan, fds, argv, envp)
     }
 }

@@ -9,6 +9,7 @@
 
 mod child;
 mod child_mounts;
+mod init;
 pub mod control;
 mod mountpoints;
 pub mod plan;

@@ -55,6 +55,8 @@ pub struct Plan {
     pub own_network: bool,
     /// The root filesystem is mounted read-only for the process (`kiln run --read-only`).
     pub readonly_root: bool,
+    /// A small init is the pid namespace's process 1 (`kiln run --init`); see [`super::init`].
+    pub init: bool,
 }
 
 fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString> {
@@ -178,6 +180,7 @@ impl Plan {
             secret_stage: under(&format!("dev/{SECRET_STAGE}"))?,
             own_network: spec.network == Network::None,
             readonly_root: spec.readonly_root,
+            init: spec.init && spec.join.is_none(),
         })
     }
 }
@@ -235,6 +238,7 @@ mod tests {
             run_id: None,
             join: None,
             readonly_root: false,
+            init: false,
             mounts: vec![],
             files: vec![],
             network: Network::Guest,

@@ -73,6 +73,8 @@ pub struct Process {
     pub join: Option<u32>,
     /// The root filesystem read-only for the process (`kiln run --read-only`).
     pub readonly_root: bool,
+    /// A small init as the pid namespace's process 1 (`kiln run --init`).
+    pub init: bool,
 }
 
 impl Process {
@@ -99,6 +101,7 @@ impl Process {
             run_id: io.2,
             join: self.join,
             readonly_root: self.readonly_root,
+            init: self.init,
         };
         let req = Request::Run(spec);
         let size = serde_json::to_vec(&req).map_or(0, |v| v.len());
@@ -192,9 +195,10 @@ impl AgentClient {
         self.simple("registering the emulator", req)
     }
 
-    /// Mounts the host directory shared under `tag` at guest path `target`.
-    pub fn mount_share(&self, tag: &str, target: &str, readonly: bool) -> Result<(), SandboxError> {
-        self.simple(&format!("mounting the shared directory {tag}"), Request::MountShare { tag: tag.into(), target: target.into(), readonly })
+    /// Mounts the host directory shared under `tag` at guest path `target`; an empty share
+    /// is first filled from `copy_up` (a new volume takes the image's content).
+    pub fn mount_share(&self, tag: &str, target: &str, readonly: bool, copy_up: Option<kiln_protocol::CopyUp>) -> Result<(), SandboxError> {
+        self.simple(&format!("mounting the shared directory {tag}"), Request::MountShare { tag: tag.into(), target: target.into(), readonly, copy_up })
     }
 
     pub fn unmount(&self, target: &str) -> Result<(), SandboxError> {
@@ -284,6 +288,18 @@ impl AgentClient {
                 Ok(Response::Accepted { connected: true }) => carry(host, reader, self.mux.open_writer(to_guest)),
                 _ => return,
             }
+        }
+    }
+
+    /// Opens a flow to UDP port `port` on the guest's loopback: datagrams written (framed by
+    /// [`kiln_protocol::datagram`]) to the writer are sent there, answers arrive framed on the
+    /// reader. Finishing the writer closes the flow.
+    pub fn connect_udp(&self, port: u16) -> Result<(kiln_protocol::StreamWriter, kiln_protocol::StreamReader), SandboxError> {
+        let (to_guest, from_guest) = (self.mux.next_id(), self.mux.next_id());
+        let reader = self.mux.open_reader(from_guest);
+        match self.mux.call(&Request::ConnectUdp { port, to_guest, from_guest }, Some(Duration::from_secs(30)))? {
+            Response::Accepted { connected: true } => Ok((self.mux.open_writer(to_guest), reader)),
+            other => Err(unexpected(&format!("opening a UDP flow to port {port}"), other)),
         }
     }
 

@@ -43,6 +43,10 @@ pub struct Share {
     pub tag: String,
     pub host_path: std::path::PathBuf,
     pub readonly: bool,
+    /// The guest's owners, modes and special files are kept in extended attributes of the
+    /// host files (a volume kiln owns, where `chown` must work) instead of being the user's
+    /// plain files (a host directory the user shares).
+    pub keep_owners: bool,
 }
 
 /// A running guest. Dropping it stops the guest. `Send`: a build's stages share one guest

@@ -126,11 +126,14 @@ impl QemuBackend {
         for (i, share) in config.shares.iter().enumerate() {
             // security_model=none: files are the user's on the host (rootless), as with a bind
             // mount; ownership changes the host refuses are not reported to the guest.
+            // mapped-xattr (volumes): owners, modes, devices and symlinks live in `user.virtfs.*`
+            // xattrs, so a container's `chown` works and nothing it makes is special on the host.
             let path = share.host_path.to_str().filter(|p| !p.contains(',')).ok_or_else(|| {
                 SandboxError::BadPath(share.host_path.clone(), "a shared directory's path must be UTF-8 without ','".into())
             })?;
             let ro = if share.readonly { ",readonly=on" } else { "" };
-            cmd.arg("-fsdev").arg(format!("local,id=fs{i},path={path},security_model=none{ro}"));
+            let model = if share.keep_owners { "mapped-xattr" } else { "none" };
+            cmd.arg("-fsdev").arg(format!("local,id=fs{i},path={path},security_model={model}{ro}"));
             cmd.arg("-device").arg(format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", share.tag));
         }
         cmd.stdin(Stdio::null());

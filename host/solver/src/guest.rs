@@ -269,6 +269,7 @@ impl GuestSession {
             hostname: String::new(),
             join: None,
             readonly_root: false,
+            init: false,
         };
         let (stdout, stderr, tail) = out.process_output();
         let status = agent.run(&process, stdout, stderr);

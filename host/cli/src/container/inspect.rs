@@ -6,10 +6,20 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_runtime::container::control::{request, ControlRequest};
+use kiln_runtime::container::volumes::VolumeMount;
 use kiln_runtime::container::{Container, Containers, Status};
 use kiln_store::rootfs::RootFs;
 use kiln_store::{Digest, Store};
 use serde_json::{json, Value};
+
+/// One entry of `Mounts`, as Docker shows it.
+fn mount_json(m: &VolumeMount) -> Value {
+    match m {
+        VolumeMount::Bind { source, target, readonly } => json!({"Type": "bind", "Source": source, "Destination": target, "Mode": if *readonly { "ro" } else { "" }, "RW": !readonly, "Propagation": "rprivate"}),
+        VolumeMount::Volume { name, source, target, readonly, .. } => json!({"Type": "volume", "Name": name, "Source": source, "Destination": target, "Driver": "local", "Mode": if *readonly { "ro" } else { "z" }, "RW": !readonly, "Propagation": ""}),
+        VolumeMount::Tmpfs { target } => json!({"Type": "tmpfs", "Source": "", "Destination": target, "Mode": "", "RW": true, "Propagation": ""}),
+    }
+}
 
 /// The JSON `docker container inspect` prints for one container.
 pub fn describe(c: &Container) -> Value {
@@ -55,12 +65,13 @@ pub fn describe(c: &Container) -> Value {
         "HostConfig": {
             "AutoRemove": cfg.auto_remove,
             "ReadonlyRootfs": cfg.read_only,
+            "Init": cfg.init,
             "NetworkMode": cfg.network,
             "Memory": u64::from(cfg.memory_mib) << 20,
             "NanoCpus": u64::from(cfg.cpus) * 1_000_000_000,
             "PortBindings": cfg.ports.iter().map(|p| (format!("{}/{}", p.container_port, p.proto), json!([{"HostIp": p.host_ip, "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() }}]))).collect::<serde_json::Map<_, _>>(),
         },
-        "Mounts": [],
+        "Mounts": cfg.mounts.iter().map(mount_json).collect::<Vec<_>>(),
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.user,

@@ -184,7 +184,7 @@ pub fn supervise(root: &Path, args: SuperviseArgs) -> Result<()> {
     let backend = backend(&args.vm, &vm)?;
     let result = kiln_runtime::container::host::run_container(&store, &containers, &c, &*backend, &vm, Default::default());
     if c.config.auto_remove {
-        containers.remove(&c.config.id)?;
+        containers.remove(&c.config.id, true)?;
     }
     result?;
     Ok(())

@@ -13,7 +13,7 @@ pub struct RmArgs {
     /// Stop (kill) a running container first
     #[arg(short = 'f', long)]
     force: bool,
-    /// Remove anonymous volumes too (kiln makes none yet: accepted for Docker's habits)
+    /// Remove the container's anonymous volumes too
     #[arg(short = 'v', long)]
     volumes: bool,
     #[arg(required = true)]
@@ -27,7 +27,7 @@ pub struct PruneArgs {
     force: bool,
 }
 
-fn remove(containers: &Containers, name: &str, force: bool) -> Result<()> {
+fn remove(containers: &Containers, name: &str, force: bool, volumes: bool) -> Result<()> {
     let c = containers.get(name)?;
     if c.is_running() {
         if !force {
@@ -40,16 +40,15 @@ fn remove(containers: &Containers, name: &str, force: bool) -> Result<()> {
             bail!("cannot remove container {name}: it did not stop");
         }
     }
-    containers.remove(&c.config.id)?;
+    containers.remove(&c.config.id, volumes)?;
     Ok(())
 }
 
 pub fn run(root: &Path, args: RmArgs) -> Result<()> {
-    let _ = args.volumes;
     let containers = Containers::new(root);
     let mut failed = 0;
     for name in &args.containers {
-        match remove(&containers, name, args.force) {
+        match remove(&containers, name, args.force, args.volumes) {
             Ok(()) => println!("{name}"),
             Err(e) if args.containers.len() == 1 => return Err(e),
             Err(e) => {
@@ -81,7 +80,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> Result<()> {
     println!("Deleted Containers:");
     for c in containers.list()? {
         if !c.is_running() {
-            containers.remove(&c.config.id)?;
+            containers.remove(&c.config.id, false)?;
             println!("{}", c.config.id);
         }
     }

@@ -58,15 +58,18 @@ pub struct RunArgs {
     /// Seconds `kiln stop` waits before SIGKILL (default 10)
     #[arg(long)]
     stop_timeout: Option<u64>,
-    /// Publish a container port on the host: [IP:][HOSTPORT:]PORT[/tcp], ranges as 8000-8010:8000-8010
+    /// Publish a container port on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges as 8000-8010:8000-8010
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
-    /// Mount a host directory or a named volume: /host/dir:/dir[:ro] or NAME:/dir[:ro]
+    /// Mount a host directory, a named volume or a new anonymous volume: /host/dir:/dir[:ro], NAME:/dir[:ro] or /dir
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
     volumes: Vec<String>,
     /// Mount the container's root filesystem read-only (mounts and --tmpfs stay writable)
     #[arg(long)]
     read_only: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
     /// Mount a tmpfs at this path
     #[arg(long = "tmpfs", value_name = "DIR")]
     tmpfs: Vec<String>,
@@ -163,6 +166,33 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<i32> {
     for t in &args.tmpfs {
         mounts.push(kiln_runtime::container::volumes::parse_tmpfs(t)?);
     }
+    // An anonymous volume (`-v /dir`) made for a container that is never created goes again.
+    let (vm, backend, store, containers, c) = prepare(root, &args, publish, mounts.clone()).inspect_err(|_| {
+        let _ = kiln_runtime::container::volumes::remove_anonymous(root, &mounts);
+    })?;
+    if args.stdio.detach {
+        if let Err(e) = spawn_supervisor(root, &containers, &c, &args.vm) {
+            // It never ran: leave nothing behind (a taken port, a guest that would not boot).
+            let _ = containers.remove(&c.config.id, true);
+            return Err(e);
+        }
+        println!("{}", c.config.id);
+        return Ok(0);
+    }
+    let status = foreground(&store, &containers, &c, &*backend, &vm, args.stdio.interactive, args.stdio.tty && stdin_tty);
+    let never_ran = status.is_err() && containers.get(&c.config.id).is_ok_and(|c| c.state.started_at.is_none());
+    if args.rm || never_ran {
+        if let Err(e) = containers.remove(&c.config.id, true) {
+            eprintln!("kiln: warning: removing container {}: {e}", c.short_id());
+        }
+    }
+    Ok(exit_code(&status?))
+}
+
+type Prepared = (kiln_sandbox::VmConfig, Box<dyn kiln_sandbox::Backend>, Store, Containers, Container);
+
+/// Everything up to the container's record: its VM's shape, the image (pulled if need be).
+fn prepare(root: &Path, args: &RunArgs, publish: Vec<kiln_runtime::container::ports::PortMapping>, mounts: Vec<kiln_runtime::container::volumes::VolumeMount>) -> Result<Prepared> {
     let vm = vm_config(&args.vm)?;
     let backend = backend(&args.vm, &vm)?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
@@ -190,25 +220,10 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<i32> {
         publish_all: args.publish_all,
         mounts,
         read_only: args.read_only,
+        init: args.init,
     };
     let c = create(&store, &containers, &args.image, &image, &opts)?;
-    if args.stdio.detach {
-        if let Err(e) = spawn_supervisor(root, &containers, &c, &args.vm) {
-            // It never ran: leave nothing behind (a taken port, a guest that would not boot).
-            let _ = containers.remove(&c.config.id);
-            return Err(e);
-        }
-        println!("{}", c.config.id);
-        return Ok(0);
-    }
-    let status = foreground(&store, &containers, &c, &*backend, &vm, args.stdio.interactive, args.stdio.tty && stdin_tty);
-    let never_ran = status.is_err() && containers.get(&c.config.id).is_ok_and(|c| c.state.started_at.is_none());
-    if args.rm || never_ran {
-        if let Err(e) = containers.remove(&c.config.id) {
-            eprintln!("kiln: warning: removing container {}: {e}", c.short_id());
-        }
-    }
-    Ok(exit_code(&status?))
+    Ok((vm, backend, store, containers, c))
 }
 
 /// Runs `c` attached to kiln's own stdio; signals kiln gets go to the container (a second
@@ -222,7 +237,7 @@ fn foreground(store: &Store, containers: &Containers, c: &Container, backend: &d
             terminal::restore_now();
             if auto_remove {
                 if let Some(root) = dir.parent() {
-                    let _ = Containers::new(root).remove(&id);
+                    let _ = Containers::new(root).remove(&id, true);
                 }
             }
         })

@@ -3,13 +3,12 @@
 //! `/etc/passwd` and `/etc/group`, read from its layers, never from the host), its stop signal
 //! and its layers. Nothing runs here.
 
-use std::io::Read;
 use std::str::FromStr;
 
 use kiln_store::rootfs::RootFs;
 use kiln_store::{Digest, ImageRecord, Store};
 
-use super::names::valid_name;
+use super::names::{random_hex, valid_name};
 use super::record::{Container, ContainerConfig, Containers, LayerRef};
 use crate::spec::{process_spec, RunOptions};
 use crate::RuntimeError;
@@ -33,6 +32,8 @@ pub struct CreateOptions {
     /// `-v` and `--tmpfs`, parsed.
     pub mounts: Vec<super::volumes::VolumeMount>,
     pub read_only: bool,
+    /// `--init`.
+    pub init: bool,
 }
 
 /// A signal's number from `SIGTERM`, `TERM` or `15`.
@@ -44,12 +45,6 @@ pub fn signal_number(s: &str) -> Result<i32, RuntimeError> {
     let upper = s.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
     nix::sys::signal::Signal::from_str(&name).map(|sig| sig as i32).map_err(|_| bad())
-}
-
-fn random_hex(bytes: usize) -> Result<String, RuntimeError> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).map_err(|e| RuntimeError::io("reading /dev/urandom", e))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A Docker-style name (`adjective_noun`) for a container not given one.
@@ -95,6 +90,9 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
     if !ports.is_empty() && opts.network == "none" {
         return Err(RuntimeError::Invalid("ports cannot be published with --network none".into()));
     }
+    let mut mounts = opts.mounts.clone();
+    let declared: Vec<String> = image.config.config.volumes.iter().flat_map(|m| m.keys().cloned()).collect();
+    mounts.extend(super::volumes::image_volumes(store.root(), &declared, &opts.mounts)?);
     let layers = image.layer_infos().into_iter().map(|l| LayerRef { digest: l.digest.to_string(), diff_id: l.diff_id.to_string(), size: l.size }).collect();
     let config = ContainerConfig {
         id,
@@ -120,15 +118,19 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         auto_remove: opts.auto_remove,
         layers,
         ports,
-        mounts: opts.mounts.clone(),
+        mounts,
         read_only: opts.read_only,
+        init: opts.init,
     };
     let mut pinned = vec![image.manifest_digest.to_string(), image.config_digest.to_string()];
     pinned.extend(image.layers.iter().map(|d| d.to_string()));
-    containers.pin(&config.id, &pinned)?;
-    containers.create(&config).inspect_err(|_| {
+    // Nothing is left of a container that could not be recorded: its pin, the volumes made.
+    let undo = || {
         let _ = std::fs::remove_file(containers.pin_path(&config.id));
-    })
+        let _ = super::volumes::remove_anonymous(store.root(), &config.mounts);
+    };
+    containers.pin(&config.id, &pinned).inspect_err(|_| undo())?;
+    containers.create(&config).inspect_err(|_| undo())
 }
 
 #[cfg(test)]

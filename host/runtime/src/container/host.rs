@@ -78,7 +78,8 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
     let shared: Vec<(usize, &super::volumes::VolumeMount)> = c.config.mounts.iter().filter(|m| m.host_dir().is_some()).enumerate().collect();
     for (i, m) in &shared {
         if let Some((dir, readonly)) = m.host_dir() {
-            vm_config.shares.push(kiln_sandbox::Share { tag: format!("kiln{i}"), host_path: dir.to_path_buf(), readonly });
+            let keep_owners = matches!(m, super::volumes::VolumeMount::Volume { .. });
+            vm_config.shares.push(kiln_sandbox::Share { tag: format!("kiln{i}"), host_path: dir.to_path_buf(), readonly, keep_owners });
         }
     }
     let vm = backend.start(&image, &vm_config)?;
@@ -104,7 +105,9 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
     for (i, m) in &shared {
         let guest_dir = format!("/run/kiln/share/{i}");
         let readonly = m.host_dir().is_some_and(|(_, ro)| ro);
-        agent.mount_share(&format!("kiln{i}"), &guest_dir, readonly)?;
+        // A volume (not a host directory) that is empty takes the image's content there.
+        let copy_up = matches!(m, super::volumes::VolumeMount::Volume { .. }).then(|| kiln_protocol::CopyUp { root: ROOT.into(), path: m.target().to_string() });
+        agent.mount_share(&format!("kiln{i}"), &guest_dir, readonly, copy_up)?;
         mounts.push(RunMount::Bind { target: m.target().to_string(), source: guest_dir, readonly });
     }
     for m in &cfg.mounts {
@@ -128,6 +131,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
         hostname: cfg.hostname.clone(),
         join: None,
         readonly_root: cfg.read_only,
+        init: cfg.init,
     };
     let log = JsonLog::open(&c.log_path()).map_err(|e| RuntimeError::io("opening the container's log", e))?;
     // A detached `-i` container reads its stdin from a pipe that `kiln attach` clients feed.

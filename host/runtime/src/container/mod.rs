@@ -24,6 +24,7 @@ pub mod logs;
 pub mod names;
 pub mod ports;
 pub mod record;
+pub mod udp;
 pub mod volumes;
 
 pub use record::{Container, ContainerConfig, ContainerState, Containers, Status};

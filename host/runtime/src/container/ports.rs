@@ -1,12 +1,11 @@
-//! Published ports (`-p [IP:][HOSTPORT:]PORT[/tcp]`, ranges, `-P`): kiln listens on the host
-//! address given (0.0.0.0 by default, as Docker) and carries each connection to the port on
-//! the guest's loopback over the agent connection: no root, no tap device, the same under
-//! every backend. Listeners are bound before the guest boots, so a port already taken fails
-//! the start at once with nothing left behind.
-//!
-//! UDP is not carried yet: `/udp` is refused with a clear error.
+//! Published ports (`-p [IP:][HOSTPORT:]PORT[/tcp|udp]`, ranges, `-P`): kiln listens on the
+//! host address given (0.0.0.0 by default, as Docker) and carries each connection to the port
+//! on the guest's loopback over the agent connection: no root, no tap device, the same under
+//! every backend. UDP ports are carried as flows per client ([`super::udp`]). Sockets are
+//! bound before the guest boots, so a port already taken fails the start at once with nothing
+//! left behind.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +58,8 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, RuntimeError> {
         None => (spec, "tcp".to_string()),
     };
     match proto.as_str() {
-        "tcp" => {}
-        "udp" | "sctp" => return Err(bad(spec, &format!("{proto} ports are not supported yet (only tcp)"))),
+        "tcp" | "udp" => {}
+        "sctp" => return Err(bad(spec, "sctp ports are not supported (tcp or udp)")),
         other => return Err(bad(spec, &format!("unknown protocol {other}"))),
     }
     // An IPv6 address is bracketed: [::1]:8080:80.
@@ -109,26 +108,40 @@ pub fn exposed(ports: &[String]) -> Result<Vec<PortMapping>, RuntimeError> {
     let mut out = Vec::new();
     for p in ports {
         let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-        if proto != "tcp" {
-            continue; // only tcp is carried
+        let proto = proto.to_ascii_lowercase();
+        if proto != "tcp" && proto != "udp" {
+            continue; // sctp is not carried
         }
         let (a, b) = port_range(port, p)?;
-        out.extend((a..=b).map(|c| PortMapping { host_ip: "0.0.0.0".into(), host_port: 0, container_port: c, proto: "tcp".into() }));
+        out.extend((a..=b).map(|c| PortMapping { host_ip: "0.0.0.0".into(), host_port: 0, container_port: c, proto: proto.clone() }));
     }
     Ok(out)
 }
 
-/// Binds every mapping's host side; returns the listeners with the ports actually bound.
-pub fn bind(mappings: &[PortMapping]) -> Result<Vec<(PortMapping, TcpListener)>, RuntimeError> {
+/// A published port's host side, bound.
+#[derive(Debug)]
+pub enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Binds every mapping's host side; returns the sockets with the ports actually bound.
+pub fn bind(mappings: &[PortMapping]) -> Result<Vec<(PortMapping, Bound)>, RuntimeError> {
     let mut out = Vec::new();
     for m in mappings {
         let ip: IpAddr = m.host_ip.parse().map_err(|_| RuntimeError::Invalid(format!("bad host address {}", m.host_ip)))?;
-        let listener = TcpListener::bind(SocketAddr::new(ip, m.host_port)).map_err(|e| {
+        let addr = SocketAddr::new(ip, m.host_port);
+        let bound = if m.proto == "udp" { UdpSocket::bind(addr).map(Bound::Udp) } else { TcpListener::bind(addr).map(Bound::Tcp) };
+        let bound = bound.map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::AddrInUse { "the port is already allocated".to_string() } else { e.to_string() };
             RuntimeError::Conflict(format!("publishing {}:{} -> {}/{}: {why}", m.host_ip, m.host_port, m.container_port, m.proto))
         })?;
-        let port = listener.local_addr().map_err(|e| RuntimeError::io("reading a bound port", e))?.port();
-        out.push((PortMapping { host_port: port, ..m.clone() }, listener));
+        let local = match &bound {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        };
+        let port = local.map_err(|e| RuntimeError::io("reading a bound port", e))?.port();
+        out.push((PortMapping { host_port: port, ..m.clone() }, bound));
     }
     Ok(out)
 }
@@ -144,9 +157,16 @@ const STALLED_PEER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Carries every connection to the bound ports into the guest, each listener on a thread,
 /// for the life of this process.
-pub fn serve(agent: &AgentClient, bound: Vec<(PortMapping, TcpListener)>) {
-    for (m, listener) in bound {
+pub fn serve(agent: &AgentClient, bound: Vec<(PortMapping, Bound)>) {
+    for (m, bound) in bound {
         let agent = agent.clone();
+        let listener = match bound {
+            Bound::Tcp(l) => l,
+            Bound::Udp(sock) => {
+                super::udp::serve(agent, m.container_port, sock);
+                continue;
+            }
+        };
         let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::spawn(move || {
             use std::sync::atomic::Ordering;
@@ -187,10 +207,11 @@ mod tests {
         assert_eq!(parse_publish("127.0.0.1::80").expect("any port"), [m("127.0.0.1", 0, 80)]);
         assert_eq!(parse_publish("[::1]:8080:80").expect("v6"), [m("::1", 8080, 80)]);
         assert_eq!(parse_publish("8000-8002:9000-9002").expect("range"), [m("0.0.0.0", 8000, 9000), m("0.0.0.0", 8001, 9001), m("0.0.0.0", 8002, 9002)]);
-        for bad in ["", "0", "70000", "a:80", "8000-8001:80", "80/udp", "80/xyz", "1.2.3:80:80", "9-8:9-8", "1:2:3:4"] {
+        for bad in ["", "0", "70000", "a:80", "8000-8001:80", "80/sctp", "80/xyz", "1.2.3:80:80", "9-8:9-8", "1:2:3:4"] {
             assert!(parse_publish(bad).is_err(), "{bad:?} should be refused");
         }
-        assert_eq!(exposed(&["80/tcp".into(), "53/udp".into(), "8000-8001".into()]).expect("exposed").len(), 3);
+        assert_eq!(parse_publish("5353:53/udp").expect("udp")[0].proto, "udp");
+        assert_eq!(exposed(&["80/tcp".into(), "53/udp".into(), "8000-8001".into(), "9/sctp".into()]).expect("exposed").len(), 4);
     }
 
     #[test]
@@ -201,5 +222,9 @@ mod tests {
         assert!(err.to_string().contains("already allocated"), "{err}");
         let any = bind(&[m("127.0.0.1", 0, 80)]).expect("free port");
         assert_ne!(any[0].0.host_port, 0);
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let uport = udp.local_addr().expect("addr").port();
+        let err = bind(&[PortMapping { proto: "udp".into(), ..m("127.0.0.1", uport, 53) }]).expect_err("udp taken");
+        assert!(err.to_string().contains("already allocated"), "{err}");
     }
 }

@@ -61,6 +61,9 @@ pub struct ContainerConfig {
     /// `--read-only`: the root filesystem is read-only (mounts and tmpfs stay writable).
     #[serde(default)]
     pub read_only: bool,
+    /// `--init`: a small init is process 1 and runs the main process.
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl ContainerConfig {
@@ -349,15 +352,21 @@ impl Containers {
         write_atomic(&path, digests.join("\n").as_bytes())
     }
 
-    /// Deletes a container's record and files. The caller checked it is not running.
-    pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+    /// Deletes a container's record and files, and its anonymous volumes when asked or when
+    /// it was run with `--rm` (Docker's rule). The caller checked it is not running.
+    pub fn remove(&self, id: &str, anonymous_volumes: bool) -> Result<(), RuntimeError> {
         let _lock = self.lock()?;
-        let _ = fs::remove_file(self.pin_path(id));
         let dir = self.dir.join(id);
+        let config: Option<ContainerConfig> = read_json(&dir.join("config.json")).ok();
+        let _ = fs::remove_file(self.pin_path(id));
         // Renamed first, so no reader sees a half-deleted container.
         let gone = self.dir.join(format!(".removing-{id}"));
         fs::rename(&dir, &gone).map_err(io(format!("removing container {id}")))?;
-        fs::remove_dir_all(&gone).map_err(io(format!("removing container {id}")))
+        fs::remove_dir_all(&gone).map_err(io(format!("removing container {id}")))?;
+        match config {
+            Some(c) if anonymous_volumes || c.auto_remove => super::volumes::remove_anonymous(self.dir.parent().unwrap_or(&self.dir), &c.mounts),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -412,6 +421,7 @@ mod tests {
             ports: vec![],
             mounts: vec![],
             read_only: false,
+            init: false,
         }
     }
 
@@ -452,7 +462,7 @@ mod tests {
         assert!(cs.get("db").expect("db").is_running());
         cs.release(&b, me, |s| s.status = Status::Exited).expect("release");
         assert!(!cs.get("db").expect("db").is_running());
-        cs.remove(&"a".repeat(64)).expect("remove");
+        cs.remove(&"a".repeat(64), false).expect("remove");
         assert!(matches!(cs.get("web"), Err(RuntimeError::NoSuchContainer(_))));
         assert!(valid_name("web-1.a_b") && !valid_name("-x") && !valid_name("a") && !valid_name("a/b"));
     }

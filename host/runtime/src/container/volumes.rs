@@ -1,6 +1,13 @@
 //! What a container mounts besides its image: host directories (`-v /host/dir:/dir[:ro]`),
 //! named volumes (`-v NAME:/dir`, kept under `$KILN_ROOT/volumes/NAME/_data`, surviving the
-//! container) and tmpfs (`--tmpfs /dir`).
+//! container), anonymous volumes (`-v /dir` and the image's `VOLUME`s: a volume with a
+//! random name that `rm -v` and `--rm` remove with the container) and tmpfs (`--tmpfs /dir`).
+//! A volume that is empty when the container starts takes the image's content at its mount
+//! point (Docker's copy-up; host directories never do).
+//!
+//! Volumes keep the guest's owners and modes in extended attributes of their host files
+//! (9p's `mapped-xattr`): a container may `chown` its data, as with Docker's volumes. A host
+//! directory stays the user's plain files.
 //!
 //! Host directories reach the guest over virtio-9p (QEMU's own `-fsdev local`, nothing else
 //! to install; files stay the user's on the host). virtiofs would need `virtiofsd`, which
@@ -12,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::names::valid_name;
+use crate::container::names::{random_hex, valid_name};
 use crate::RuntimeError;
 
 /// One mount of a container.
@@ -21,8 +28,15 @@ use crate::RuntimeError;
 pub enum VolumeMount {
     /// A host directory.
     Bind { source: PathBuf, target: String, readonly: bool },
-    /// A named volume (its data directory under the store).
-    Volume { name: String, source: PathBuf, target: String, readonly: bool },
+    /// A named volume (its data directory under the store); `anonymous` when kiln named it.
+    Volume {
+        name: String,
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        anonymous: bool,
+    },
     Tmpfs { target: String },
 }
 
@@ -58,16 +72,68 @@ fn check_target(spec: &str, target: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Parses `-v SOURCE:TARGET[:ro|rw]`; a named volume is made if it does not exist, a host
-/// directory must exist.
+/// Makes a new anonymous volume for `target` (a random 64-hex-digit name, as Docker).
+pub fn anonymous(root: &Path, target: &str) -> Result<VolumeMount, RuntimeError> {
+    let name = random_hex(32)?;
+    let dir = volume_dir(root, &name);
+    fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating an anonymous volume", e))?;
+    Ok(VolumeMount::Volume { name, source: dir, target: target.into(), readonly: false, anonymous: true })
+}
+
+/// Removes the anonymous volumes among `mounts` (`kiln rm -v`, `--rm`); named volumes and
+/// host directories stay.
+pub fn remove_anonymous(root: &Path, mounts: &[VolumeMount]) -> Result<(), RuntimeError> {
+    for m in mounts {
+        if let VolumeMount::Volume { name, anonymous: true, .. } = m {
+            if valid_name(name) {
+                let dir = root.join("volumes").join(name);
+                match fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(RuntimeError::io(format!("removing volume {name}"), e)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The image's `VOLUME`s that no `-v` or `--tmpfs` covers, as new anonymous volumes.
+pub fn image_volumes(root: &Path, declared: &[String], mounts: &[VolumeMount]) -> Result<Vec<VolumeMount>, RuntimeError> {
+    let mut out: Vec<VolumeMount> = Vec::new();
+    for path in declared {
+        let target = clean_target(path);
+        if target.is_empty() || target == "/" || target.split('/').any(|c| c == "..") {
+            continue; // Docker refuses these at build time; an image carrying one gets none.
+        }
+        if mounts.iter().chain(out.iter()).any(|m| m.target() == target) {
+            continue;
+        }
+        out.push(anonymous(root, &target)?);
+    }
+    Ok(out)
+}
+
+/// `/data/` and `data` as `/data`.
+fn clean_target(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Parses `-v SOURCE:TARGET[:ro|rw]` or `-v TARGET` (an anonymous volume); a named volume is
+/// made if it does not exist, a host directory must exist.
 pub fn parse_volume(root: &Path, spec: &str) -> Result<VolumeMount, RuntimeError> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, readonly) = match parts.as_slice() {
+        [t] => {
+            check_target(spec, t)?;
+            return anonymous(root, t);
+        }
         [s, t] => (*s, *t, false),
         [s, t, "ro"] => (*s, *t, true),
         [s, t, "rw"] => (*s, *t, false),
         [_, _, mode] => return Err(bad(spec, &format!("unknown mode {mode:?} (ro or rw)"))),
-        _ => return Err(bad(spec, "expected SOURCE:TARGET[:ro|rw] (anonymous volumes are not supported yet)")),
+        _ => return Err(bad(spec, "expected SOURCE:TARGET[:ro|rw] or TARGET")),
     };
     check_target(spec, target)?;
     if source.starts_with('/') {
@@ -82,7 +148,7 @@ pub fn parse_volume(root: &Path, spec: &str) -> Result<VolumeMount, RuntimeError
     }
     let dir = volume_dir(root, source);
     fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(format!("creating volume {source}"), e))?;
-    Ok(VolumeMount::Volume { name: source.into(), source: dir, target: target.into(), readonly })
+    Ok(VolumeMount::Volume { name: source.into(), source: dir, target: target.into(), readonly, anonymous: false })
 }
 
 /// Parses `--tmpfs TARGET[:OPTIONS]` (options are accepted and ignored: the guest's tmpfs
@@ -109,7 +175,16 @@ mod tests {
         let named = parse_volume(dir.path(), "cache:/var/cache").expect("named");
         assert!(matches!(named, VolumeMount::Volume { ref name, readonly: false, .. } if name == "cache"));
         assert!(volume_dir(dir.path(), "cache").is_dir(), "a named volume is made on first use");
-        for bad in ["/nope/not/here:/x", "rel/dir:/x", "cache:relative", "cache:/", "cache:/a/../b", "cache:/x:rx", "/only", "a:b:c:d"] {
+        let anon = parse_volume(dir.path(), "/var/lib/data").expect("anonymous");
+        let VolumeMount::Volume { name, anonymous: true, .. } = &anon else { panic!("{anon:?}") };
+        assert!(volume_dir(dir.path(), name).is_dir() && name.len() == 64);
+        remove_anonymous(dir.path(), &[anon.clone(), named.clone()]).expect("remove");
+        assert!(!volume_dir(dir.path(), name).exists() && volume_dir(dir.path(), "cache").is_dir(), "only the anonymous volume goes");
+        let declared = ["/var/cache/".to_string(), "/data".into(), "/data".into(), "rel".into()];
+        let from_image = image_volumes(dir.path(), &declared, &[named]).expect("image volumes");
+        let targets: Vec<&str> = from_image.iter().map(VolumeMount::target).collect();
+        assert_eq!(targets, ["/data", "/rel"], "a -v over a VOLUME wins, duplicates count once");
+        for bad in ["/nope/not/here:/x", "rel/dir:/x", "cache:relative", "cache:/", "cache:/a/../b", "cache:/x:rx", "only", "/", "a:b:c:d"] {
             assert!(parse_volume(dir.path(), bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(parse_tmpfs("/run/x:size=64m").expect("tmpfs"), VolumeMount::Tmpfs { target: "/run/x".into() });
