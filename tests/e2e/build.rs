@@ -113,24 +113,35 @@ fn builds_in_the_guest_and_saves_an_archive_skopeo_and_umoci_accept() {
 }
 
 #[test]
-fn failing_run_shows_step_and_output_and_leaves_the_store_untouched() {
+fn failing_run_shows_step_and_output_and_keeps_the_state_before_it() {
     let env = TestEnv::new("fail");
     assert!(env.kiln(&["images"]).status.success());
     let before = env.store_snapshot();
     let ctx = env.context(
         "ctx",
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo before-the-failure; exit 3\"]\n",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo made-by-step-3 > /step3\"]\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo before-the-failure; touch /half-done; exit 3\"]\n",
         &[],
         true,
     );
     let out = env.kiln(&["build", "-t", "willfail", ctx.to_str().expect("utf8")]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("kiln: error: Dockerfile:3: RUN"), "{stderr}");
+    assert!(stderr.contains("kiln: error: Dockerfile:4: RUN"), "{stderr}");
     assert!(stderr.contains("exit code 3"), "{stderr}");
     assert!(stderr.contains("before-the-failure"), "{stderr}");
-    assert_eq!(env.store_snapshot(), before, "a failed build must leave the store as it was");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+    // The state before the failed step is an untagged image the user can run and look around in.
+    let hint = stderr.lines().find(|l| l.contains("the state before the failed step is kept as image")).unwrap_or_else(|| panic!("no hint:\n{stderr}"));
+    let id = hint.split("kept as image ").nth(1).and_then(|r| r.split(':').next()).expect("id in the hint").to_string();
+    assert_eq!(id.len(), 12, "{hint}");
+    let look = env.kiln(&["run", "--rm", "--entrypoint", "/bin/busybox", &id, "sh", "-c", "cat /step3; ls /half-done 2>&1 || echo not-there"]);
+    assert!(look.status.success(), "{}", text(&look.stderr));
+    assert_eq!(text(&look.stdout), "made-by-step-3\nls: /half-done: No such file or directory\nnot-there\n");
+    assert!(!text(&env.kiln(&["images"]).stdout).contains("willfail"), "the tag is not moved by a failed build");
+    // It is dangling: a prune takes it and the store is as it was.
+    assert!(env.kiln(&["image", "prune", "-f"]).status.success());
+    let blobs = |s: &std::collections::BTreeMap<String, u64>| s.keys().filter(|k| k.starts_with("blobs/") || k.starts_with("images/")).cloned().collect::<Vec<_>>();
+    assert_eq!(blobs(&env.store_snapshot()), blobs(&before), "after a prune, nothing of the failed build is left");
 
     // A command that does not exist in the image fails like a shell would.
     let ctx = env.context("ctx2", "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/no/such/program\"]\n", &[], true);
@@ -138,7 +149,6 @@ fn failing_run_shows_step_and_output_and_leaves_the_store_untouched() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("exit code 127"), "{stderr}");
-    assert_eq!(env.store_snapshot(), before);
 }
 
 #[test]

@@ -200,6 +200,10 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let outcome = kiln_solver::build(&store, &backend, &opts, &reporter);
     let elapsed = reporter.elapsed();
     drop(reporter); // Clears the live progress region before anything else is printed.
+    if let Err(kiln_solver::BuildError::StepFailed { state: Some(id), .. }) = &outcome {
+        let short = id.hex().get(..12).unwrap_or(id.hex());
+        eprintln!("kiln: the state before the failed step is kept as image {short}: look around with `kiln run -it --rm --entrypoint sh {short}`");
+    }
     let outcome = outcome?;
     cache_transfer::export_all(&store, &cache_to, &outcome, quiet)?;
     cache_transfer::enforce_bound(&store, cache_max, quiet);

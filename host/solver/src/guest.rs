@@ -277,7 +277,7 @@ impl GuestSession {
         let status = status?;
         unmounted?;
         if !status.success() {
-            return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: req.argv.to_vec(), status, tail: tail.render() });
+            return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: req.argv.to_vec(), status, tail: tail.render(), state: None });
         }
         let layer = agent.diff(&upper, &lowers, req.clamp_mtime, |stream| {
             staging.store().ingest_layer(stream).map_err(|e| SandboxError::Agent(format!("layer from the guest rejected: {e}")))

@@ -7,7 +7,9 @@
 //! the cache and kept for the rest of the build ([`guest`]). Each layer goes into a
 //! build-private staging area ([`kiln_store::Staging`]); only a build that succeeds moves its
 //! blobs into the store and moves the tags, so a failed, killed or interrupted build leaves
-//! the store as it was. This crate knows nothing of QEMU command lines or registries.
+//! the store as it was, with one exception: when a RUN fails, the stage's state before it is
+//! kept as an untagged image for the user to run and look around in (BuildKit needs a
+//! separate debugger for this). This crate knows nothing of QEMU command lines or registries.
 
 mod add;
 mod bind;
@@ -95,11 +97,14 @@ pub struct BuildOutcome {
     pub cache_keys: Vec<CacheKey>,
 }
 
-/// Why a build failed. The store is unchanged in every case.
+/// Why a build failed. The store is unchanged in every case but one: a failed RUN keeps the
+/// state before it as an untagged image (see [`BuildError::StepFailed`]).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A RUN's process failed. `state` is the image id of the stage as it was before that
+    /// step (kept in the store, untagged, so the user can `kiln run` it and look around).
     #[error("Dockerfile:{line}: {text}: process {argv:?} did not complete successfully: {status}{tail}")]
-    StepFailed { line: usize, text: String, argv: Vec<String>, status: kiln_sandbox::ExitStatus, tail: String },
+    StepFailed { line: usize, text: String, argv: Vec<String>, status: kiln_sandbox::ExitStatus, tail: String, state: Option<Digest> },
     #[error("Dockerfile:{line}: {text}: {cause}")]
     Copy { line: usize, text: String, cause: io::Error },
     #[error("Dockerfile:{line}: {text}: {cause}")]
@@ -146,8 +151,15 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &Re
         out.info(w);
     }
     let build = stage::Build::new(store, backend, opts)?;
-    schedule::run_stages(&build, &graph.stages, opts.jobs, out)?;
-    build.finish(graph.target, out)
+    match schedule::run_stages(&build, &graph.stages, opts.jobs, out) {
+        Ok(()) => build.finish(graph.target, out),
+        // The last good state of the failed stage is kept, to be looked at.
+        Err(BuildError::StepFailed { line, text, argv, status, tail, .. }) => {
+            let state = build.commit_failed_state();
+            Err(BuildError::StepFailed { line, text, argv, status, tail, state })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Locates the guest image; exposed so the CLI can report a missing guest before any work.

@@ -79,6 +79,8 @@ pub struct Build<'a> {
     pub cancelled: AtomicBool,
     /// Architectures whose emulator the guest has registered ([`crate::emulate`]).
     pub emulators: Mutex<std::collections::HashSet<String>>,
+    /// The state before the first RUN that failed (kept by [`Build::commit_failed_state`]).
+    failed_state: Mutex<Option<ImageState>>,
 }
 
 /// Locks, ignoring poisoning (a panicking stage thread fails the build anyway).
@@ -146,6 +148,7 @@ impl<'a> Build<'a> {
             counter: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
             emulators: Mutex::new(Default::default()),
+            failed_state: Mutex::new(None),
         })
     }
 
@@ -274,7 +277,19 @@ impl<'a> Build<'a> {
             if self.cancelled.load(Ordering::Relaxed) {
                 return Err(BuildError::Cancelled);
             }
-            self.command(&mut st, &mut scope, &lexer, located, out)?;
+            if let Err(e) = self.command(&mut st, &mut scope, &lexer, located, out) {
+                if matches!(e, BuildError::StepFailed { .. }) {
+                    lock(&self.failed_state).get_or_insert_with(|| ImageState {
+                        key: st.key.clone(),
+                        layers: st.layers.clone(),
+                        config: st.config.config.clone(),
+                        extra: st.extra.clone(),
+                        history: st.history.clone(),
+                        platform: st.platform.clone(),
+                    });
+                }
+                return Err(e);
+            }
         }
         let state = ImageState { key: st.key, layers: st.layers, config: st.config.config, extra: st.extra, history: st.history, platform: st.platform };
         lock(&self.done).insert(stage.index, state);
@@ -297,8 +312,8 @@ impl<'a> Build<'a> {
         let wrap = |e: BuildError| step_error(located.line, &located.text, e);
         match &expanded.command {
             Command::Run(run) => self.run(st, scope, &expanded, run, out).map_err(|e| match e {
-                BuildError::StepFailed { argv, status, tail, .. } => {
-                    BuildError::StepFailed { line: located.line, text: first_line(&located.text), argv, status, tail }
+                BuildError::StepFailed { argv, status, tail, state, .. } => {
+                    BuildError::StepFailed { line: located.line, text: first_line(&located.text), argv, status, tail, state }
                 }
                 other => wrap(other),
             }),
@@ -375,6 +390,25 @@ impl<'a> Build<'a> {
         st.key = key.child(&["RESULT", &produced]);
         lock(&self.results).push((key, result));
         Ok(())
+    }
+
+    /// After a failed RUN: stores the state before it as an untagged image and returns its id
+    /// (`None` when there is none or it cannot be stored: the build's own error matters more).
+    /// No cache entry is recorded and no cache mount saved.
+    pub fn commit_failed_state(mut self) -> Option<Digest> {
+        let state = lock(&self.failed_state).take()?;
+        drop(lock(&self.guest).take());
+        let image = NewImage {
+            layers: state.layers,
+            config: convert::to_store(&state.config, &state.extra),
+            history: state.history,
+            created: self.created_text.clone(),
+            architecture: state.platform.arch.clone(),
+            os: state.platform.os.clone(),
+            author: state.config.author.clone(),
+        };
+        let manifest = self.staging.take()?.commit(image, &[]).ok()?;
+        self.store.image(&manifest).ok().map(|i| i.config_digest)
     }
 
     /// Commits the target stage as the build's image.
