@@ -77,3 +77,28 @@ fn arm64_stages_run_under_emulation() {
     harness::assert_clean_error(&env.kiln(&["build", "--platform", "linux/arm64,linux/amd64", bad.to_str().expect("utf8")]), "one platform at a time");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }
+
+/// `kiln run` of an arm64 image: the main process and `kiln exec` run under emulation in the
+/// container's guest; `--platform` picks the image, a local image of another platform with
+/// `--pull never` is a clean error.
+#[test]
+fn arm64_containers_run_under_emulation() {
+    harness::require_tool("qemu-aarch64-static");
+    let env = TestEnv::new("platform-run");
+    import_busybox(&env, &arm64_busybox(), "linux/arm64", "bb-arm64");
+    import_busybox(&env, Path::new("/bin/busybox"), "linux/amd64", "bb-amd64");
+    let out = env.kiln(&["run", "--rm", "bb-arm64", "/bin/busybox", "uname", "-m"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "aarch64\n");
+    assert!(text(&out.stderr).contains("does not match the detected host platform"), "Docker's warning: {}", text(&out.stderr));
+    let out = env.kiln(&["run", "--rm", "--platform", "linux/arm64", "bb-arm64", "/bin/busybox", "uname", "-m"]);
+    assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).contains("WARNING")), ("aarch64\n", false), "{}", text(&out.stderr));
+    let out = env.kiln(&["run", "-d", "--name", "arm", "bb-arm64", "/bin/busybox", "sleep", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.kiln(&["exec", "arm", "/bin/busybox", "uname", "-m"]);
+    assert_eq!(text(&out.stdout), "aarch64\n", "exec runs under the same emulator: {}", text(&out.stderr));
+    assert!(env.kiln(&["rm", "-f", "arm"]).status.success());
+    harness::containers::assert_run_error(&env.kiln(&["run", "--rm", "--platform", "linux/arm64", "--pull", "never", "bb-amd64", "true"]), "is a linux/amd64 image, but linux/arm64 is wanted");
+    harness::containers::assert_run_error(&env.kiln(&["run", "--rm", "--platform", "linux/", "bb-amd64", "true"]), "invalid --platform");
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}

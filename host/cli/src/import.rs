@@ -26,15 +26,6 @@ pub struct ImportArgs {
     name: Option<String>,
 }
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 /// Applies `--change` lines with the Dockerfile frontend's config semantics (the
 /// instructions `docker import --change` accepts).
 pub(crate) fn apply_changes(config: &mut RunConfig, changes: &[String]) -> Result<()> {
@@ -73,7 +64,7 @@ pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
         None => None,
     };
     let (os, architecture) = match args.platform.as_deref() {
-        None => ("linux".to_string(), host_arch().to_string()),
+        None => ("linux".to_string(), kiln_runtime::emulate::host_arch().to_string()),
         Some(p) => match p.split('/').collect::<Vec<_>>().as_slice() {
             [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => (os.to_string(), arch.to_string()),
             _ => bail!("--platform {p:?}: expected os/arch, e.g. linux/amd64"),

@@ -7,6 +7,7 @@
 //! (`$KILN_ROOT/containers/<id>/`), never in blobs.
 
 pub mod container;
+pub mod emulate;
 pub mod error;
 pub mod layers;
 pub mod spec;

@@ -37,7 +37,7 @@ use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
 use kiln_store::{Digest, LayerInfo, Reference, Store, StoreError};
 
 pub use cache::CacheKey;
-pub use emulate::survey as emulator_survey;
+pub use kiln_runtime::emulate::survey as emulator_survey;
 pub use output::{ProgressMode, Reporter};
 
 /// The PATH Docker and BuildKit give a Linux image that has none.

@@ -83,20 +83,11 @@ pub struct Build<'a> {
     failed_state: Mutex<Option<ImageState>>,
 }
 
+use kiln_runtime::emulate::{image_platform, same_platform};
+
 /// Locks, ignoring poisoning (a panicking stage thread fails the build anyway).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The platform a stored image is for.
-pub fn image_platform(img: &kiln_store::ImageRecord) -> Platform {
-    let variant = img.config.extra.get("variant").and_then(Value::as_str).map(str::to_string);
-    Platform { os: img.config.os.clone(), arch: img.config.architecture.clone(), variant }
-}
-
-/// Whether an image for `have` runs where `want` is asked for (variants are not compared).
-fn same_platform(have: &Platform, want: &Platform) -> bool {
-    have.os == want.os && have.arch == want.arch
 }
 
 /// A base image for `platform`: the local one when it matches, else pulled for that platform.

@@ -13,7 +13,9 @@ use clap::Args;
 use kiln_runtime::container::create::{create, CreateOptions};
 use kiln_runtime::container::host::{run_container, Attach};
 use kiln_runtime::container::names::exit_code;
+use kiln_frontend::graph::Platform;
 use kiln_runtime::container::{Container, Containers};
+use kiln_runtime::emulate::{image_platform, same_platform};
 use kiln_runtime::spec::RunOptions;
 use kiln_sandbox::ProcessControl;
 use kiln_store::{ImageRecord, Reference, Store};
@@ -67,6 +69,9 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only (mounts and --tmpfs stay writable)
     #[arg(long)]
     read_only: bool,
+    /// Platform of the image (e.g. linux/arm64); another architecture runs under emulation
+    #[arg(long)]
+    platform: Option<String>,
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     init: bool,
@@ -124,27 +129,48 @@ pub fn env_entries(env: &[String], files: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The image to run, pulled as `kiln pull` does when the policy says so.
-pub fn image_for(store: &Store, name: &str, pull: &str) -> Result<ImageRecord> {
+/// The image to run, pulled as `kiln pull` does when the policy says so. With `platform`, a
+/// local image of another platform counts as missing (Docker's rule) and a pull asks for it.
+pub fn image_for(store: &Store, name: &str, pull: &str, platform: Option<&Platform>) -> Result<ImageRecord> {
     let local = store.lookup(name);
+    let local_platform = match &local {
+        Ok((_, d)) => Some(image_platform(&store.image(d)?)),
+        Err(_) => None,
+    };
+    let wrong_platform = matches!((platform, &local_platform), (Some(want), Some(have)) if !same_platform(have, want));
     let want_pull = match (pull, &local) {
         ("always", _) => true,
         ("missing", Err(kiln_store::StoreError::NoSuchImage(_))) => true,
+        ("missing", Ok(_)) => wrong_platform,
         ("missing" | "never", _) => false,
         (other, _) => bail!("invalid --pull {other:?}: expected missing, always or never"),
     };
     let digest = if want_pull {
         let reference: Reference = name.parse().with_context(|| format!("image name {name:?}"))?;
-        if local.is_err() {
+        if local.is_err() || wrong_platform {
             eprintln!("Unable to find image '{reference}' locally");
         }
-        let opts = kiln_registry::PullOptions::default();
+        let platform = platform.map(|p| kiln_registry::Platform::parse(&p.to_string())).transpose().map_err(anyhow::Error::msg)?;
+        let opts = kiln_registry::PullOptions { platform, ..Default::default() };
         let pulled = kiln_registry::pull_image(store, &reference, &opts, &|_| {}).with_context(|| format!("pulling {reference}"))?;
         pulled.image
     } else {
+        if let (true, Some(want), Some(have)) = (wrong_platform, platform, &local_platform) {
+            bail!("{name} is a {have} image, but {want} is wanted (pull it with `kiln pull --platform {want} {name}`)");
+        }
         local.map(|(_, d)| d).with_context(|| format!("no such image: {name}"))?
     };
-    Ok(store.image(&digest)?)
+    let image = store.image(&digest)?;
+    let have = image_platform(&image);
+    match platform {
+        Some(want) if !same_platform(&have, want) => bail!("{name}: the registry gave a {have} image, but {want} is wanted"),
+        // Docker's warning for an image of another platform than the machine's.
+        None if have.arch != kiln_runtime::emulate::host_arch() => {
+            eprintln!("WARNING: The requested image's platform ({have}) does not match the detected host platform (linux/{}): it runs under emulation", kiln_runtime::emulate::host_arch());
+        }
+        _ => {}
+    }
+    Ok(image)
 }
 
 fn run_inner(root: &Path, args: RunArgs) -> Result<i32> {
@@ -197,7 +223,8 @@ fn prepare(root: &Path, args: &RunArgs, publish: Vec<kiln_runtime::container::po
     let backend = backend(&args.vm, &vm)?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let containers = Containers::new(root);
-    let image = image_for(&store, &args.image, &args.pull)?;
+    let platform = args.platform.as_deref().map(Platform::parse).transpose().map_err(|e| anyhow::anyhow!("invalid --platform: {e}"))?;
+    let image = image_for(&store, &args.image, &args.pull, platform.as_ref())?;
     let opts = CreateOptions {
         name: args.name.clone(),
         run: RunOptions {

@@ -76,6 +76,8 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         Some(n) => return Err(RuntimeError::Invalid(format!("invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"))),
         None => generated_name(&id),
     };
+    // An image for another architecture needs its emulator: known now, not at the first start.
+    crate::emulate::find(&crate::emulate::image_platform(image))?;
     let spec = process_spec(&image.config.config, &opts.run, &id)?;
     let (uid, gid, groups) = user_ids(store, image, &spec.user)?;
     let stop_signal = match opts.stop_signal.as_deref().or(image.config.config.stop_signal.as_deref()) {
@@ -121,6 +123,7 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
         mounts,
         read_only: opts.read_only,
         init: opts.init,
+        platform: crate::emulate::image_platform(image).to_string(),
     };
     let mut pinned = vec![image.manifest_digest.to_string(), image.config_digest.to_string()];
     pinned.extend(image.layers.iter().map(|d| d.to_string()));

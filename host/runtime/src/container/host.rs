@@ -82,8 +82,16 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
             vm_config.shares.push(kiln_sandbox::Share { tag: format!("kiln{i}"), host_path: dir.to_path_buf(), readonly, keep_owners });
         }
     }
+    // An image for another architecture: its emulator is known before a guest boots.
+    let emulator = match c.config.platform.as_str() {
+        "" => None,
+        p => crate::emulate::find(&kiln_frontend::graph::Platform::parse(p).map_err(RuntimeError::Invalid)?)?,
+    };
     let vm = backend.start(&image, &vm_config)?;
     let agent = vm.agent().clone();
+    if let Some(emu) = &emulator {
+        crate::emulate::install(&agent, emu)?;
+    }
     let layers: Vec<LayerInfo> = c
         .config
         .layers

@@ -64,6 +64,10 @@ pub struct ContainerConfig {
     /// `--init`: a small init is process 1 and runs the main process.
     #[serde(default)]
     pub init: bool,
+    /// The image's platform (`linux/arm64`); another architecture than the host's runs under
+    /// emulation. Empty: the host's.
+    #[serde(default)]
+    pub platform: String,
 }
 
 impl ContainerConfig {
@@ -422,6 +426,7 @@ mod tests {
             mounts: vec![],
             read_only: false,
             init: false,
+            platform: String::new(),
         }
     }
 

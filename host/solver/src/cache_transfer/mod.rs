@@ -174,15 +174,6 @@ impl CacheArtifact {
     }
 }
 
-/// The platform name of this machine, as image configs spell it.
-fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 /// The OCI media type of a stored layer blob, judged by its first bytes.
 fn layer_media_type(store: &Store, digest: &Digest) -> Result<&'static str, TransferError> {
     Ok(store.layer_compression(digest)?.oci_media_type())
@@ -218,7 +209,7 @@ pub fn collect(store: &Store, keys: &[crate::CacheKey], mode: ExportMode, image:
         records.push(WireRecord { key: key.as_str().to_string(), layer });
     }
     let config = CacheConfig {
-        architecture: host_architecture().to_string(),
+        architecture: kiln_runtime::emulate::host_arch().to_string(),
         os: "linux".to_string(),
         rootfs: ConfigRootFs { kind: "layers".to_string(), diff_ids },
         cache: CacheSection { version: FORMAT_VERSION, records },
