@@ -94,14 +94,14 @@ pub fn accept(mux: &Mux, path: &str, to_guest: u32, from_guest: u32) -> Result<R
 }
 
 /// Copies the connection to `from_guest` and `to_guest` to the connection, each on a thread.
-pub(crate) fn pump<S: Duplex>(mux: &Mux, conn: S, to_guest: u32, from_guest: u32, path: &str) -> Result<()> {
+pub(crate) fn pump<S: Duplex + std::os::fd::AsFd>(mux: &Mux, conn: S, to_guest: u32, from_guest: u32, path: &str) -> Result<()> {
     let mut reader = conn
         .dup()
         .ctx(|| format!("forward {path}: dup the connection"))?;
     let mut writer = mux.open_writer(from_guest);
     let out = thread::Builder::new()
         .name("kiln-forward-out".into())
-        .spawn(move || match io::copy(&mut reader, &mut writer) {
+        .spawn(move || match crate::splice::copy(&mut reader, &mut writer) {
             Ok(_) => {
                 let _ = writer.finish();
             }

@@ -24,6 +24,7 @@ mod reaper;
 mod receive;
 mod run;
 mod safepath;
+mod splice;
 mod server;
 mod transport;
 mod udp;
@@ -86,6 +87,10 @@ fn serve(pid1: bool) -> Result<()> {
     let _ = std::thread::Builder::new().name("kiln-build-id".into()).spawn(|| server::build_id().len());
     let reaper = reaper::Reaper::start().ctx(|| "start the reaper thread".to_string())?;
     let conn = transport::connect(&options.transport)?;
+    match conn.writer.try_clone() {
+        Ok(dup) => splice::init(dup.into()),
+        Err(e) => info!("no zero-copy output (dup of the connection: {e})"),
+    }
     let (mux, requests) = Mux::agent(conn.reader, conn.writer);
     server::Server::new(mux, reaper, init::power_off).serve(requests);
     Ok(())

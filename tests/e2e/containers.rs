@@ -286,6 +286,27 @@ fn exec_top_and_published_ports() {
     }
     assert!(child.wait().expect("wait").success());
     assert!(http_get(port, "/typed.html").contains("typed-through-exec"), "what exec wrote is served");
+    // 8 MiB of random bytes arrive byte for byte through the port and through exec's output
+    // (both spliced into the agent connection).
+    let sum = ok(&env.kiln(&["exec", "web", "sh", "-c", "dd if=/dev/urandom of=/www/rnd bs=1M count=8 2>/dev/null; sha256sum /www/rnd | cut -d' ' -f1"]));
+    let body = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /rnd HTTP/1.0\r\n\r\n").expect("request");
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).expect("response");
+        let at = all.windows(4).position(|w| w == b"\r\n\r\n").expect("headers end") + 4;
+        all.split_off(at)
+    };
+    assert_eq!(body.len(), 8 << 20);
+    let catted = env.kiln(&["exec", "web", "cat", "/www/rnd"]).stdout;
+    assert!(catted == body, "exec's output and the download are the same bytes");
+    let hashed = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().expect("stdin").write_all(&body)?;
+        c.wait_with_output()
+    }).expect("sha256sum");
+    assert_eq!(text(&hashed.stdout).split_whitespace().next(), Some(sum.trim()), "the download is the file in the container");
     let top = ok(&env.kiln(&["top", "web"]));
     assert!(top.contains("httpd -f -p 80"), "top lists the main process:\n{top}");
     assert_eq!(env.kiln(&["exec", "web", "no-such-tool"]).status.code(), Some(127));

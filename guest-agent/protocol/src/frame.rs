@@ -61,6 +61,31 @@ pub enum FrameError {
     UnknownKind(u8),
 }
 
+/// The header of a frame whose `len` payload bytes follow it.
+pub fn header(kind: FrameKind, stream: u32, len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut h = [0u8; HEADER_LEN];
+    // The length fits: it was just checked against MAX_PAYLOAD.
+    h[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&stream.to_le_bytes());
+    h[8] = kind as u8;
+    Ok(h)
+}
+
+/// A frame's bytes, header and payload in one buffer (one copy of the payload, one write:
+/// a guest under emulation pays for every copy and every write to its port).
+pub fn encode(kind: FrameKind, stream: u32, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
+    buf.extend_from_slice(&header(kind, stream, payload.len())?);
+    buf.extend_from_slice(payload);
+    Ok(buf)
+}
+
 impl Frame {
     pub fn new(kind: FrameKind, stream: u32, payload: Vec<u8>) -> Self {
         Self { kind, stream, payload }
@@ -68,16 +93,7 @@ impl Frame {
 
     /// Writes the frame in one `write_all` of header + payload.
     pub fn write_to(&self, w: &mut impl Write) -> Result<(), FrameError> {
-        if self.payload.len() > MAX_PAYLOAD {
-            return Err(FrameError::TooLarge(self.payload.len()));
-        }
-        let mut buf = Vec::with_capacity(HEADER_LEN + self.payload.len());
-        // The length fits: it was just checked against MAX_PAYLOAD.
-        buf.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&self.stream.to_le_bytes());
-        buf.push(self.kind as u8);
-        buf.extend_from_slice(&self.payload);
-        w.write_all(&buf)?;
+        w.write_all(&encode(self.kind, self.stream, &self.payload)?)?;
         Ok(())
     }
 

@@ -197,13 +197,18 @@ impl Mux {
     }
 
     fn send(&self, frame: Frame) -> Result<(), MuxError> {
+        self.send_encoded(&crate::frame::encode(frame.kind, frame.stream, &frame.payload)?)
+    }
+
+    /// Writes one frame's bytes ([`crate::frame::encode`]) whole.
+    fn send_encoded(&self, bytes: &[u8]) -> Result<(), MuxError> {
         if self.is_closed() {
             return Err(MuxError::Closed);
         }
         let mut w = lock(&self.shared.writer);
-        frame.write_to(&mut *w).map_err(|e| {
+        w.write_all(bytes).map_err(|e| {
             self.shared.close();
-            MuxError::from(e)
+            MuxError::from(FrameError::from(e))
         })
     }
 
@@ -354,6 +359,44 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
+    /// Copies `r` to the end into this stream, reading up to a whole frame's worth at a time
+    /// (`io::copy`'s 8 KiB reads would send eight times as many frames).
+    pub fn copy_from(&mut self, r: &mut (impl Read + ?Sized)) -> io::Result<u64> {
+        let mut buf = vec![0u8; WRITE_CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    }
+
+    /// Sends one Data frame of `len` bytes (at most [`MAX_PAYLOAD`]) whose payload `fill`
+    /// puts on the connection itself, after the header, while no other frame can be sent:
+    /// for zero-copy paths (`splice(2)` into the connection's descriptor). `fill` must put
+    /// exactly `len` bytes; if it fails, the connection is torn down (a frame cut short
+    /// cannot be taken back).
+    pub fn send_direct(&mut self, len: usize, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let header = crate::frame::header(FrameKind::Data, self.stream, len).map_err(io::Error::other)?;
+        if self.mux.is_closed() {
+            return Err(io::Error::other(MuxError::Closed));
+        }
+        let mut w = lock(&self.mux.shared.writer);
+        let sent = w.write_all(&header).and_then(|()| w.flush()).and_then(|()| fill(&mut **w));
+        if sent.is_err() {
+            self.mux.shared.close();
+        }
+        sent
+    }
+
     /// Ends the stream cleanly.
     pub fn finish(mut self) -> io::Result<()> {
         self.finished = true;
@@ -378,9 +421,8 @@ impl Write for StreamWriter {
         if n == 0 {
             return Ok(0);
         }
-        self.mux
-            .send(Frame::new(FrameKind::Data, self.stream, data[..n].to_vec()))
-            .map_err(io::Error::other)?;
+        let bytes = crate::frame::encode(FrameKind::Data, self.stream, &data[..n]).map_err(io::Error::other)?;
+        self.mux.send_encoded(&bytes).map_err(io::Error::other)?;
         Ok(n)
     }
 

@@ -334,7 +334,7 @@ fn feed_stdin(mut reader: StreamReader, w: OwnedFd) {
     // Chunks of up to 32 KiB: the channel's bound is the backlog's.
     let (tx, rx) = sync_channel::<Vec<u8>>(STDIN_BACKLOG / (32 * 1024));
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match reader.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -362,27 +362,13 @@ fn feed_stdin(mut reader: StreamReader, w: OwnedFd) {
 
 /// Copies a pipe into a data stream until EOF, then finishes the stream. If the connection is
 /// gone it keeps draining, so the process never blocks on a full pipe.
-fn pump(stream: StreamWriter, pipe: OwnedFd) -> JoinHandle<()> {
-    let mut writer = Some(stream);
+/// (A terminal's end reads as an error, EIO: it ends the stream as cleanly as EOF does.)
+fn pump(mut stream: StreamWriter, pipe: OwnedFd) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut pipe = File::from(pipe);
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Some(w) = writer.as_mut() {
-                        if w.write_all(&buf[..n]).is_err() {
-                            writer = None;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
+        if crate::splice::copy(&mut pipe, &mut stream).is_err() {
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
         }
-        if let Some(w) = writer {
-            let _ = w.finish();
-        }
+        let _ = stream.finish();
     })
 }

@@ -165,7 +165,7 @@ impl AgentClient {
         let pending = self.mux.start_call(&Request::ReceiveTar { dest: dest.to_string(), stream })?;
         let call = thread::spawn(move || pending.wait(None));
         let mut w = self.mux.open_writer(stream);
-        let copied = io::copy(tar, &mut w);
+        let copied = w.copy_from(tar);
         match copied {
             Ok(_) => w.finish().map_err(|e| SandboxError::io("sending a tar to the guest", e))?,
             Err(e) => {
@@ -387,7 +387,7 @@ fn carry_stream<C: kiln_protocol::duplex::Duplex>(conn: C, mut from_guest: Strea
         let _ = io::copy(&mut from_guest, &mut conn);
         conn.shut_write();
     });
-    let _ = thread::Builder::new().name("kiln-forward-out".into()).spawn(move || match io::copy(&mut back, &mut to_guest) {
+    let _ = thread::Builder::new().name("kiln-forward-out".into()).spawn(move || match to_guest.copy_from(&mut back) {
         Ok(_) => {
             let _ = to_guest.finish();
         }
