@@ -229,6 +229,8 @@ fn drive() -> R<()> {
         &mux,
         &Request::Hello {
             versions: vec![PROTOCOL_VERSION],
+            entropy: None,
+            now_ns: None,
         },
     )? {
         Response::Hello {

@@ -15,6 +15,7 @@ mod copyup;
 mod diff;
 mod error;
 mod forward;
+mod fresh;
 mod fsat;
 mod init;
 mod log;

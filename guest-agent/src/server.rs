@@ -16,7 +16,7 @@ use kiln_protocol::{Mux, Request, Response, PROTOCOL_VERSION};
 use crate::error::{Context, Error, Result};
 use crate::log::{debug, info};
 use crate::reaper::Reaper;
-use crate::{diff, forward, mounts, receive, run, udp};
+use crate::{diff, forward, fresh, mounts, receive, run, udp};
 
 /// What the agent does on `PowerOff` after answering.
 pub type PowerOff = fn() -> !;
@@ -82,7 +82,10 @@ impl Server {
 
     fn dispatch(&self, req: Request) -> Result<Response> {
         match req {
-            Request::Hello { versions } => hello(&versions),
+            Request::Hello { versions, entropy, now_ns } => {
+                fresh::apply(entropy.as_deref(), now_ns)?;
+                hello(&versions)
+            }
             Request::ReceiveTar { dest, stream } => {
                 let mut reader = self.mux.open_reader(stream);
                 let result = receive::receive_tar(&mut reader, Path::new(&dest));

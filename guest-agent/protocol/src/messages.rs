@@ -13,8 +13,17 @@ pub const PROTOCOL_VERSION: u32 = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// First call on a connection: version negotiation.
-    Hello { versions: Vec<u32> },
+    /// First call on a connection: version negotiation. The host also hands over fresh
+    /// randomness (base64, mixed into the guest kernel's pool, which is then reseeded) and its
+    /// clock (nanoseconds since the epoch): a guest restored from a snapshot is a clone whose
+    /// random state and clock are the snapshot's until it gets them.
+    Hello {
+        versions: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entropy: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        now_ns: Option<u64>,
+    },
     /// Extract the tar sent by the host on data stream `stream` into `dest` (created if absent).
     /// OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) become overlayfs whiteouts (0:0 character
     /// devices, the `trusted.overlay.opaque` xattr) so `dest` can serve as an overlay lower dir.
@@ -293,7 +302,8 @@ mod tests {
     #[test]
     fn requests_round_trip_through_json() {
         let reqs = vec![
-            Request::Hello { versions: vec![1] },
+            Request::Hello { versions: vec![1], entropy: None, now_ns: None },
+            Request::Hello { versions: vec![5], entropy: Some("AAEC".into()), now_ns: Some(1_700_000_000_000_000_000) },
             Request::MountOverlay {
                 lowers: vec!["/a".into(), "/b".into()],
                 upper: "/u".into(),

@@ -30,6 +30,23 @@ pub fn run(root: &Path) -> Result<()> {
         }
         _ => line(false, "QEMU", &format!("{qemu} not found (Debian: apt-get install qemu-system-x86)")),
     }
+    match kiln_sandbox::snapshot::enabled() {
+        Ok(false) => line(false, "VM snapshots", "off (KILN_SNAPSHOT=0): every VM boots"),
+        Err(e) => line(false, "VM snapshots", &e.to_string()),
+        Ok(true) => {
+            let saved = kiln_sandbox::snapshot::survey(&cache);
+            let detail = match saved.iter().max_by_key(|(len, _)| *len) {
+                None => "on (QEMU backend): the first VM of each kind boots and is saved, later ones are restored from it".to_string(),
+                Some((len, made)) => format!(
+                    "on (QEMU backend): {} saved, up to {:.0} MiB, made in {:.2} s; VMs of those kinds are restored instead of booted",
+                    saved.len(),
+                    *len as f64 / 1048576.0,
+                    made.as_secs_f64()
+                ),
+            };
+            line(true, "VM snapshots", &detail);
+        }
+    }
     let (ready, missing): (Vec<_>, Vec<_>) = kiln_solver::emulator_survey().into_iter().partition(|(_, r)| r.is_ok());
     let names = |v: &[(String, Result<std::path::PathBuf, String>)]| v.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
     if missing.is_empty() {

@@ -139,7 +139,12 @@ impl AgentClient {
 
     /// Version handshake; fails if the agent speaks no version we know.
     pub fn hello(&self, timeout: Duration) -> Result<GuestInfo, SandboxError> {
-        let resp = self.mux.call(&Request::Hello { versions: vec![PROTOCOL_VERSION] }, Some(timeout))?;
+        // Fresh randomness and the clock: a guest restored from a snapshot needs both.
+        let mut entropy = [0u8; 64];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut entropy)).map_err(|e| SandboxError::io("reading /dev/urandom", e))?;
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_nanos()).ok());
+        let hello = Request::Hello { versions: vec![PROTOCOL_VERSION], entropy: Some(kiln_protocol::base64::encode(&entropy)), now_ns };
+        let resp = self.mux.call(&hello, Some(timeout))?;
         match resp {
             Response::Hello { version, kernel, agent_build_id } if version == PROTOCOL_VERSION => {
                 Ok(GuestInfo { version, kernel, agent_build_id })

@@ -27,6 +27,8 @@ pub enum SandboxError {
     BadSetting { name: &'static str, value: String, why: &'static str },
     #[error("cannot use {0}: {1}")]
     BadPath(PathBuf, String),
+    #[error("VM snapshot: {0}")]
+    Snapshot(String),
 }
 
 impl SandboxError {

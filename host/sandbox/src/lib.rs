@@ -14,6 +14,8 @@ pub mod error;
 pub mod guest;
 pub mod interactive;
 pub mod qemu;
+mod qmp;
+pub mod snapshot;
 mod select;
 
 pub use agent::{AgentClient, ExitStatus, GuestInfo};

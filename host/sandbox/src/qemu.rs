@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use kiln_protocol::Mux;
 
 use crate::agent::{AgentClient, GuestInfo};
+use crate::snapshot::{self, Snapshot};
 use crate::{children, Backend, GuestImage, SandboxError, Vm, VmConfig};
 
 /// How long a TCG guest may take from QEMU start to the agent's hello (CI machines are slow).
@@ -58,8 +59,21 @@ pub struct QemuVm {
     accel: Accel,
     pub info: GuestInfo,
     pub boot_time: Duration,
-    _dir: tempfile::TempDir,
+    /// Started from a snapshot rather than booted.
+    pub restored: bool,
+    dir: tempfile::TempDir,
 }
+
+/// How a QEMU process starts: a boot (with a QMP socket when a snapshot is to be made of
+/// it), or a restore from a snapshot.
+#[derive(Debug, Default)]
+struct Launch {
+    qmp: bool,
+    incoming: Option<String>,
+}
+
+/// How long a restored guest may take to answer before kiln boots instead.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn find_on_path(prog: &str) -> Option<PathBuf> {
     if prog.contains('/') {
@@ -91,8 +105,9 @@ const SLIRP_NETDEV: &str = "user,id=net0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,
 const SLIRP_GUEST: &str = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
 impl QemuBackend {
-    fn command(&self, image: &GuestImage, config: &VmConfig, accel: Accel, dir: &Path, sock: &Path) -> Result<Command, SandboxError> {
-        let mut cmd = Command::new(&self.qemu);
+    /// QEMU's arguments for a VM of `config` whose per-VM files live in `dir`.
+    fn args(&self, image: &GuestImage, config: &VmConfig, accel: Accel, dir: &Path, sock: &Path) -> Result<Vec<String>, SandboxError> {
+        let utf8 = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| SandboxError::BadPath(p.to_path_buf(), "the path must be UTF-8".into()));
         let console = if config.debug { "console=ttyS0" } else { "console=ttyS0 quiet" };
         // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
         // reboot makes QEMU (started with -no-reboot) exit by itself.
@@ -108,21 +123,19 @@ impl QemuBackend {
         // The PIT, PIC and RTC stay on: without the PIT/PIC a TCG guest hangs at boot, without
         // the RTC it boots ~1 s slower and has no wall clock. acpi=off makes QEMU announce the
         // virtio-mmio devices on the kernel command line (the guest kernel has no ACPI).
-        cmd.args(["-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off"])
-            .args(["-accel", accel.name(), "-cpu", if accel == Accel::Kvm { "host" } else { "max" }])
-            .args(["-m", &config.memory_mib.to_string(), "-smp", &config.cpus.to_string()])
-            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-monitor", "none"])
-            .arg("-serial")
-            .arg(if config.debug { "stdio".to_string() } else { format!("file:{}", dir.join("console.log").display()) })
-            .arg("-kernel")
-            .arg(&image.kernel)
-            .arg("-initrd")
-            .arg(&image.initrd)
-            .args(["-append", &append])
-            .arg("-chardev")
-            .arg(format!("socket,id=agent,path={}", sock.display()))
-            .args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=kiln.agent"])
-            .args(["-netdev", SLIRP_NETDEV, "-device", "virtio-net-device,netdev=net0"]);
+        let mut args: Vec<String> = vec![
+            "-M".into(), "microvm,x-option-roms=off,isa-serial=on,acpi=off".into(),
+            "-accel".into(), accel.name().into(), "-cpu".into(), if accel == Accel::Kvm { "host" } else { "max" }.into(),
+            "-m".into(), config.memory_mib.to_string(), "-smp".into(), config.cpus.to_string(),
+            "-nodefaults".into(), "-no-user-config".into(), "-nographic".into(), "-no-reboot".into(), "-monitor".into(), "none".into(),
+            "-serial".into(), if config.debug { "stdio".to_string() } else { format!("file:{}", utf8(&dir.join("console.log"))?) },
+            "-kernel".into(), utf8(&image.kernel)?,
+            "-initrd".into(), utf8(&image.initrd)?,
+            "-append".into(), append,
+            "-chardev".into(), format!("socket,id=agent,path={}", utf8(sock)?),
+            "-device".into(), "virtio-serial-device".into(), "-device".into(), "virtserialport,chardev=agent,name=kiln.agent".into(),
+            "-netdev".into(), SLIRP_NETDEV.into(), "-device".into(), "virtio-net-device,netdev=net0".into(),
+        ];
         for (i, share) in config.shares.iter().enumerate() {
             // security_model=none: files are the user's on the host (rootless), as with a bind
             // mount; ownership changes the host refuses are not reported to the guest.
@@ -133,8 +146,38 @@ impl QemuBackend {
             })?;
             let ro = if share.readonly { ",readonly=on" } else { "" };
             let model = if share.keep_owners { "mapped-xattr" } else { "none" };
-            cmd.arg("-fsdev").arg(format!("local,id=fs{i},path={path},security_model={model}{ro}"));
-            cmd.arg("-device").arg(format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", share.tag));
+            args.extend(["-fsdev".into(), format!("local,id=fs{i},path={path},security_model={model}{ro}")]);
+            args.extend(["-device".into(), format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", share.tag)]);
+        }
+        Ok(args)
+    }
+
+    /// The snapshot for VMs like this one: `args` (made with placeholder per-VM paths) with the
+    /// shares' paths and the TSC rate (which only a boot reads) taken out.
+    fn snapshot_for(&self, image: &GuestImage, config: &VmConfig, args: &[String]) -> Option<Snapshot> {
+        let qemu = find_on_path(&self.qemu)?;
+        let shares: Vec<&str> = config.shares.iter().filter_map(|s| s.host_path.to_str()).collect();
+        let shape: Vec<String> = args
+            .iter()
+            .map(|a| {
+                let mut a = a.clone();
+                for p in &shares {
+                    a = a.replace(&format!("path={p},"), "path=@SHARE,");
+                }
+                a.split(' ').filter(|w| !w.starts_with("tsc_early_khz=")).collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        Some(Snapshot::for_vm(&config.cache_dir, &qemu, &image.kernel, &image.initrd, &shape))
+    }
+
+    fn command(&self, args: &[String], config: &VmConfig, dir: &Path, launch: &Launch) -> Result<Command, SandboxError> {
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(args);
+        if launch.qmp {
+            cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()));
+        }
+        if let Some(uri) = &launch.incoming {
+            cmd.arg("-incoming").arg(uri);
         }
         cmd.stdin(Stdio::null());
         if config.debug {
@@ -150,7 +193,7 @@ impl QemuBackend {
         Ok(cmd)
     }
 
-    fn boot(&self, image: &GuestImage, config: &VmConfig, accel: Accel, timeout: Duration) -> Result<QemuVm, SandboxError> {
+    fn boot(&self, image: &GuestImage, config: &VmConfig, accel: Accel, timeout: Duration, launch: &Launch) -> Result<QemuVm, SandboxError> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("kiln-vm-")
@@ -159,7 +202,8 @@ impl QemuBackend {
         let sock = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&sock).map_err(|e| SandboxError::io(format!("listening on {}", sock.display()), e))?;
         listener.set_nonblocking(true).map_err(|e| SandboxError::io("configuring the agent socket", e))?;
-        let cmd = self.command(image, config, accel, dir.path(), &sock)?;
+        let args = self.args(image, config, accel, dir.path(), &sock)?;
+        let cmd = self.command(&args, config, dir.path(), launch)?;
         let child = children::spawn(cmd).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SandboxError::QemuMissing(self.qemu.clone()),
             _ => SandboxError::io(format!("starting {}", self.qemu), e),
@@ -177,7 +221,7 @@ impl QemuBackend {
                 return Err(vm.explain(e, timeout));
             }
         };
-        Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), _dir: dir })
+        Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), restored: launch.incoming.is_some(), dir })
     }
 
     /// KVM or TCG: a cached answer, or a real probe boot under KVM.
@@ -198,13 +242,50 @@ impl QemuBackend {
         if let Ok(text) = fs::read_to_string(&cache) {
             return Ok((if text.trim() == "kvm" { Accel::Kvm } else { Accel::Tcg }, None));
         }
-        let probe = self.boot(image, config, Accel::Kvm, KVM_PROBE_TIMEOUT);
+        let probe = self.boot(image, config, Accel::Kvm, KVM_PROBE_TIMEOUT, &Launch::default());
         let accel = if probe.is_ok() { Accel::Kvm } else { Accel::Tcg };
         if let Some(parent) = cache.parent() {
             let _ = fs::create_dir_all(parent);
             let _ = fs::write(&cache, accel.name());
         }
         Ok((accel, probe.ok()))
+    }
+}
+
+impl QemuBackend {
+    /// A VM restored from the snapshot of its kind, else booted (and, when snapshots are on,
+    /// saved as that kind's snapshot for the next VM). A snapshot that cannot be used is
+    /// discarded with a one-line notice; the VM is booted instead.
+    fn start_from_snapshot(&self, image: &GuestImage, config: &VmConfig, accel: Accel, timeout: Duration) -> Result<QemuVm, SandboxError> {
+        let snapshot = if snapshot::enabled()? && !config.debug {
+            let shape = self.args(image, config, accel, Path::new("/@VM"), Path::new("/@VM/agent.sock"))?;
+            self.snapshot_for(image, config, &shape)
+        } else {
+            None
+        };
+        let Some(snap) = snapshot else { return self.boot(image, config, accel, timeout, &Launch::default()) };
+        match snap.check() {
+            Ok(true) => match self.boot(image, config, accel, RESTORE_TIMEOUT, &Launch { qmp: false, incoming: Some(snap.incoming_uri()?) }) {
+                Ok(vm) => return Ok(vm),
+                Err(e) => {
+                    eprintln!("kiln: notice: the VM snapshot could not be restored ({e}); booting and making a new one");
+                    snap.discard();
+                }
+            },
+            Ok(false) => {}
+            Err(e) => eprintln!("kiln: notice: {e}; booting and making a new one"),
+        }
+        let vm = self.boot(image, config, accel, timeout, &Launch { qmp: true, incoming: None })?;
+        match snap.save(&vm.dir.path().join("qmp.sock")) {
+            Ok(_) => Ok(vm),
+            Err(e) => {
+                // The VM may be left paused by a migration that went wrong: start another.
+                eprintln!("kiln: notice: could not save a VM snapshot ({e}); going on without one");
+                snap.discard();
+                drop(vm);
+                self.boot(image, config, accel, timeout, &Launch::default())
+            }
+        }
     }
 }
 
@@ -305,12 +386,12 @@ impl Backend for QemuBackend {
         if let Some(vm) = probed {
             return Ok(Box::new(vm));
         }
-        match self.boot(image, config, accel, if accel == Accel::Kvm { KVM_PROBE_TIMEOUT * 5 } else { TCG_READY_TIMEOUT }) {
+        match self.start_from_snapshot(image, config, accel, if accel == Accel::Kvm { KVM_PROBE_TIMEOUT * 5 } else { TCG_READY_TIMEOUT }) {
             Ok(vm) => Ok(Box::new(vm)),
             Err(e) if accel == Accel::Kvm && std::env::var_os("KILN_QEMU_ACCEL").is_none() => {
                 // A cached "kvm" that no longer holds: fall back rather than fail the build.
                 eprintln!("kiln: KVM boot failed ({e}); falling back to TCG");
-                Ok(Box::new(self.boot(image, config, Accel::Tcg, TCG_READY_TIMEOUT)?))
+                Ok(Box::new(self.start_from_snapshot(image, config, Accel::Tcg, TCG_READY_TIMEOUT)?))
             }
             Err(e) => Err(e),
         }
@@ -334,7 +415,8 @@ impl Vm for QemuVm {
     }
 
     fn describe(&self) -> String {
-        format!("qemu/{} (guest kernel {}, booted in {:.2} s)", self.accel.name(), self.info.kernel, self.boot_time.as_secs_f64())
+        let how = if self.restored { "restored from a snapshot" } else { "booted" };
+        format!("qemu/{} (guest kernel {}, {how} in {:.2} s)", self.accel.name(), self.info.kernel, self.boot_time.as_secs_f64())
     }
 }
 
