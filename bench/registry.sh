@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Registry benchmark, printed, never asserted: push and pull of a 10-layer image (MiB per
 # layer: $2, default 50 -> 500 MB) against a loopback docker-registry (a fresh, empty one for
-# every run), kiln vs `skopeo copy` measured in this same run, and their ratios. Layers are random data in plain tars, so
-# neither tool spends the time compressing.
+# every run), kiln vs `skopeo copy` measured in this same run, and their ratios. Layers are
+# random data in plain tars, so neither tool spends the time compressing. The order alternates,
+# for push and for pull alike: odd runs time kiln first, even runs skopeo first (so neither
+# tool always meets a cold page cache or a freshly started registry); both pulls fetch the
+# image kiln pushed.
 # Usage: bench/registry.sh [RUNS] [MIB_PER_LAYER]   (needs docker-registry and skopeo)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,23 +77,28 @@ now() { date +%s.%N; }
 kpush=(); spush=(); kpull=(); spull=()
 export KILN_ROOT="$work/kiln-src"
 "$kiln" load -q -i "$work/image.oci.tar"
+# timed FN: FN's wall time in seconds on stdout (FN's own stdout dropped); fails if FN fails.
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null || { echo "$1 failed (run $i)" >&2; return 1; }; t1=$(now); echo "$t1 - $t0" | bc; }
+kiln_push() { KILN_ROOT="$work/kiln-src" "$kiln" push -q "$reg/kiln$i/big:1" >/dev/null; }
+skopeo_push() { skopeo copy -q --dest-tls-verify=false "oci-archive:$work/image.oci.tar" "docker://$reg/skopeo$i/big:1"; }
+kiln_pull() { KILN_ROOT="$work/kiln-pull-$i" "$kiln" pull -q "$reg/kiln$i/big:1" >/dev/null; }
+skopeo_pull() { skopeo copy -q --src-tls-verify=false "docker://$reg/kiln$i/big:1" "oci:$work/skopeo-pull-$i:big"; }
 for i in $(seq 1 "$runs"); do
     start_registry
     "$kiln" tag bench/big:1 "$reg/kiln$i/big:1"
-    t0=$(now); KILN_ROOT="$work/kiln-src" "$kiln" push -q "$reg/kiln$i/big:1" >/dev/null; t1=$(now)
-    kpush+=("$(echo "$t1 - $t0" | bc)")
-    t0=$(now); skopeo copy -q --dest-tls-verify=false "oci-archive:$work/image.oci.tar" "docker://$reg/skopeo$i/big:1"; t1=$(now)
-    spush+=("$(echo "$t1 - $t0" | bc)")
-    t0=$(now); KILN_ROOT="$work/kiln-pull-$i" "$kiln" pull -q "$reg/kiln$i/big:1" >/dev/null; t1=$(now)
-    kpull+=("$(echo "$t1 - $t0" | bc)")
-    t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$reg/kiln$i/big:1" "oci:$work/skopeo-pull-$i:big"; t1=$(now)
-    spull+=("$(echo "$t1 - $t0" | bc)")
+    if (( i % 2 == 1 )); then   # odd run: kiln first
+        kpush+=("$(timed kiln_push)"); spush+=("$(timed skopeo_push)")
+        kpull+=("$(timed kiln_pull)"); spull+=("$(timed skopeo_pull)")
+    else                        # even run: skopeo first
+        spush+=("$(timed skopeo_push)"); kpush+=("$(timed kiln_push)")
+        spull+=("$(timed skopeo_pull)"); kpull+=("$(timed kiln_pull)")
+    fi
     rm -rf "$work/kiln-pull-$i" "$work/skopeo-pull-$i"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 kp=$(median "${kpush[@]}"); sp=$(median "${spush[@]}"); kl=$(median "${kpull[@]}"); sl=$(median "${spull[@]}")
-printf '\nkiln registry benchmark: 10 layers x %s MiB, loopback docker-registry, a fresh one per run (%s runs, medians)\n' "$mib" "$runs"
+printf '\nkiln registry benchmark: 10 layers x %s MiB, loopback docker-registry, a fresh one per run, order alternating (%s runs, medians)\n' "$mib" "$runs"
 printf '  push, kiln push:          %6.2f s   (all: %s)\n' "$kp" "${kpush[*]}"
 printf '  push, skopeo copy:        %6.2f s   (all: %s)\n' "$sp" "${spush[*]}"
 printf '  ratio kiln / skopeo:      %6.2f x   (goal <= 1)\n' "$(echo "$kp / $sp" | bc -l)"
