@@ -6,6 +6,11 @@
 //! either (every node is opened or read with `*at` calls that do not follow the last
 //! component). Hard links become separate copies, as in Docker.
 //!
+//! The copy is made in a hidden directory of the share, renamed when whole, and only then
+//! moved into place entry by entry: a copy cut short (no space, the VM killed) is redone at
+//! the next start, a move cut short is finished, and a volume is never left half-filled and
+//! taken for a filled one.
+//!
 //! This module must never write outside the share it was given.
 
 use std::ffi::CStr;
@@ -19,13 +24,50 @@ use crate::{fsat, safepath};
 /// How deep a tree is copied before the copy gives up (a guard for the agent's stack).
 const MAX_DEPTH: usize = 256;
 
+/// Where the copy is made, and what it is renamed to once whole.
+const STAGING: &str = ".kiln-copyup";
+const DONE: &str = ".kiln-copyup-done";
+
+fn rename_at(from: BorrowedFd<'_>, from_name: &CStr, to: BorrowedFd<'_>, to_name: &CStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: renameat on two open directory descriptors and NUL-terminated names.
+    if unsafe { libc::renameat(from.as_raw_fd(), from_name.as_ptr(), to.as_raw_fd(), to_name.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Moves every entry of `DONE` into the volume's root, then removes `DONE`.
+fn finish_move(dest: &OwnedFd) -> io::Result<()> {
+    let done_name = safepath::cname(DONE.as_bytes())?;
+    let done = fsat::open_dir(dest.as_fd(), &done_name)?;
+    for entry in std::fs::read_dir(safepath::proc_path(&done, b""))? {
+        let name = safepath::cname(entry?.file_name().as_bytes())?;
+        rename_at(done.as_fd(), &name, dest.as_fd(), &name)?;
+    }
+    fsat::unlink(dest.as_fd(), &done_name, true)
+}
+
 /// Fills `dest` (an empty directory) with a copy of directory `path` inside the root
 /// filesystem at `root`. A `dest` that holds anything, and a `path` that is not a directory
 /// beneath the root, are left alone: there is nothing to copy.
 pub fn populate(root: &str, path: &str, dest: &str) -> Result<()> {
     let err = |what: &str, e: io::Error| Error::io(format!("copy {path} into the new volume: {what}"), e);
     let dest_fd = safepath::open_root(std::path::Path::new(dest)).map_err(|e| err("open the volume", e))?;
-    if std::fs::read_dir(safepath::proc_path(&dest_fd, b"")).map_err(|e| err("list the volume", e))?.next().is_some() {
+    let mut staged = false;
+    let mut others = false;
+    for entry in std::fs::read_dir(safepath::proc_path(&dest_fd, b"")).map_err(|e| err("list the volume", e))? {
+        match entry.map_err(|e| err("list the volume", e))?.file_name().as_bytes() {
+            b".kiln-copyup-done" => return finish_move(&dest_fd).map_err(|e| err("finish an interrupted copy", e)),
+            b".kiln-copyup" => staged = true,
+            _ => others = true,
+        }
+    }
+    if staged {
+        // A copy cut short: start it again.
+        std::fs::remove_dir_all(safepath::proc_path(&dest_fd, STAGING.as_bytes())).map_err(|e| err("remove an interrupted copy", e))?;
+    }
+    if others {
         return Ok(());
     }
     let parts = safepath::normalize(path.trim_start_matches('/').as_bytes()).map_err(Error::msg)?;
@@ -36,7 +78,14 @@ pub fn populate(root: &str, path: &str, dest: &str) -> Result<()> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => return Ok(()),
         Err(e) => return Err(err("open the source", e)),
     };
-    copy_dir(&src, &dest_fd, 0).map_err(|e| err("copy", e))?;
+    let staging_name = safepath::cname(STAGING.as_bytes()).map_err(|e| err("copy", e))?;
+    let done_name = safepath::cname(DONE.as_bytes()).map_err(|e| err("copy", e))?;
+    fsat::mkdir(dest_fd.as_fd(), &staging_name, 0o700).map_err(|e| err("make the staging directory", e))?;
+    let staging = fsat::open_dir(dest_fd.as_fd(), &staging_name).map_err(|e| err("open the staging directory", e))?;
+    copy_dir(&src, &staging, 0).map_err(|e| err("copy", e))?;
+    drop(staging);
+    rename_at(dest_fd.as_fd(), &staging_name, dest_fd.as_fd(), &done_name).map_err(|e| err("copy", e))?;
+    finish_move(&dest_fd).map_err(|e| err("move the copy into place", e))?;
     // The volume's root takes the source directory's owner and mode.
     let st = fsat::fstat(src.as_fd()).map_err(|e| err("stat the source", e))?;
     fchown(dest_fd.as_fd(), st.st_uid, st.st_gid)

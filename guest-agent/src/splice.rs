@@ -67,12 +67,22 @@ pub fn copy<R: io::Read + AsFd>(src: &mut R, w: &mut StreamWriter) -> io::Result
             Err(e) if total == 0 && e.raw_os_error() == Some(libc::EINVAL) => return w.copy_from(src),
             Err(e) => return Err(e),
         };
-        w.send_direct(n, |_| {
+        w.send_direct(n, |out| {
             let mut left = n;
             while left > 0 {
-                match splice(pipe_r.as_raw_fd(), conn.as_raw_fd(), left)? {
-                    0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                    m => left -= m,
+                match splice(pipe_r.as_raw_fd(), conn.as_raw_fd(), left) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    Ok(m) => left -= m,
+                    // The connection takes no splice: what is left of the chunk goes through
+                    // the mux's own writer (the header is already out; the length must hold).
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        let mut rest = vec![0u8; left];
+                        let mut pipe = std::fs::File::from(pipe_r.try_clone()?);
+                        io::Read::read_exact(&mut pipe, &mut rest)?;
+                        out.write_all(&rest)?;
+                        left = 0;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             Ok(())

@@ -67,6 +67,11 @@ fn image_volumes_are_anonymous_volumes_filled_from_the_image() {
     // A run that never creates its container leaves no anonymous volume behind.
     assert_run_error(&env.kiln(&["run", "--rm", "-v", "/anon", "--name", "bad name", "extras", "true"]), "invalid container name");
     assert_eq!(volumes(&env), [before.clone(), vec!["named".to_string()]].concat().into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+    // volume prune: unused anonymous volumes go, named ones only with -a.
+    ok(&env.kiln(&["volume", "prune", "-f"]));
+    assert_eq!(volumes(&env), ["named"]);
+    ok(&env.kiln(&["volume", "prune", "-f", "-a"]));
+    assert!(volumes(&env).is_empty());
     no_vm_left(&env);
 }
 
@@ -77,6 +82,14 @@ fn init_forwards_signals_and_udp_ports_carry_datagrams() {
     // --init: the process is not process 1, and `kiln stop`'s SIGTERM reaches a shell.
     assert_eq!(ok(&env.kiln(&["run", "--rm", "bb", "sh", "-c", "echo $$"])), "1\n");
     assert_eq!(ok(&env.kiln(&["run", "--rm", "--init", "bb", "sh", "-c", "echo $$"])), "2\n");
+    // The init holds none of the agent's pipes: stdin ends when the host's does.
+    let mut child = env.command(&["run", "--rm", "-i", "--init", "bb", "cat"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(b"through the init\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(text(&out.stdout), "through the init\n", "{}", text(&out.stderr));
     ok(&env.kiln(&["run", "-d", "--init", "--name", "ini", "bb", "sh", "-c", "echo ready; sleep 300"]));
     wait_for_log(&env, "ini", "ready", 1);
     let started = Instant::now();

@@ -1,7 +1,7 @@
 //! VM snapshots through the real binary and real QEMU guests, as the unprivileged test user:
 //! the first VM boots and is saved, later ones are restored (builds and containers alike);
 //! two clones of one snapshot have different random state and the host's clock; a damaged
-//! snapshot (a flipped byte) and one QEMU refuses (garbage with a matching record) each get
+//! snapshot (a flipped byte) and one QEMU refuses (garbage with a matching record at its end) each get
 //! a one-line notice, a boot, and a new snapshot; `KILN_SNAPSHOT=0` boots every time.
 
 mod harness;
@@ -99,10 +99,12 @@ fn restored_vms_are_fresh_clones_and_bad_snapshots_are_replaced() {
 
     // A state QEMU refuses, with a record that matches it: the restore fails, kiln boots.
     let state = &saved[0];
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let record = format!("{{\"len\":{},\"crc32\":{}}}", garbage.len(), crc32(&garbage));
+    garbage.extend_from_slice(record.as_bytes());
+    garbage.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    garbage.extend_from_slice(b"KILNSNAP");
     fs::write(state, &garbage).expect("garbage");
-    let record = state.with_extension("json");
-    fs::write(&record, format!("{{\"len\":{},\"crc32\":{}}}", garbage.len(), crc32(&garbage))).expect("record");
     let (ready, stderr) = build_vm(&env, "five", &[]);
     assert!(ready.contains("booted"), "{ready}");
     assert!(stderr.lines().any(|l| l.starts_with("kiln: notice: the VM snapshot could not be restored")), "{stderr}");

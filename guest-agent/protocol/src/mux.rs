@@ -206,6 +206,11 @@ impl Mux {
             return Err(MuxError::Closed);
         }
         let mut w = lock(&self.shared.writer);
+        // Another sender may have torn the connection down while this one waited for the lock
+        // (possibly in the middle of a frame: nothing may follow it).
+        if self.is_closed() {
+            return Err(MuxError::Closed);
+        }
         w.write_all(bytes).map_err(|e| {
             self.shared.close();
             MuxError::from(FrameError::from(e))
@@ -390,6 +395,10 @@ impl StreamWriter {
             return Err(io::Error::other(MuxError::Closed));
         }
         let mut w = lock(&self.mux.shared.writer);
+        // Another sender may have torn the connection down while this one waited for the lock.
+        if self.mux.is_closed() {
+            return Err(io::Error::other(MuxError::Closed));
+        }
         let sent = w.write_all(&header).and_then(|()| w.flush()).and_then(|()| fill(&mut **w));
         if sent.is_err() {
             self.mux.shared.close();

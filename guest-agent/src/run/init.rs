@@ -41,7 +41,10 @@ pub(super) unsafe fn fork_under_init(fds: &ChildFds) {
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             return;
         }
-        // The agent reads the status pipe to its end: only the process keeps it (until exec).
+        // The init never execs, so nothing close-on-exec closes for it: it drops every
+        // descriptor but stdio, or it would hold the agent's ends of the process's pipes open
+        // (stdin would never end) and the status pipe (the agent reads it to its end).
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         libc::close(fds.status);
         serve(child, &all)
     }

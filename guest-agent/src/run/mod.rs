@@ -331,10 +331,11 @@ const STDIN_BACKLOG: usize = 16 << 20;
 /// the backlog to the process. Not joined: they end with the stream or the process.
 fn feed_stdin(mut reader: StreamReader, w: OwnedFd) {
     use std::sync::mpsc::sync_channel;
-    // Chunks of up to 32 KiB: the channel's bound is the backlog's.
-    let (tx, rx) = sync_channel::<Vec<u8>>(STDIN_BACKLOG / (32 * 1024));
+    // Chunks of up to CHUNK bytes: the channel's bound is the backlog's.
+    const CHUNK: usize = 64 * 1024;
+    let (tx, rx) = sync_channel::<Vec<u8>>(STDIN_BACKLOG / CHUNK);
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; CHUNK];
         loop {
             match reader.read(&mut buf) {
                 Ok(0) | Err(_) => break,

@@ -157,7 +157,7 @@ impl QemuBackend {
     fn snapshot_for(&self, image: &GuestImage, config: &VmConfig, args: &[String]) -> Option<Snapshot> {
         let qemu = find_on_path(&self.qemu)?;
         let shares: Vec<&str> = config.shares.iter().filter_map(|s| s.host_path.to_str()).collect();
-        let shape: Vec<String> = args
+        let mut shape: Vec<String> = args
             .iter()
             .map(|a| {
                 let mut a = a.clone();
@@ -167,6 +167,12 @@ impl QemuBackend {
                 a.split(' ').filter(|w| !w.starts_with("tsc_early_khz=")).collect::<Vec<_>>().join(" ")
             })
             .collect();
+        if args.iter().any(|a| a == "kvm") {
+            // `-cpu host`: a snapshot is only good for a host CPU like the one it was made on.
+            let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let field = |name: &str| info.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+            shape.push(format!("@cpu {} {}", field("model name"), field("flags")));
+        }
         Some(Snapshot::for_vm(&config.cache_dir, &qemu, &image.kernel, &image.initrd, &shape))
     }
 
@@ -265,23 +271,30 @@ impl QemuBackend {
         };
         let Some(snap) = snapshot else { return self.boot(image, config, accel, timeout, &Launch::default()) };
         match snap.check() {
-            Ok(true) => match self.boot(image, config, accel, RESTORE_TIMEOUT, &Launch { qmp: false, incoming: Some(snap.incoming_uri()?) }) {
+            Ok(Some(len)) => match self.boot(image, config, accel, RESTORE_TIMEOUT, &Launch { qmp: false, incoming: Some(snap.incoming_uri(len)?) }) {
                 Ok(vm) => return Ok(vm),
                 Err(e) => {
                     eprintln!("kiln: notice: the VM snapshot could not be restored ({e}); booting and making a new one");
                     snap.discard();
                 }
             },
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => eprintln!("kiln: notice: {e}; booting and making a new one"),
         }
+        if snap.failed_recently() {
+            return self.boot(image, config, accel, timeout, &Launch::default());
+        }
         let vm = self.boot(image, config, accel, timeout, &Launch { qmp: true, incoming: None })?;
-        match snap.save(&vm.dir.path().join("qmp.sock")) {
+        let qmp = vm.dir.path().join("qmp.sock");
+        match snap.save(&qmp) {
             Ok(_) => Ok(vm),
             Err(e) => {
-                // The VM may be left paused by a migration that went wrong: start another.
-                eprintln!("kiln: notice: could not save a VM snapshot ({e}); going on without one");
-                snap.discard();
+                eprintln!("kiln: notice: could not save a VM snapshot ({e}); going on without one for an hour");
+                snap.mark_failed();
+                if snapshot::vm_running(&qmp) {
+                    return Ok(vm);
+                }
+                // Left paused by a migration that went wrong: start another.
                 drop(vm);
                 self.boot(image, config, accel, timeout, &Launch::default())
             }

@@ -7,17 +7,18 @@
 //! A snapshot is only valid for exactly the VM it came from, so its name is a hash of
 //! everything that shapes the VM: QEMU's binary (path, size, mtime), the kernel's and the
 //! initramfs's (path, size, mtime), and QEMU's whole command line with the per-VM paths
-//! replaced (memory, CPUs, accelerator, devices, shares' options). Next to it, a small
-//! record holds its length and CRC-32, checked before every restore: a truncated or
-//! corrupt file is discarded and a boot makes a new one, never trusted. Files are written
-//! under temporary names and renamed, so two kiln processes making the same snapshot at once
-//! do not collide (the last rename wins; both are whole).
+//! replaced (memory, CPUs, accelerator, devices, shares' options; under KVM the host CPU's
+//! model and flags too). At its end, a small record holds the stream's length and CRC-32,
+//! checked before every restore: a truncated or corrupt file is discarded and a boot makes a
+//! new one, never trusted. A snapshot is written under a temporary name and renamed whole, so
+//! two kiln processes making the same snapshot at once do not collide (the last rename wins;
+//! both are whole). A save that fails is not retried for an hour.
 //!
 //! `KILN_SNAPSHOT=0` turns snapshots off. This module must never hand QEMU a file whose
 //! record does not match it.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,15 @@ pub fn enabled() -> Result<bool, SandboxError> {
 /// saving another removes the least recently made beyond this.
 const KEEP: usize = 8;
 
+/// The end of a snapshot file: `[QEMU's migration stream][record JSON][u32 LE: JSON length]
+/// [MAGIC]`. One file, renamed into place whole: a stream and a record can never be paired
+/// wrongly, whatever two kiln processes do at once.
+const MAGIC: &[u8; 8] = b"KILNSNAP";
+
+/// A failed save is not retried for this long (a cache dir that cannot take one would make
+/// every start pay for the attempt).
+const RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 fn snapshot_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("vm-snapshots")
 }
@@ -50,47 +60,81 @@ pub fn survey(cache_dir: &Path) -> Vec<(u64, Duration)> {
     let Ok(entries) = fs::read_dir(snapshot_dir(cache_dir)) else { return vec![] };
     entries
         .flatten()
-        .filter_map(|e| {
-            let path = e.path();
-            let stem = path.file_stem()?.to_str()?.to_string();
-            (path.extension()? == "json").then(|| Snapshot { file: path.with_file_name(format!("{stem}.state")), record: path.clone() })
-        })
-        .filter_map(|s| s.describe())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "state"))
+        .filter_map(|file| read_record(&file).ok())
+        .map(|(_, rec)| (rec.len, Duration::from_millis(rec.made_in_ms)))
         .collect()
 }
 
-/// Removes all but the [`KEEP`] most recently made snapshots in `dir`.
+/// Removes all but the [`KEEP`] most recently made snapshots in `dir`, and temp files of
+/// saves that were cut short (older than ten minutes: a save takes well under one).
 fn prune(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
-    let mut states: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "state"))
-        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .collect();
+    let mut states = Vec::new();
+    for p in entries.flatten().map(|e| e.path()) {
+        let Some(modified) = fs::metadata(&p).ok().and_then(|m| m.modified().ok()) else { continue };
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(".state-") {
+            if modified.elapsed().is_ok_and(|age| age > Duration::from_secs(600)) {
+                let _ = fs::remove_file(&p);
+            }
+        } else if name.ends_with(".state") {
+            states.push((modified, p));
+        }
+    }
     states.sort();
     let excess = states.len().saturating_sub(KEEP);
     for (_, p) in states.into_iter().take(excess) {
-        let _ = fs::remove_file(p.with_extension("json"));
+        let _ = fs::remove_file(p.with_extension("failed"));
         let _ = fs::remove_file(&p);
     }
 }
 
-/// The record kept next to a snapshot.
+/// The record at the end of a snapshot file.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Record {
+    /// Bytes of QEMU's stream at the start of the file.
     len: u64,
     crc32: u32,
-    /// Seconds it took to make, for `kiln doctor`.
+    /// How long it took to make, for `kiln doctor`.
     #[serde(default)]
     made_in_ms: u64,
+}
+
+/// The record of the snapshot file `file`, and the file's length.
+fn read_record(file: &Path) -> std::io::Result<(u64, Record)> {
+    use std::io::{Seek, SeekFrom};
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let mut f = File::open(file)?;
+    let size = f.metadata()?.len();
+    let mut tail = [0u8; 12];
+    if size < tail.len() as u64 {
+        return Err(bad("too short"));
+    }
+    f.seek(SeekFrom::Start(size - 12))?;
+    f.read_exact(&mut tail)?;
+    if &tail[4..] != MAGIC {
+        return Err(bad("no record"));
+    }
+    let json_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if json_len > 4096 || json_len + 12 > size {
+        return Err(bad("bad record length"));
+    }
+    f.seek(SeekFrom::Start(size - 12 - json_len))?;
+    let mut json = vec![0u8; json_len as usize];
+    f.read_exact(&mut json)?;
+    let rec: Record = serde_json::from_slice(&json).map_err(|_| bad("bad record"))?;
+    if rec.len + json_len + 12 != size {
+        return Err(bad("the record does not match the file's length"));
+    }
+    Ok((size, rec))
 }
 
 /// Where a snapshot of one kind of VM lives.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub file: PathBuf,
-    record: PathBuf,
 }
 
 fn file_stamp(path: &Path) -> String {
@@ -115,35 +159,52 @@ impl Snapshot {
             h.update([0]);
         }
         let key = hex::encode(&h.finalize()[..16]);
-        let dir = snapshot_dir(cache_dir);
-        Self { file: dir.join(format!("{key}.state")), record: dir.join(format!("{key}.json")) }
+        Self { file: snapshot_dir(cache_dir).join(format!("{key}.state")) }
     }
 
-    /// Whether the snapshot is there and whole (length and CRC-32 as recorded). A snapshot
-    /// that is there but does not match is removed.
-    pub fn check(&self) -> Result<bool, SandboxError> {
-        let Ok(text) = fs::read(&self.record) else { return Ok(false) };
-        let whole = match serde_json::from_slice::<Record>(&text) {
-            Ok(rec) => crc_of(&self.file).is_ok_and(|(len, crc)| len == rec.len && crc == rec.crc32),
-            Err(_) => false,
-        };
-        if !whole {
-            self.discard();
-            return Err(SandboxError::Snapshot(format!("{} is damaged (length or checksum differ from its record)", self.file.display())));
+    /// The length of the snapshot's stream when it is there and whole (its record matches its
+    /// length and CRC-32). A snapshot that is there but damaged is removed.
+    pub fn check(&self) -> Result<Option<u64>, SandboxError> {
+        if !self.file.exists() {
+            return Ok(None);
         }
-        Ok(true)
+        let whole = read_record(&self.file).ok().filter(|(_, rec)| crc_of(&self.file, rec.len).is_ok_and(|crc| crc == rec.crc32));
+        match whole {
+            Some((_, rec)) => Ok(Some(rec.len)),
+            None => {
+                self.discard();
+                Err(SandboxError::Snapshot(format!("{} is damaged (its record does not match its length or checksum)", self.file.display())))
+            }
+        }
     }
 
-    /// Removes the snapshot and its record.
+    /// Removes the snapshot.
     pub fn discard(&self) {
-        let _ = fs::remove_file(&self.record);
         let _ = fs::remove_file(&self.file);
     }
 
-    /// `-incoming` for QEMU: the snapshot streamed in by `cat` (QEMU 7.2 has no `file:`).
-    pub fn incoming_uri(&self) -> Result<String, SandboxError> {
+    fn marker(&self) -> PathBuf {
+        self.file.with_extension("failed")
+    }
+
+    /// Whether a save of this snapshot failed within the last hour (see [`RETRY_AFTER`]).
+    pub fn failed_recently(&self) -> bool {
+        fs::metadata(self.marker()).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RETRY_AFTER))
+    }
+
+    /// Remembers that saving failed, so the next starts do not try again at once.
+    pub fn mark_failed(&self) {
+        if let Some(dir) = self.file.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = fs::write(self.marker(), b"");
+    }
+
+    /// `-incoming` for QEMU: the snapshot's `len` bytes of stream, read by `head` (QEMU 7.2
+    /// has no `file:` transport, and the file ends with kiln's record).
+    pub fn incoming_uri(&self, len: u64) -> Result<String, SandboxError> {
         let path = self.file.to_str().filter(|p| !p.contains('\'')).ok_or_else(|| SandboxError::BadPath(self.file.clone(), "a snapshot path must be UTF-8 without '".into()))?;
-        Ok(format!("exec:cat '{path}'"))
+        Ok(format!("exec:head -c {len} '{path}'"))
     }
 
     /// Saves the state of the running VM whose QMP socket is `qmp` and lets it run on.
@@ -151,7 +212,7 @@ impl Snapshot {
         let started = Instant::now();
         let dir = self.file.parent().ok_or_else(|| SandboxError::Snapshot("no snapshot directory".into()))?;
         fs::create_dir_all(dir).map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
-        let tmp = tempfile::Builder::new().prefix(".state-").tempfile_in(dir).map_err(|e| SandboxError::io("creating the snapshot file", e))?;
+        let mut tmp = tempfile::Builder::new().prefix(".state-").tempfile_in(dir).map_err(|e| SandboxError::io("creating the snapshot file", e))?;
         let tmp_path = tmp.path().to_str().filter(|p| !p.contains('\'')).ok_or_else(|| SandboxError::Snapshot("the cache path must be UTF-8 without '".into()))?.to_string();
         let mut monitor = Qmp::connect(qmp, started + Duration::from_secs(10))?;
         let migrated = monitor.migrate(&format!("exec:cat > '{tmp_path}'"), started + Duration::from_secs(60));
@@ -159,61 +220,88 @@ impl Snapshot {
         let resumed = monitor.execute("cont", serde_json::json!({}));
         migrated?;
         resumed?;
-        let (len, crc32) = crc_of(tmp.path()).map_err(|e| SandboxError::io("reading back the snapshot", e))?;
+        let len = tmp.as_file().metadata().map_err(|e| SandboxError::io("reading back the snapshot", e))?.len();
         if len == 0 {
             return Err(SandboxError::Snapshot("QEMU wrote an empty state".into()));
         }
+        let crc32 = crc_of(tmp.path(), len).map_err(|e| SandboxError::io("reading back the snapshot", e))?;
         let made_in = started.elapsed();
-        let record = serde_json::to_vec(&Record { len, crc32, made_in_ms: made_in.as_millis() as u64 }).map_err(|e| SandboxError::Snapshot(e.to_string()))?;
-        let mut rec_tmp = tempfile::Builder::new().prefix(".record-").tempfile_in(dir).map_err(|e| SandboxError::io("creating the snapshot record", e))?;
-        rec_tmp.write_all(&record).map_err(|e| SandboxError::io("writing the snapshot record", e))?;
+        let json = serde_json::to_vec(&Record { len, crc32, made_in_ms: made_in.as_millis() as u64 }).map_err(|e| SandboxError::Snapshot(e.to_string()))?;
+        let mut trailer = json.clone();
+        trailer.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        trailer.extend_from_slice(MAGIC);
+        let f = tmp.as_file_mut();
+        f.seek(std::io::SeekFrom::End(0)).and_then(|_| f.write_all(&trailer)).and_then(|()| f.sync_all()).map_err(|e| SandboxError::io("writing the snapshot record", e))?;
         tmp.persist(&self.file).map_err(|e| SandboxError::io("saving the snapshot", e.error))?;
-        rec_tmp.persist(&self.record).map_err(|e| SandboxError::io("saving the snapshot record", e.error))?;
         prune(dir);
         Ok(made_in)
     }
-
-    /// The snapshot's size and how long it took to make, if it is there.
-    pub fn describe(&self) -> Option<(u64, Duration)> {
-        let rec: Record = serde_json::from_slice(&fs::read(&self.record).ok()?).ok()?;
-        Some((rec.len, Duration::from_millis(rec.made_in_ms)))
-    }
 }
 
-/// Length and CRC-32 of a file.
-fn crc_of(path: &Path) -> std::io::Result<(u64, u32)> {
-    let mut f = File::open(path)?;
+/// Whether the VM whose QMP socket is `qmp` is running (not left paused by a failed save).
+pub fn vm_running(qmp: &Path) -> bool {
+    let Ok(mut monitor) = Qmp::connect(qmp, Instant::now() + Duration::from_secs(5)) else { return false };
+    monitor.execute("query-status", serde_json::json!({})).is_ok_and(|s| s.get("status").and_then(serde_json::Value::as_str) == Some("running"))
+}
+
+/// CRC-32 of the first `len` bytes of a file (which must have them).
+fn crc_of(path: &Path, len: u64) -> std::io::Result<u32> {
+    let mut f = File::open(path)?.take(len);
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
+    let mut seen = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            return Ok((len, h.finalize()));
+            break;
         }
         h.update(&buf[..n]);
-        len += n as u64;
+        seen += n as u64;
     }
+    if seen != len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the snapshot is shorter than its record says"));
+    }
+    Ok(h.finalize())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn write_snapshot(snap: &Snapshot, stream: &[u8]) {
+        fs::create_dir_all(snap.file.parent().expect("dir")).expect("mkdir");
+        let json = serde_json::to_vec(&Record { len: stream.len() as u64, crc32: crc32fast::hash(stream), made_in_ms: 1 }).expect("json");
+        let mut bytes = stream.to_vec();
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(MAGIC);
+        fs::write(&snap.file, bytes).expect("write");
+    }
+
     #[test]
     fn a_damaged_snapshot_is_refused_and_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let snap = Snapshot::for_vm(dir.path(), Path::new("/bin/sh"), Path::new("/k"), Path::new("/i"), &["-m".into(), "1024".into()]);
-        assert!(!snap.check().expect("absent"), "no snapshot yet");
-        fs::create_dir_all(snap.file.parent().expect("dir")).expect("mkdir");
-        fs::write(&snap.file, b"state bytes").expect("write");
-        let (len, crc32) = crc_of(&snap.file).expect("crc");
-        fs::write(&snap.record, serde_json::to_vec(&Record { len, crc32, made_in_ms: 1 }).expect("json")).expect("record");
-        assert!(snap.check().expect("whole"));
-        fs::write(&snap.file, b"state bytez").expect("corrupt");
+        assert_eq!(snap.check().expect("absent"), None, "no snapshot yet");
+        write_snapshot(&snap, b"state bytes");
+        assert_eq!(snap.check().expect("whole"), Some(11));
+        assert_eq!(survey(dir.path()), [(11, Duration::from_millis(1))]);
+        let mut bytes = fs::read(&snap.file).expect("read");
+        bytes[3] ^= 1;
+        fs::write(&snap.file, &bytes).expect("corrupt");
         assert!(snap.check().is_err(), "a flipped byte is caught");
-        assert!(!snap.file.exists() && !snap.record.exists(), "and the snapshot is gone");
+        assert!(!snap.file.exists(), "and the snapshot is gone");
+        write_snapshot(&snap, b"state bytes");
+        let bytes = fs::read(&snap.file).expect("read");
+        fs::write(&snap.file, &bytes[5..]).expect("truncate");
+        assert!(snap.check().is_err(), "a truncated file is caught");
+        fs::create_dir_all(snap.file.parent().expect("dir")).expect("mkdir");
+        fs::write(&snap.file, b"no record at all").expect("write");
+        assert!(snap.check().is_err(), "a file without a record is caught");
         let other = Snapshot::for_vm(dir.path(), Path::new("/bin/sh"), Path::new("/k"), Path::new("/i"), &["-m".into(), "2048".into()]);
         assert_ne!(other.file, snap.file, "another VM shape, another snapshot");
+        assert!(!other.failed_recently());
+        other.mark_failed();
+        assert!(other.failed_recently());
     }
 }

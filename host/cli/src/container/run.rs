@@ -186,11 +186,16 @@ fn run_inner(root: &Path, args: RunArgs) -> Result<i32> {
         publish.extend(kiln_runtime::container::ports::parse_publish(p)?);
     }
     let mut mounts = Vec::new();
-    for v in &args.volumes {
-        mounts.push(kiln_runtime::container::volumes::parse_volume(root, v)?);
-    }
-    for t in &args.tmpfs {
-        mounts.push(kiln_runtime::container::volumes::parse_tmpfs(t)?);
+    let parsed = args
+        .volumes
+        .iter()
+        .map(|v| kiln_runtime::container::volumes::parse_volume(root, v))
+        .chain(args.tmpfs.iter().map(|t| kiln_runtime::container::volumes::parse_tmpfs(t)))
+        .try_for_each(|m| m.map(|m| mounts.push(m)));
+    if let Err(e) = parsed {
+        // `-v /dir` before the bad one made an anonymous volume: it goes again.
+        let _ = kiln_runtime::container::volumes::remove_anonymous(root, &mounts);
+        return Err(e.into());
     }
     // An anonymous volume (`-v /dir`) made for a container that is never created goes again.
     let (vm, backend, store, containers, c) = prepare(root, &args, publish, mounts.clone()).inspect_err(|_| {

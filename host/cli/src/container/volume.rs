@@ -32,6 +32,20 @@ pub enum VolumeCommand {
     },
     /// Show a volume as JSON
     Inspect { names: Vec<String> },
+    /// Remove anonymous volumes no container uses (with -a, every unused volume)
+    Prune {
+        /// Named volumes too
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Do not ask for confirmation
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+/// Whether kiln named the volume (64 hex digits: `-v /dir` and the image's `VOLUME`s).
+fn is_anonymous(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn names(root: &Path) -> Result<Vec<String>> {
@@ -94,6 +108,28 @@ pub fn run(root: &Path, cmd: VolumeCommand) -> Result<()> {
                 }
                 std::fs::remove_dir_all(root.join("volumes").join(name)).with_context(|| format!("removing volume {name}"))?;
                 println!("{name}");
+            }
+        }
+        VolumeCommand::Prune { all, force } => {
+            if !force {
+                use std::io::{BufRead, IsTerminal, Write};
+                if !std::io::stdin().is_terminal() {
+                    bail!("kiln volume prune asks for confirmation: give -f to prune without a terminal");
+                }
+                print!("WARNING! This will remove {} volumes not used by at least one container.\nAre you sure you want to continue? [y/N] ", if all { "all local" } else { "anonymous local" });
+                std::io::stdout().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Ok(());
+                }
+            }
+            println!("Deleted Volumes:");
+            for name in names(root)? {
+                if (all || is_anonymous(&name)) && users(root, &name)?.is_empty() {
+                    std::fs::remove_dir_all(root.join("volumes").join(&name)).with_context(|| format!("removing volume {name}"))?;
+                    println!("{name}");
+                }
             }
         }
         VolumeCommand::Inspect { names: wanted } => {

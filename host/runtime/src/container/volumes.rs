@@ -109,7 +109,13 @@ pub fn image_volumes(root: &Path, declared: &[String], mounts: &[VolumeMount]) -
         if mounts.iter().chain(out.iter()).any(|m| m.target() == target) {
             continue;
         }
-        out.push(anonymous(root, &target)?);
+        match anonymous(root, &target) {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                let _ = remove_anonymous(root, &out);
+                return Err(e);
+            }
+        }
     }
     Ok(out)
 }
