@@ -25,6 +25,13 @@ if [[ $(id -u) -eq 0 ]]; then
     mkdir -p "$shared/guest"
     cp target/debug/kiln "$shared/kiln"
     cp "$guest/kernel" "$guest/initramfs.cpio" "$shared/guest/"
+    # virtiofsd from the setup (PATH or kiln's cache dir), where the test user can run it.
+    tools="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/tools/bin"
+    vfsd="${KILN_VIRTIOFSD:-$(PATH="$PATH:$tools:/usr/libexec" command -v virtiofsd || true)}"
+    if [[ -n $vfsd ]]; then
+        cp "$vfsd" "$shared/virtiofsd"
+        export KILN_VIRTIOFSD="$shared/virtiofsd"
+    fi
     chmod -R a+rX "$shared"
     export KILN_TEST_BIN="$shared/kiln" KILN_GUEST_DIR="$shared/guest" KILN_TEST_USER="$user"
 else

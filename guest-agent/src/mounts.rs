@@ -22,10 +22,10 @@ pub fn make_dirs(paths: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Mounts the host directory shared under `tag` (virtio-9p, 9P2000.L, no client cache so host
-/// and container see each other's writes at once) at `target`, first filling it as `copy_up`
-/// asks (see [`crate::copyup`]; only on a writable share).
-pub fn mount_share(tag: &str, target: &str, readonly: bool, copy_up: Option<&kiln_protocol::CopyUp>) -> Result<()> {
+/// Mounts the host directory shared under `tag` at `target` (virtiofs, or virtio-9p 9P2000.L
+/// with no client cache so host and container see each other's writes at once), first
+/// filling it as `copy_up` asks (see [`crate::copyup`]; only on a writable share).
+pub fn mount_share(tag: &str, target: &str, readonly: bool, copy_up: Option<&kiln_protocol::CopyUp>, virtiofs: bool) -> Result<()> {
     if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(Error::msg(format!("mount share: bad tag {tag:?}")));
     }
@@ -35,7 +35,11 @@ pub fn mount_share(tag: &str, target: &str, readonly: bool, copy_up: Option<&kil
     if readonly {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(Some(tag), target, Some("9p"), flags, Some(data)).ctx(|| format!("mount 9p share {tag} at {target}"))?;
+    if virtiofs {
+        mount(Some(tag), target, Some("virtiofs"), flags, None::<&str>).ctx(|| format!("mount virtiofs share {tag} at {target}"))?;
+    } else {
+        mount(Some(tag), target, Some("9p"), flags, Some(data)).ctx(|| format!("mount 9p share {tag} at {target}"))?;
+    }
     match copy_up {
         Some(c) if !readonly => crate::copyup::populate(&c.root, &c.path, target),
         _ => Ok(()),

@@ -104,7 +104,7 @@ impl Server {
                 work,
                 target,
             } => mounts::mount_overlay(&lowers, &upper, &work, &target).map(|()| Response::Done),
-            Request::MountShare { tag, target, readonly, copy_up } => mounts::mount_share(&tag, &target, readonly, copy_up.as_ref()).map(|()| Response::Done),
+            Request::MountShare { tag, target, readonly, copy_up, virtiofs } => mounts::mount_share(&tag, &target, readonly, copy_up.as_ref(), virtiofs).map(|()| Response::Done),
             Request::Unmount { target } => mounts::unmount(&target).map(|()| Response::Done),
             Request::ForwardListen {
                 path,

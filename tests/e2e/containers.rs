@@ -336,6 +336,18 @@ fn volumes_host_directories_and_tmpfs() {
         "cat /data/from-host; echo from the container > /data/from-container; echo x > /ro/nope 2>/dev/null || echo ro-refused; \
          echo t > /scratch/t && grep -q ' /scratch tmpfs' /proc/mounts && echo tmpfs-ok"]));
     assert_eq!(out, "written on the host\nro-refused\ntmpfs-ok\n");
+    // Host directories go over virtiofs when virtiofsd is there (tests/run.sh hands the
+    // setup's to kiln), else over 9p: both work alike.
+    let fs_of_data = |cmd: &mut std::process::Command| text(&cmd.output().expect("run kiln").stdout).trim().to_string();
+    let with = fs_of_data(&mut env.command(&["run", "--rm", "-v", &rw, "bb", "sh", "-c", "echo via > /data/via; grep ' /data ' /proc/mounts | cut -d' ' -f3"]));
+    if std::env::var_os("KILN_VIRTIOFSD").is_some() {
+        assert_eq!(with, "virtiofs");
+    } else {
+        eprintln!("prerequisite missing: no KILN_VIRTIOFSD (examples/setup-and-build.sh builds virtiofsd): virtiofs untested");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "under CI, virtiofsd must be there");
+    }
+    let without = fs_of_data(env.command(&["run", "--rm", "-v", &rw, "bb", "sh", "-c", "cat /data/via; grep ' /data ' /proc/mounts | cut -d' ' -f3"]).env_remove("KILN_VIRTIOFSD"));
+    assert_eq!(without, "via\n9p", "without virtiofsd, 9p");
     let written = host.join("from-container");
     assert_eq!(fs::read_to_string(&written).expect("the container's write reaches the host"), "from the container\n");
     if let Some((uid, _)) = env.user {

@@ -44,6 +44,9 @@ pub enum Request {
         readonly: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         copy_up: Option<CopyUp>,
+        /// The share is a virtiofs device (else virtio-9p).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        virtiofs: bool,
     },
     /// Unmount `target` (recursively, with everything mounted below it).
     Unmount { target: String },
@@ -326,8 +329,8 @@ mod tests {
             Request::Signal { run: 3, signal: 2 },
             Request::WaitStarted { run: 3 },
             Request::ConnectTcp { port: 80, to_guest: 5, from_guest: 6 },
-            Request::MountShare { tag: "kiln0".into(), target: "/run/kiln/share/0".into(), readonly: true, copy_up: None },
-            Request::MountShare { tag: "kiln1".into(), target: "/run/kiln/share/1".into(), readonly: false, copy_up: Some(CopyUp { root: "/run/kiln/root".into(), path: "/data".into() }) },
+            Request::MountShare { tag: "kiln0".into(), target: "/run/kiln/share/0".into(), readonly: true, copy_up: None, virtiofs: true },
+            Request::MountShare { tag: "kiln1".into(), target: "/run/kiln/share/1".into(), readonly: false, copy_up: Some(CopyUp { root: "/run/kiln/root".into(), path: "/data".into() }), virtiofs: false },
             Request::ConnectUdp { port: 53, to_guest: 7, from_guest: 8 },
             Request::Run(RunSpec { init: true, ..run_spec() }),
             Request::Resize { run: 3, rows: 50, cols: 132 },

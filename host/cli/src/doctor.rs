@@ -30,6 +30,11 @@ pub fn run(root: &Path) -> Result<()> {
         }
         _ => line(false, "QEMU", &format!("{qemu} not found (Debian: apt-get install qemu-system-x86)")),
     }
+    match kiln_sandbox::virtiofs::find(&cache) {
+        Ok(Some(p)) => line(true, "shared directories (run -v)", &format!("virtiofs with {}", p.display())),
+        Ok(None) => line(false, "shared directories (run -v)", "virtio-9p (slow on many files): no virtiofsd (examples/setup-and-build.sh builds one, or set KILN_VIRTIOFSD)"),
+        Err(e) => line(false, "shared directories (run -v)", &e.to_string()),
+    }
     match kiln_sandbox::snapshot::enabled() {
         Ok(false) => line(false, "VM snapshots", "off (KILN_SNAPSHOT=0): every VM boots"),
         Err(e) => line(false, "VM snapshots", &e.to_string()),

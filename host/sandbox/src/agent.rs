@@ -200,10 +200,11 @@ impl AgentClient {
         self.simple("registering the emulator", req)
     }
 
-    /// Mounts the host directory shared under `tag` at guest path `target`; an empty share
-    /// is first filled from `copy_up` (a new volume takes the image's content).
-    pub fn mount_share(&self, tag: &str, target: &str, readonly: bool, copy_up: Option<kiln_protocol::CopyUp>) -> Result<(), SandboxError> {
-        self.simple(&format!("mounting the shared directory {tag}"), Request::MountShare { tag: tag.into(), target: target.into(), readonly, copy_up })
+    /// Mounts the VM's `share` at guest path `target`; an empty share is first filled from
+    /// `copy_up` (a new volume takes the image's content).
+    pub fn mount_share(&self, share: &crate::Share, target: &str, copy_up: Option<kiln_protocol::CopyUp>) -> Result<(), SandboxError> {
+        let req = Request::MountShare { tag: share.tag.clone(), target: target.into(), readonly: share.readonly, copy_up, virtiofs: share.virtiofs };
+        self.simple(&format!("mounting the shared directory {}", share.tag), req)
     }
 
     pub fn unmount(&self, target: &str) -> Result<(), SandboxError> {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod guest;
 pub mod interactive;
 pub mod qemu;
+pub mod virtiofs;
 mod qmp;
 pub mod snapshot;
 mod select;
@@ -49,6 +50,9 @@ pub struct Share {
     /// host files (a volume kiln owns, where `chown` must work) instead of being the user's
     /// plain files (a host directory the user shares).
     pub keep_owners: bool,
+    /// Shared over virtiofs (a `virtiofsd` per share, see [`virtiofs`]) rather than 9p; the
+    /// guest mounts it by the same tag. Not with `keep_owners`.
+    pub virtiofs: bool,
 }
 
 /// A running guest. Dropping it stops the guest. `Send`: a build's stages share one guest

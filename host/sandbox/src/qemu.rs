@@ -61,6 +61,8 @@ pub struct QemuVm {
     pub boot_time: Duration,
     /// Started from a snapshot rather than booted.
     pub restored: bool,
+    /// The virtiofsd of each virtiofs share (they go with the VM).
+    _daemons: Vec<crate::virtiofs::Daemon>,
     dir: tempfile::TempDir,
 }
 
@@ -136,7 +138,16 @@ impl QemuBackend {
             "-device".into(), "virtio-serial-device".into(), "-device".into(), "virtserialport,chardev=agent,name=kiln.agent".into(),
             "-netdev".into(), SLIRP_NETDEV.into(), "-device".into(), "virtio-net-device,netdev=net0".into(),
         ];
+        if config.shares.iter().any(|s| s.virtiofs) {
+            // vhost-user: virtiofsd reads and writes the guest's memory, which must be shared.
+            args.extend(["-object".into(), format!("memory-backend-memfd,id=mem,size={}M,share=on", config.memory_mib), "-machine".into(), "memory-backend=mem".into()]);
+        }
         for (i, share) in config.shares.iter().enumerate() {
+            if share.virtiofs {
+                args.extend(["-chardev".into(), format!("socket,id=vfs{i},path={}", utf8(&dir.join(format!("vfs{i}.sock")))?)]);
+                args.extend(["-device".into(), format!("vhost-user-fs-device,chardev=vfs{i},tag={}", share.tag)]);
+                continue;
+            }
             // security_model=none: files are the user's on the host (rootless), as with a bind
             // mount; ownership changes the host refuses are not reported to the guest.
             // mapped-xattr (volumes): owners, modes, devices and symlinks live in `user.virtfs.*`
@@ -209,6 +220,15 @@ impl QemuBackend {
         let listener = UnixListener::bind(&sock).map_err(|e| SandboxError::io(format!("listening on {}", sock.display()), e))?;
         listener.set_nonblocking(true).map_err(|e| SandboxError::io("configuring the agent socket", e))?;
         let args = self.args(image, config, accel, dir.path(), &sock)?;
+        let mut daemons = Vec::new();
+        if config.shares.iter().any(|s| s.virtiofs) {
+            let binary = crate::virtiofs::find(&config.cache_dir)?.ok_or_else(|| SandboxError::BackendUnusable("virtiofsd not found (set KILN_VIRTIOFSD)".into()))?;
+            for (i, share) in config.shares.iter().enumerate().filter(|(_, s)| s.virtiofs) {
+                let sock = dir.path().join(format!("vfs{i}.sock"));
+                let log = dir.path().join(format!("virtiofsd{i}.log"));
+                daemons.push(crate::virtiofs::Daemon::start(&binary, &share.host_path, share.readonly, &sock, &log)?);
+            }
+        }
         let cmd = self.command(&args, config, dir.path(), launch)?;
         let child = children::spawn(cmd).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SandboxError::QemuMissing(self.qemu.clone()),
@@ -227,7 +247,7 @@ impl QemuBackend {
                 return Err(vm.explain(e, timeout));
             }
         };
-        Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), restored: launch.incoming.is_some(), dir })
+        Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), restored: launch.incoming.is_some(), _daemons: daemons, dir })
     }
 
     /// KVM or TCG: a cached answer, or a real probe boot under KVM.
@@ -269,6 +289,8 @@ impl QemuBackend {
         } else {
             None
         };
+        // A VM with virtiofs shares cannot be migrated (vhost-user devices, shared memory).
+        let snapshot = snapshot.filter(|_| !config.shares.iter().any(|s| s.virtiofs));
         let Some(snap) = snapshot else { return self.boot(image, config, accel, timeout, &Launch::default()) };
         match snap.check() {
             Ok(Some(len)) => match self.boot(image, config, accel, RESTORE_TIMEOUT, &Launch { qmp: false, incoming: Some(snap.incoming_uri(len)?) }) {

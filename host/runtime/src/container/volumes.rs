@@ -9,10 +9,10 @@
 //! (9p's `mapped-xattr`): a container may `chown` its data, as with Docker's volumes. A host
 //! directory stays the user's plain files.
 //!
-//! Host directories reach the guest over virtio-9p (QEMU's own `-fsdev local`, nothing else
-//! to install; files stay the user's on the host). virtiofs would need `virtiofsd`, which
-//! Debian 12 does not package, and a shared-memory backend; 9p is what runs everywhere
-//! QEMU does. The share is mounted in the guest once and bind-mounted into the container.
+//! Host directories reach the guest over virtiofs when a `virtiofsd` is found (measured and
+//! chosen in [`kiln_sandbox::virtiofs`]), else over virtio-9p (QEMU's own `-fsdev local`);
+//! either way files stay the user's on the host. The share is mounted in the guest once and
+//! bind-mounted into the container.
 
 use std::fs;
 use std::path::{Path, PathBuf};
