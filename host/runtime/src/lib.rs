@@ -6,6 +6,7 @@
 //! nothing of containers. Container state lives under the store root
 //! (`$KILN_ROOT/containers/<id>/`), never in blobs.
 
+pub mod budget;
 pub mod container;
 pub mod emulate;
 pub mod error;

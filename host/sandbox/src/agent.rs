@@ -256,8 +256,12 @@ impl AgentClient {
         let call = thread::spawn(move || mux.call(&req, None));
         let consumed = consume(&mut reader);
         if consumed.is_err() {
-            // Drain so the agent can finish and answer; the connection stays usable.
-            let _ = io::copy(&mut reader, &mut io::sink());
+            // Drain so the agent can finish and answer and the connection stays usable; a
+            // stream that goes on past that (a guest that never stops) gets the guest cut off.
+            const DRAIN: u64 = 64 << 20;
+            if io::copy(&mut io::Read::take(&mut reader, DRAIN), &mut io::sink()).is_ok_and(|n| n == DRAIN) {
+                self.mux.close();
+            }
         }
         let resp = join(call)??;
         let value = consumed?;

@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use kiln_store::expansion::{Bounded, BoundedWriter, CountIn, Expansion};
 use kiln_store::rootfs::RootFs;
 use sha2::{Digest as _, Sha256};
 
@@ -100,22 +101,31 @@ fn is_tar_header(block: &[u8]) -> bool {
 /// If `path` is a (possibly compressed) tar archive, its uncompressed tar in a temp file.
 pub fn as_archive(path: &Path) -> Result<Option<fs::File>, BuildError> {
     let io = |e: io::Error| BuildError::Invalid(format!("{}: {e}", path.display()));
-    let mut reader = BufReader::new(fs::File::open(path).map_err(io)?);
-    let kind = sniff(reader.fill_buf().map_err(io)?);
-    let mut decoded: Box<dyn Read> = match kind {
+    let mut file = BufReader::new(fs::File::open(path).map_err(io)?);
+    let kind = sniff(file.fill_buf().map_err(io)?);
+    // What the archive expands to is bounded (a decompression bomb stops with an error).
+    let limit = Expansion::from_env()?;
+    let (mut reader, read_in) = CountIn::new(file);
+    let decoded: Box<dyn Read> = match kind {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
         Compression::Zstd => Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| io(io::Error::other(e.to_string())))?),
         Compression::Xz => {
-            let mut out = tempfile::tempfile().map_err(io)?;
-            if lzma_rs::xz_decompress(&mut reader, &mut out).is_err() {
-                return Ok(None);
+            let mut out = BoundedWriter::new(tempfile::tempfile().map_err(io)?, read_in.clone(), limit);
+            match lzma_rs::xz_decompress(&mut reader, &mut out) {
+                Ok(()) => {}
+                Err(lzma_rs::error::Error::IoError(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(BuildError::Invalid(format!("{}: {e}", path.display())));
+                }
+                Err(_) => return Ok(None),
             }
+            let mut out = out.into_inner();
             out.rewind().map_err(io)?;
             Box::new(out)
         }
     };
+    let mut decoded = Bounded::new(decoded, read_in, limit);
     let mut head = [0u8; 512];
     if decoded.read_exact(&mut head).is_err() || !is_tar_header(&head) {
         return Ok(None);

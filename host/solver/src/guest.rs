@@ -44,6 +44,8 @@ pub struct GuestSession {
     state: Mutex<State>,
     /// Where cache mounts are kept between builds.
     cache_store: PathBuf,
+    /// What the guest may still write to the host (layers, cache mounts).
+    budget: kiln_runtime::budget::WriteBudget,
 }
 
 #[derive(Default)]
@@ -96,7 +98,8 @@ impl GuestSession {
         let vm = backend.start(&image, config)?;
         out.info(&format!("VM ready: {}", vm.describe()));
         let agent = vm.agent().clone();
-        Ok(Self { vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf() })
+        let budget = kiln_runtime::budget::WriteBudget::for_store(cache_store)?;
+        Ok(Self { vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf(), budget })
     }
 
     /// The agent, for calls beyond layers and RUNs (e.g. registering an emulator).
@@ -201,7 +204,7 @@ impl GuestSession {
             std::fs::create_dir_all(store_dir).map_err(|e| BuildError::Invalid(format!("creating {}: {e}", store_dir.display())))?;
             let target = cache_file(store_dir, id);
             let mut tmp = tempfile::NamedTempFile::new_in(store_dir).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {e}")))?;
-            self.agent.diff(dir, &[], None, |stream| std::io::copy(stream, tmp.as_file_mut()).map_err(|e| SandboxError::Agent(e.to_string())))?;
+            self.agent.diff(dir, &[], None, |stream| std::io::copy(&mut self.budget.reader(stream), tmp.as_file_mut()).map_err(|e| SandboxError::Agent(format!("cache mount {id}: {e}"))))?;
             tmp.persist(&target).map_err(|e| BuildError::Invalid(format!("cache mount {id}: {}", e.error)))?;
         }
         Ok(())
@@ -280,7 +283,7 @@ impl GuestSession {
             return Err(BuildError::StepFailed { line: 0, text: String::new(), argv: req.argv.to_vec(), status, tail: tail.render(), state: None });
         }
         let layer = agent.diff(&upper, &lowers, req.clamp_mtime, |stream| {
-            staging.store().ingest_layer(stream).map_err(|e| SandboxError::Agent(format!("layer from the guest rejected: {e}")))
+            staging.store().ingest_layer(self.budget.reader(stream)).map_err(|e| SandboxError::Agent(format!("layer from the guest rejected: {e}")))
         })?;
         if !is_empty_layer(&layer) {
             // The upper dir already is this layer in the guest: no need to upload it again.

@@ -29,6 +29,9 @@ pub enum StoreError {
     Unsupported(String),
     #[error("the store at {0} is not usable: {1}")]
     BadRoot(PathBuf, String),
+    /// A setting from the environment that cannot be used.
+    #[error("invalid setting {0}")]
+    BadSetting(String),
 }
 
 impl StoreError {

@@ -13,8 +13,8 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-
 use crate::digest::Digest;
+use crate::expansion::{Bounded, CountIn, Expansion};
 use crate::{Store, StoreError};
 
 /// How a layer blob is compressed, judged by its first bytes.
@@ -100,13 +100,19 @@ fn hostile(why: impl Into<String>) -> StoreError {
 /// A layer's tar stream with its compression undone: gzip by `flate2` (members concatenated
 /// as `gzip` writes them are all read), zstd by `ruzstd` (a small pure-Rust decoder: no C
 /// toolchain, and kiln only ever reads zstd, never writes it; frame checksums are verified).
-pub enum TarStream<R: BufRead> {
+/// What it expands to is bounded ([`crate::expansion`]): a decompression bomb ends in an
+/// error after work in proportion to its size.
+pub struct TarStream<R: BufRead> {
+    inner: Bounded<Decoder<CountIn<R>>>,
+}
+
+enum Decoder<R: BufRead> {
     Plain(R),
     Gzip(flate2::bufread::MultiGzDecoder<R>),
     Zstd(Box<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>),
 }
 
-impl<R: BufRead> Read for TarStream<R> {
+impl<R: BufRead> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Plain(r) => r.read(buf),
@@ -116,16 +122,25 @@ impl<R: BufRead> Read for TarStream<R> {
     }
 }
 
+impl<R: BufRead> Read for TarStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
 impl<R: BufRead> TarStream<R> {
     /// Wraps a buffered stream whose compression is `compression` (see [`Compression::sniff`]).
     pub fn new(compression: Compression, buffered: R) -> Result<Self, StoreError> {
-        Ok(match compression {
-            Compression::None => Self::Plain(buffered),
-            Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
+        let limit = Expansion::from_env()?;
+        let (counted, read_in) = CountIn::new(buffered);
+        let decoder = match compression {
+            Compression::None => Decoder::Plain(counted),
+            Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(counted)),
             Compression::Zstd => {
-                Self::Zstd(Box::new(ruzstd::decoding::StreamingDecoder::new(buffered).map_err(|e| hostile(format!("corrupt zstd stream: {e}")))?))
+                Decoder::Zstd(Box::new(ruzstd::decoding::StreamingDecoder::new(counted).map_err(|e| hostile(format!("corrupt zstd stream: {e}")))?))
             }
-        })
+        };
+        Ok(Self { inner: Bounded::new(decoder, read_in, limit) })
     }
 }
 

@@ -128,13 +128,22 @@ impl SymlinkGuard {
     }
 }
 
+/// A read error as a rejection: a bound that was hit ([`crate::expansion`], a guest's write
+/// budget: `FileTooLarge`) says so itself; anything else is what `what` says.
+fn read_error(what: &str, e: io::Error) -> StoreError {
+    if e.kind() == io::ErrorKind::FileTooLarge {
+        return hostile(e.to_string());
+    }
+    hostile(format!("{what}: {e}"))
+}
+
 /// Checks every entry of a plain tar stream: the one rule for every layer, whatever its source.
 pub(crate) fn verify_entries(reader: impl Read) -> Result<(), StoreError> {
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| hostile(format!("not a tar stream: {e}")))?;
+    let entries = archive.entries().map_err(|e| read_error("not a tar stream", e))?;
     let mut guard = SymlinkGuard { links: BTreeSet::new() };
     for entry in entries {
-        let entry = entry.map_err(|e| hostile(format!("corrupt tar stream: {e}")))?;
+        let entry = entry.map_err(|e| read_error("corrupt tar stream", e))?;
         check_entry(&entry)?;
         let path = entry.path().map_err(|e| hostile(format!("unreadable path: {e}")))?.into_owned();
         let link = match entry.header().entry_type() {
@@ -159,7 +168,7 @@ pub fn check_layer(reader: impl Read) -> Result<CheckedLayer, StoreError> {
         let mut plain = Hashing::new(TarStream::new(compression, &mut raw)?);
         verify_entries(&mut plain)?;
         // Whatever follows the end-of-archive blocks is part of the tar the diff id covers.
-        io::copy(&mut plain, &mut io::sink()).map_err(|e| hostile(format!("corrupt layer stream: {e}")))?;
+        io::copy(&mut plain, &mut io::sink()).map_err(|e| read_error("corrupt layer stream", e))?;
         Some(plain.digest().0)
     };
     // Trailing bytes (after the tar's end, or after a compressed stream) belong to the digest.

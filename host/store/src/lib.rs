@@ -20,6 +20,7 @@ mod archive_read;
 pub mod catalog;
 pub mod digest;
 pub mod error;
+pub mod expansion;
 pub mod flatten;
 pub mod fsck;
 pub mod gc;

@@ -223,8 +223,10 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
 fn save_rw_layer(agent: &AgentClient, lowers: &[String], dir: &Path) -> Result<(), RuntimeError> {
     let lowers_top_first: Vec<String> = lowers.iter().rev().cloned().collect();
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io("saving the container's writable layer", e))?;
+    // At most what the disk can take while keeping its reserve (each save replaces the last).
+    let budget = crate::budget::WriteBudget::for_store(dir)?;
     agent.diff(UPPER, &lowers_top_first, None, |stream| {
-        std::io::copy(stream, tmp.as_file_mut()).map_err(|e| kiln_sandbox::SandboxError::io("saving the container's writable layer", e))?;
+        std::io::copy(&mut budget.reader(stream), tmp.as_file_mut()).map_err(|e| kiln_sandbox::SandboxError::io("saving the container's writable layer", e))?;
         Ok(())
     })?;
     let file = File::open(tmp.path()).map_err(|e| RuntimeError::io("reading back the writable layer", e))?;
