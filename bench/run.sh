@@ -97,15 +97,13 @@ if (( runs >= 2 )); then
 else
     line "VM start to agent ready, restored:" '   n/a   (needs RUNS >= 2)'
 fi
-found=0
-for rec in "$snapdir"/*.json; do
-    [[ -e "$rec" ]] || continue
-    found=1
-    len=$(sed -nE 's/.*"len":([0-9]+).*/\1/p' "$rec"); ms=$(sed -nE 's/.*"made_in_ms":([0-9]+).*/\1/p' "$rec")
-    line "VM snapshot, size:" '%6.1f MiB (%s)' "$(echo "${len:-0} / 1048576" | bc -l)" "$(basename "$rec" .json)"
-    if [[ -n "$ms" ]]; then line "VM snapshot, time to make:" '%6.2f s' "$(echo "$ms / 1000" | bc -l)"; else line "VM snapshot, time to make:" '   n/a   (not in its record)'; fi
-done
-[[ $found -eq 1 ]] || line "VM snapshot:" "none in %s (snapshots off, or saving failed: see kiln's notices)" "$snapdir"
+# The snapshot's record is at the end of its file; `kiln doctor` reads it.
+snap_line=$("$kiln" doctor 2>/dev/null | grep "VM snapshots:" || true)
+if [[ $snap_line == *"saved"* ]]; then
+    line "VM snapshot:" '%s' "$(sed -E 's/.*on \(QEMU backend\): //; s/; VMs of those.*//' <<<"$snap_line") ($(ls "$snapdir"/*.state 2>/dev/null | wc -l) in $snapdir)"
+else
+    line "VM snapshot:" "none in %s (snapshots off, or saving failed: see kiln's notices)" "$snapdir"
+fi
 line "examples/hello, kiln build:" '%6.2f s   (all: %s)' "$kt" "${kiln_times[*]}"
 for d in "${drivers[@]}"; do
     bt=$(median ${buildah_times[$d]})

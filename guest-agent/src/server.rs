@@ -169,6 +169,7 @@ impl Server {
                 nix::unistd::sync();
                 Ok(Response::Done)
             }
+            Request::Ping => Ok(Response::Done),
         }
     }
 }
@@ -187,6 +188,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::Diff { .. } => "diff",
         Request::RegisterBinfmt { .. } => "register_binfmt",
         Request::PowerOff => "power_off",
+        Request::Ping => "ping",
         Request::Signal { .. } => "signal",
         Request::Resize { .. } => "resize",
         Request::WaitStarted { .. } => "wait_started",

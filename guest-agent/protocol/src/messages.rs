@@ -100,6 +100,9 @@ pub enum Request {
     RegisterBinfmt { name: String, magic: String, mask: String, interpreter: String },
     /// Sync filesystems and power the guest off. Answered before the power-off happens.
     PowerOff,
+    /// Are you there? Answered by [`Response::Done`] at once, whatever else runs (the host's
+    /// watchdog asks when the connection has been quiet for a while).
+    Ping,
     /// Send `signal` to the process of the running [`Request::Run`] whose `run_id` is `run`
     /// (the process itself; it is PID 1 of its namespace, so only signals it handles, and
     /// SIGKILL, reach it, as in Docker). Answered by
@@ -325,6 +328,7 @@ mod tests {
             Request::ForwardAccept { path: "/run/kiln/ssh/1/agent.sock".into(), to_guest: 7, from_guest: 8 },
             Request::ForwardClose { path: "/run/kiln/ssh/1/agent.sock".into() },
             Request::PowerOff,
+            Request::Ping,
             Request::Run(RunSpec { stdin_stream: Some(9), tty: Some(TtySize { rows: 24, cols: 80 }), run_id: Some(3), ..run_spec() }),
             Request::Signal { run: 3, signal: 2 },
             Request::WaitStarted { run: 3 },

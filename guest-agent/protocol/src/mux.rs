@@ -68,6 +68,9 @@ struct Shared {
     requests: Mutex<Option<Sender<(u32, Request)>>>,
     next_id: AtomicU32,
     closed: AtomicBool,
+    /// When the last frame arrived (milliseconds since `started`).
+    last_frame_ms: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it: every
@@ -115,6 +118,8 @@ impl Mux {
             requests: Mutex::new(requests),
             next_id: AtomicU32::new(1),
             closed: AtomicBool::new(false),
+            last_frame_ms: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
         });
         let for_thread = Arc::clone(&shared);
         thread::Builder::new()
@@ -128,6 +133,12 @@ impl Mux {
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// How long since the last frame came in (or since the connection started).
+    pub fn idle_for(&self) -> Duration {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.shared.last_frame_ms.load(Ordering::Relaxed)))
     }
 
     /// A fresh id, unique on this connection, for a request or a data stream.
@@ -262,6 +273,7 @@ impl Shared {
 
 fn read_loop(shared: &Shared, mut reader: impl Read) {
     while let Ok(frame) = Frame::read_from(&mut reader) {
+        shared.last_frame_ms.store(shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match frame.kind {
             FrameKind::Data => shared.deliver(frame.stream, Chunk::Data(frame.payload)),
             FrameKind::End if frame.payload.is_empty() => shared.deliver(frame.stream, Chunk::End),
