@@ -341,6 +341,11 @@ mod tests {
         assert_eq!(again.credentials("127.0.0.1:5000").expect("read"), Some(creds));
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("psFormat") && text.contains("bWU6czpjcmV0"), "{text}");
+        // Credentials are the user's alone, even where the file was readable by others before
+        // (it is replaced whole by a 0600 temp file, never rewritten in place).
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
+        assert!(std::fs::read_dir(dir.path().join("d")).expect("ls").count() == 1, "no temp file is left");
         let mut cfg = again;
         assert!(cfg.erase("127.0.0.1:5000").expect("erase"));
         assert!(!cfg.erase("127.0.0.1:5000").expect("erase"));
