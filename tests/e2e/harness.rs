@@ -10,6 +10,7 @@
 pub mod containers;
 pub mod pty;
 pub mod registry;
+pub mod tars;
 pub mod terminal;
 
 use std::collections::BTreeMap;

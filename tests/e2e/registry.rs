@@ -507,3 +507,61 @@ fn build_from_a_registry_image_pulls_the_base() {
     let stderr = text(&out.stderr);
     assert!(out.status.success() && !stderr.contains("pulling"), "{stderr}");
 }
+
+/// An OCI layout at `dir` holding one image whose single layer is `layer` (plain tar), with
+/// every digest right: what a registry would serve for a hostile image.
+fn oci_layout_with_layer(dir: &Path, layer: &[u8]) {
+    let sha = |b: &[u8]| kiln_store::Digest::of(b).to_string();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha(layer)]},
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": layer.len()}],
+    }))
+    .expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len(),
+         "annotations": {"org.opencontainers.image.ref.name": "evil"}}]}))
+    .expect("json");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    for b in [&config[..], &manifest[..], layer] {
+        std::fs::write(blobs.join(&sha(b)[7..]), b).expect("blob");
+    }
+    std::fs::write(dir.join("index.json"), index).expect("index");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+}
+
+/// Layers whose digests are right but whose content is hostile, served by a real registry:
+/// `kiln pull` refuses each exactly as `kiln load` does, and the store does not change.
+#[test]
+fn pulled_layers_with_valid_digests_but_hostile_content_are_refused() {
+    use harness::tars::{tar_of, M};
+    let reg = Registry::start(None);
+    let env = TestEnv::new("reghostile");
+    assert!(env.kiln(&["images"]).status.success());
+    let before = env.store_snapshot();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("dotdot", tar_of(&[M::File("a/../../x", b"x".to_vec())]), "contains '..'"),
+        ("absolute", tar_of(&[M::File("/etc/passwd", b"x".to_vec())]), "absolute path"),
+        ("hardlink-escape", tar_of(&[M::Hardlink("x", "../../etc/shadow")]), "hardlink x"),
+        ("symlink-write", tar_of(&[M::Symlink("a", "/etc"), M::File("a/passwd", b"x".to_vec())]), "goes through the symlink"),
+        ("device", tar_of(&[M::Claim("dev/sda", tar::EntryType::Block, 0)]), "device node"),
+        ("sparse", tar_of(&[M::Claim("big", tar::EntryType::GNUSparse, 0)]), "rejected"),
+    ];
+    for (name, layer, needle) in cases {
+        let layout = env.dir.path().join(format!("layout-{name}"));
+        oci_layout_with_layer(&layout, &layer);
+        let remote = format!("{}/hostile/{name}:1", reg.host);
+        skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:evil", p(&layout)), &format!("docker://{remote}")]);
+        let out = env.kiln(&["pull", &remote]);
+        eprintln!("{name}: {}", text(&out.stderr).trim());
+        assert_clean_error(&out, needle);
+        assert_eq!(env.store_snapshot(), before, "{name}: the store changed");
+    }
+}
