@@ -23,6 +23,7 @@ mod git;
 mod guest;
 mod mounts;
 mod output;
+mod pin;
 mod schedule;
 mod stage;
 mod steps;

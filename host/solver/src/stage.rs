@@ -81,6 +81,8 @@ pub struct Build<'a> {
     pub emulators: Mutex<std::collections::HashSet<String>>,
     /// The state before the first RUN that failed (kept by [`Build::commit_failed_state`]).
     failed_state: Mutex<Option<ImageState>>,
+    /// Keeps the blobs this build uses from a racing prune.
+    pin: crate::pin::BuildPin,
 }
 
 use kiln_runtime::emulate::{image_platform, same_platform};
@@ -140,6 +142,7 @@ impl<'a> Build<'a> {
             cancelled: AtomicBool::new(false),
             emulators: Mutex::new(Default::default()),
             failed_state: Mutex::new(None),
+            pin: crate::pin::BuildPin::new(store)?,
         })
     }
 
@@ -174,6 +177,7 @@ impl<'a> Build<'a> {
             return Ok(s.clone());
         }
         let img = base_image(self.store, name, platform, self.opts.pull.as_deref(), out)?;
+        self.pin.add([&img.manifest_digest, &img.config_digest].into_iter().chain(&img.layers))?;
         let layers = img.layer_infos();
         let (config, extra) = convert::from_store(&img.config.config);
         let state = ImageState {
@@ -344,6 +348,9 @@ impl<'a> Build<'a> {
         let hit = if st.no_cache { None } else { self.cache.get(&key) };
         let result = match hit {
             Some(hit) => {
+                if let Cached::Layer(l) = &hit {
+                    self.pin.add([&l.digest])?;
+                }
                 self.announce(st, text, true, out);
                 self.cached_steps.fetch_add(1, Ordering::Relaxed);
                 hit
