@@ -495,3 +495,53 @@ fn import_from_an_http_url() {
     assert!(listing.contains("fromurl") && listing.contains("v1"), "{listing}");
     assert_clean_error(&missing, "answered 404");
 }
+
+/// `-o type=local` of a hostile image (made of layers that each pass verification): a symlink
+/// to a host directory and to `/` in one layer, a file under that name in the next, a file
+/// replacing a directory, a setuid file. Nothing lands outside the destination, no setuid
+/// bit on the host.
+#[test]
+fn exporting_a_hostile_image_writes_nothing_outside_the_destination() {
+    let env = TestEnv::new("imgexport");
+    let victim = env.dir.path().join("victim");
+    std::fs::create_dir_all(&victim).expect("mkdir");
+    env.give_to_user(&victim);
+    let victim_s = p(&victim).to_string();
+    let mut setuid = tar::Header::new_gnu();
+    setuid.set_path("su").expect("path");
+    setuid.set_size(4);
+    setuid.set_mode(0o4755);
+    setuid.set_cksum();
+    let mut l1 = tar::Builder::new(Vec::new());
+    l1.append(&setuid, &b"#!x\n"[..]).expect("setuid");
+    let mut l1 = l1.into_inner().expect("tar");
+    // tar_of's end blocks would end the layer: strip them and append the rest.
+    l1.truncate(l1.len() - 1024);
+    l1.extend(tar_of(&[M::Symlink("esc", &victim_s), M::Symlink("root", "/"), M::File("d/inside", b"x".to_vec())]));
+    let l2 = tar_of(&[M::File("esc/pwned", b"pwned".to_vec()), M::File("root/tmp/pwned-by-kiln-test", b"pwned".to_vec()), M::File("d", b"file now".to_vec())]);
+    let config = config_for(&[sha(&l1), sha(&l2)]);
+    let archive = tar_of(&[
+        M::File("config.json", config),
+        M::File("l1/layer.tar", l1),
+        M::File("l2/layer.tar", l2),
+        M::File("manifest.json", br#"[{"Config":"config.json","RepoTags":["hostile:1"],"Layers":["l1/layer.tar","l2/layer.tar"]}]"#.to_vec()),
+    ]);
+    let path = env.dir.path().join("hostile.tar");
+    std::fs::write(&path, archive).expect("write");
+    env.give_to_user(&path);
+    ok(&env.kiln(&["load", "-i", p(&path)]));
+    let ctx = env.context("ctx", "FROM hostile:1\n", &[], false);
+    let dest = env.dir.path().join("out");
+    let out = env.kiln(&["build", "-o", &format!("type=local,dest={}", p(&dest)), p(&ctx)]);
+    eprintln!("export: {}", text(&out.stderr).trim());
+    assert_eq!(std::fs::read_dir(&victim).expect("ls").count(), 0, "nothing written into the host directory a symlink named");
+    assert!(!Path::new("/tmp/pwned-by-kiln-test").exists(), "nothing written through a symlink to /");
+    if out.status.success() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dest.join("su")).expect("su").permissions().mode();
+        assert_eq!(mode & 0o7000, 0, "no setuid bit on the host ({mode:o})");
+        assert_eq!(std::fs::read_to_string(dest.join("d")).expect("d"), "file now", "the file replaced the directory");
+    } else {
+        assert_clean_error(&out, "outside");
+    }
+}

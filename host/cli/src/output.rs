@@ -84,7 +84,9 @@ fn unpack_local(store: &Store, image: &ImageRecord, dest: &Path) -> Result<()> {
     use std::io::Seek;
     tmp.rewind().context("rewinding the rootfs tar")?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(tmp));
-    archive.set_preserve_permissions(true);
+    // Modes without setuid, setgid and sticky bits: an image's setuid binary must not become
+    // one on the host.
+    archive.set_preserve_permissions(false);
     archive.set_overwrite(true);
     for entry in archive.entries().context("reading the rootfs tar")? {
         let mut entry = entry.context("reading the rootfs tar")?;
