@@ -73,10 +73,14 @@ pub fn resolv_file(cfg: Option<&NetConfig>) -> String {
     cfg.map(|c| format!("nameserver {}\n", c.dns)).unwrap_or_default()
 }
 
+/// The host's address in the guest (the gateway), once the network is set up.
+static HOST: std::sync::OnceLock<Ipv4Addr> = std::sync::OnceLock::new();
+
 /// Writes the network files into [`NET_DIR`] and configures the interface if `cfg` says so.
 pub fn setup(cfg: Option<&NetConfig>) -> Result<()> {
     write_files(Path::new(NET_DIR), cfg)?;
     if let Some(cfg) = cfg {
+        let _ = HOST.set(cfg.gateway);
         let iface = first_interface()?;
         configure(&iface, cfg)
             .map_err(|e| Error::msg(format!("configure {iface} as {}/{}: {e}", cfg.addr, cfg.prefix)))?;
@@ -172,6 +176,35 @@ fn configure(iface: &str, cfg: &NetConfig) -> Result<()> {
     route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
     ioctl(&sock, libc::SIOCADDRT, &mut route, "ioctl SIOCADDRT default route")?;
     debug_assert_eq!(size_of::<libc::sockaddr_in>(), size_of::<libc::sockaddr>());
+    Ok(())
+}
+
+/// `DenyHost`: connections to the host's own address (its loopback services, which QEMU's
+/// user-mode NAT serves there) are refused from now on, by an unreachable route for that one
+/// address; the default route through it (added before, its next hop already resolved) still
+/// carries everything else. Without a network there is nothing to do.
+pub fn deny_host() -> Result<()> {
+    let Some(host) = HOST.get() else { return Ok(()) };
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(Error::io("socket(AF_INET)", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: rtentry is plain old data; all-zero is a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr(*host);
+    route.rt_genmask = sockaddr(Ipv4Addr::BROADCAST);
+    route.rt_flags = libc::RTF_UP | libc::RTF_HOST | libc::RTF_REJECT;
+    // SAFETY: SIOCADDRT takes an rtentry, owned here for the call; the fd is valid.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &mut route as *mut libc::rtentry) } < 0 {
+        let e = std::io::Error::last_os_error();
+        // Denied already (a second request): nothing more to do.
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(Error::io("ioctl SIOCADDRT unreachable route to the host", e));
+        }
+    }
     Ok(())
 }
 

@@ -170,6 +170,7 @@ impl Server {
                 Ok(Response::Done)
             }
             Request::Ping => Ok(Response::Done),
+            Request::DenyHost => crate::net::deny_host().map(|()| Response::Done),
         }
     }
 }
@@ -189,6 +190,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::RegisterBinfmt { .. } => "register_binfmt",
         Request::PowerOff => "power_off",
         Request::Ping => "ping",
+        Request::DenyHost => "deny_host",
         Request::Signal { .. } => "signal",
         Request::Resize { .. } => "resize",
         Request::WaitStarted { .. } => "wait_started",

@@ -97,3 +97,35 @@ fn run_reaches_the_host_and_network_none_isolates() {
     assert_ne!(fs::read_to_string(dest2.join("status")).expect("status").trim(), "0", "--network none isolates every RUN");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }
+
+/// `KILN_HOST_LOOPBACK=0` cuts RUN steps and containers off from the host's loopback services
+/// (10.0.2.2), while the rest of the network stays; by default they reach them.
+#[test]
+fn host_loopback_can_be_cut_off_for_untrusted_builds_and_containers() {
+    let env = TestEnv::new("hostloop");
+    let port = serve();
+    let port_arg = format!("PORT={port}");
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nARG PORT\n\
+        RUN timeout 10 wget -q -O /x http://10.0.2.2:$PORT/hello; echo $? > /status; rm -f /x\n";
+    let ctx = env.context("ctx", dockerfile, &[], true);
+    let status = |vars: &[(&str, &str)], tag: &str| -> String {
+        let dest = env.dir.path().join(format!("out-{tag}"));
+        let out_arg = format!("type=local,dest={}", dest.display());
+        let out = env.kiln_with(&["build", "--no-cache", "--build-arg", &port_arg, "-o", &out_arg, ctx.to_str().expect("utf8")], vars);
+        assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+        fs::read_to_string(dest.join("status")).expect("status").trim().to_string()
+    };
+    assert_eq!(status(&[], "default"), "0", "by default a RUN reaches the host's loopback");
+    assert_ne!(status(&[("KILN_HOST_LOOPBACK", "0")], "cut"), "0", "KILN_HOST_LOOPBACK=0 cuts it off");
+    // A container too. (busybox wget's -T crashes on a connection that succeeds: `timeout`.)
+    harness::containers::busybox_image(&env);
+    let url = format!("http://10.0.2.2:{port}/hello");
+    let reach = |vars: &[(&str, &str)]| {
+        let out = env.kiln_with(&["run", "--rm", "bb", "timeout", "10", "wget", "-q", "-O", "-", &url], vars);
+        text(&out.stdout)
+    };
+    assert_eq!(reach(&[]), BODY);
+    assert_eq!(reach(&[("KILN_HOST_LOOPBACK", "0")]), "", "the container cannot reach it either");
+    harness::assert_clean_error(&env.kiln_with(&["build", ctx.to_str().expect("utf8")], &[("KILN_HOST_LOOPBACK", "maybe")]), "KILN_HOST_LOOPBACK");
+    assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
+}

@@ -103,6 +103,9 @@ pub enum Request {
     /// Are you there? Answered by [`Response::Done`] at once, whatever else runs (the host's
     /// watchdog asks when the connection has been quiet for a while).
     Ping,
+    /// From now on, refuse connections to the host's own address in the guest (its loopback
+    /// services); the rest of the network stays. Answered by [`Response::Done`].
+    DenyHost,
     /// Send `signal` to the process of the running [`Request::Run`] whose `run_id` is `run`
     /// (the process itself; it is PID 1 of its namespace, so only signals it handles, and
     /// SIGKILL, reach it, as in Docker). Answered by
@@ -329,6 +332,7 @@ mod tests {
             Request::ForwardClose { path: "/run/kiln/ssh/1/agent.sock".into() },
             Request::PowerOff,
             Request::Ping,
+            Request::DenyHost,
             Request::Run(RunSpec { stdin_stream: Some(9), tty: Some(TtySize { rows: 24, cols: 80 }), run_id: Some(3), ..run_spec() }),
             Request::Signal { run: 3, signal: 2 },
             Request::WaitStarted { run: 3 },

@@ -359,6 +359,17 @@ impl AgentClient {
         }
     }
 
+    /// Cuts the guest off from the host's loopback services when `KILN_HOST_LOOPBACK=0` says
+    /// so (untrusted builds and containers); by default they are reachable at 10.0.2.2
+    /// (`host.docker.internal`), as with Docker Desktop.
+    pub fn apply_host_access(&self) -> Result<(), SandboxError> {
+        match std::env::var("KILN_HOST_LOOPBACK").as_deref() {
+            Err(_) | Ok("" | "1") => Ok(()),
+            Ok("0") => self.simple("cutting the guest off from the host's loopback", Request::DenyHost),
+            Ok(other) => Err(SandboxError::BadSetting { name: "KILN_HOST_LOOPBACK", value: other.into(), why: "expected 0 or 1" }),
+        }
+    }
+
     /// Asks the agent to sync and power off; waits at most `timeout` for its answer.
     pub fn power_off(&self, timeout: Duration) -> Result<(), SandboxError> {
         match self.mux.call(&Request::PowerOff, Some(timeout))? {

@@ -98,6 +98,7 @@ impl GuestSession {
         let vm = backend.start(&image, config)?;
         out.info(&format!("VM ready: {}", vm.describe()));
         let agent = vm.agent().clone();
+        agent.apply_host_access()?;
         let budget = kiln_runtime::budget::WriteBudget::for_store(cache_store)?;
         Ok(Self { vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf(), budget })
     }

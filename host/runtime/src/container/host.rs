@@ -93,6 +93,7 @@ fn boot_and_run(store: &Store, containers: &Containers, c: &Container, backend: 
     };
     let vm = backend.start(&image, &vm_config)?;
     let agent = vm.agent().clone();
+    agent.apply_host_access()?;
     if let Some(emu) = &emulator {
         crate::emulate::install(&agent, emu)?;
     }
