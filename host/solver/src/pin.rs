@@ -36,10 +36,10 @@ fn alive(name: &str) -> bool {
 }
 
 impl BuildPin {
-    /// A new (empty) pin for a build on `store`; stale pins of killed builds are removed.
+    /// A new (empty) pin for a build on `store` (nothing is written until something is
+    /// pinned); stale pins of killed builds are removed.
     pub fn new(store: &Store) -> Result<Self, BuildError> {
         let dir = store.pins_dir().join("builds");
-        fs::create_dir_all(&dir).map_err(|e| BuildError::Invalid(format!("creating {}: {e}", dir.display())))?;
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
                 if !alive(&e.file_name().to_string_lossy()) {
@@ -61,6 +61,9 @@ impl BuildPin {
             return Ok(());
         }
         let text = all.iter().cloned().collect::<Vec<_>>().join("\n");
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(|e| BuildError::Invalid(format!("creating {}: {e}", dir.display())))?;
+        }
         let tmp = self.path.with_extension("tmp");
         fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &self.path)).map_err(|e| BuildError::Invalid(format!("pinning the build's images: {e}")))
     }
