@@ -74,6 +74,12 @@ if ! command -v virtiofsd >/dev/null && [[ ! -x /usr/libexec/virtiofsd && ! -x "
     cargo install --quiet --locked virtiofsd --version 1.14.0 --root "$tools"
 fi
 
+# cargo-fuzz runs the fuzz targets in tests/fuzz (tests/run.sh runs each for a few seconds).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz (once, ~1 minute)"
+    cargo install --quiet --locked cargo-fuzz
+fi
+
 say "building kiln"
 cargo build --release --locked -p kiln-cli
 kiln="$repo/target/release/kiln"

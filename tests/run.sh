@@ -37,4 +37,10 @@ if [[ $(id -u) -eq 0 ]]; then
 else
     export KILN_GUEST_DIR="$guest"
 fi
-cargo test --locked --workspace --no-fail-fast "$@"
+status=0
+cargo test --locked --workspace --no-fail-fast "$@" || status=$?
+# The fuzz targets, each for KILN_FUZZ_SECONDS (default 20); KILN_FUZZ_SECONDS=0 skips them.
+if [[ ${KILN_FUZZ_SECONDS:-20} != 0 ]]; then
+    tests/fuzz/run.sh || status=$?
+fi
+exit "$status"
