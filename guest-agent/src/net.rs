@@ -76,6 +76,15 @@ pub fn resolv_file(cfg: Option<&NetConfig>) -> String {
 /// The host's address in the guest (the gateway), once the network is set up.
 static HOST: std::sync::OnceLock<Ipv4Addr> = std::sync::OnceLock::new();
 
+/// Set by [`deny_host`]: processes started from then on run without CAP_NET_ADMIN and
+/// CAP_NET_RAW, so not even a root process can take the route away or go around it.
+static HOST_DENIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`deny_host`] is in force.
+pub fn host_denied() -> bool {
+    HOST_DENIED.load(Ordering::SeqCst)
+}
+
 /// Writes the network files into [`NET_DIR`] and configures the interface if `cfg` says so.
 pub fn setup(cfg: Option<&NetConfig>) -> Result<()> {
     write_files(Path::new(NET_DIR), cfg)?;
@@ -185,6 +194,7 @@ fn configure(iface: &str, cfg: &NetConfig) -> Result<()> {
 /// carries everything else. Without a network there is nothing to do.
 pub fn deny_host() -> Result<()> {
     let Some(host) = HOST.get() else { return Ok(()) };
+    HOST_DENIED.store(true, Ordering::SeqCst);
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {

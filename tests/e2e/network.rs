@@ -126,6 +126,10 @@ fn host_loopback_can_be_cut_off_for_untrusted_builds_and_containers() {
     };
     assert_eq!(reach(&[]), BODY);
     assert_eq!(reach(&[("KILN_HOST_LOOPBACK", "0")]), "", "the container cannot reach it either");
+    // Not even as root by taking the route away: it has no CAP_NET_ADMIN (nor CAP_NET_RAW).
+    let script = format!("ip route del unreachable 10.0.2.2 2>/dev/null; ip route del 10.0.2.2 2>/dev/null; timeout 10 wget -q -O - {url}");
+    let out = env.kiln_with(&["run", "--rm", "bb", "sh", "-c", &script], &[("KILN_HOST_LOOPBACK", "0")]);
+    assert!(!text(&out.stdout).contains(BODY.trim()), "a root process undid the cut: {}", text(&out.stdout));
     harness::assert_clean_error(&env.kiln_with(&["build", ctx.to_str().expect("utf8")], &[("KILN_HOST_LOOPBACK", "maybe")]), "KILN_HOST_LOOPBACK");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }

@@ -49,7 +49,8 @@ fn concurrent_builds_prunes_and_loads_leave_a_clean_store() {
     // (its base resolved): what it uses is pinned, so it succeeds.
     let build = env.spawn(&["build", "--no-cache", "-q", "-t", "r/raced", p(&b)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while env.vm_processes().is_empty() {
+    // (vm_processes lists every process of the test's kiln, kiln itself included: wait for QEMU.)
+    while !env.vm_processes().iter().any(|p| p.contains("qemu")) {
         assert!(std::time::Instant::now() < deadline, "the build's VM never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. The host offers the versions it knows in
 /// [`Request::Hello`]; the agent answers with the highest one it shares, or an error.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// A call from the host to the agent. Each is answered by exactly one [`Response`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

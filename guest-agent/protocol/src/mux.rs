@@ -68,8 +68,11 @@ struct Shared {
     requests: Mutex<Option<Sender<(u32, Request)>>>,
     next_id: AtomicU32,
     closed: AtomicBool,
-    /// When the last frame arrived (milliseconds since `started`).
+    /// When the last frame arrived (milliseconds since `started`), how many have, and whether
+    /// the reader is busy handing one over to a slow local consumer.
     last_frame_ms: std::sync::atomic::AtomicU64,
+    frames: std::sync::atomic::AtomicU64,
+    delivering: AtomicBool,
     started: std::time::Instant,
 }
 
@@ -119,6 +122,8 @@ impl Mux {
             next_id: AtomicU32::new(1),
             closed: AtomicBool::new(false),
             last_frame_ms: std::sync::atomic::AtomicU64::new(0),
+            frames: std::sync::atomic::AtomicU64::new(0),
+            delivering: AtomicBool::new(false),
             started: std::time::Instant::now(),
         });
         let for_thread = Arc::clone(&shared);
@@ -135,8 +140,17 @@ impl Mux {
         self.shared.closed.load(Ordering::SeqCst)
     }
 
-    /// How long since the last frame came in (or since the connection started).
+    /// Frames received so far.
+    pub fn frames_seen(&self) -> u64 {
+        self.shared.frames.load(Ordering::SeqCst)
+    }
+
+    /// How long since the last frame came in (or since the connection started); zero while
+    /// the reader is busy handing a frame to a consumer that is slow to take it.
     pub fn idle_for(&self) -> Duration {
+        if self.shared.delivering.load(Ordering::SeqCst) {
+            return Duration::ZERO;
+        }
         let now = self.shared.started.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.shared.last_frame_ms.load(Ordering::Relaxed)))
     }
@@ -257,7 +271,10 @@ impl Shared {
             }
         };
         // A consumer that went away just means nobody wants the rest of this stream.
+        self.delivering.store(true, Ordering::SeqCst);
         let sent = tx.send(chunk).is_ok();
+        self.delivering.store(false, Ordering::SeqCst);
+        self.last_frame_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         if !sent || is_last {
             let mut streams = lock(&self.streams);
             match streams.get_mut(&stream) {
@@ -274,6 +291,7 @@ impl Shared {
 fn read_loop(shared: &Shared, mut reader: impl Read) {
     while let Ok(frame) = Frame::read_from(&mut reader) {
         shared.last_frame_ms.store(shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        shared.frames.fetch_add(1, Ordering::SeqCst);
         match frame.kind {
             FrameKind::Data => shared.deliver(frame.stream, Chunk::Data(frame.payload)),
             FrameKind::End if frame.payload.is_empty() => shared.deliver(frame.stream, Chunk::End),

@@ -41,6 +41,7 @@ pub enum Step {
     JoinNamespaces,
     ReadonlyRoot,
     Init,
+    DropCaps,
 }
 
 impl Step {
@@ -73,6 +74,7 @@ impl Step {
             JoinNamespaces,
             ReadonlyRoot,
             Init,
+            DropCaps,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -106,6 +108,7 @@ impl Step {
             Step::JoinNamespaces => "enter the running container's namespaces and root",
             Step::ReadonlyRoot => "make ROOTFS read-only",
             Step::Init => "start the process under the init (fork)",
+            Step::DropCaps => "drop CAP_NET_ADMIN and CAP_NET_RAW (the host is denied)",
         }
     }
 
@@ -250,6 +253,12 @@ pub fn run_child(plan: &Plan, fds: &ChildFds, argv: &[*const c_char], envp: &[*c
             }
         }
         ok(libc::chdir(plan.cwd.as_ptr()), fds, Step::Cwd);
+        if plan.drop_net_caps {
+            // CAP_NET_ADMIN (12) and CAP_NET_RAW (13) of <linux/capability.h>.
+            for cap in [12 as libc::c_ulong, 13] {
+                ok(libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0), fds, Step::DropCaps);
+            }
+        }
         if plan.init {
             // Returns in the forked process that goes on to exec; the init never returns.
             super::init::fork_under_init(fds);

@@ -57,6 +57,9 @@ pub struct Plan {
     pub readonly_root: bool,
     /// A small init is the pid namespace's process 1 (`kiln run --init`); see [`super::init`].
     pub init: bool,
+    /// Drop CAP_NET_ADMIN and CAP_NET_RAW from the bounding set (the host is denied: see
+    /// [`crate::net::deny_host`]).
+    pub drop_net_caps: bool,
 }
 
 fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString> {
@@ -181,6 +184,7 @@ impl Plan {
             own_network: spec.network == Network::None,
             readonly_root: spec.readonly_root,
             init: spec.init && spec.join.is_none(),
+            drop_net_caps: crate::net::host_denied(),
         })
     }
 }

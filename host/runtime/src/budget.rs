@@ -1,8 +1,9 @@
 //! How much a guest may write to the host: every byte a guest sends to be kept (a build's
 //! layers and cache mounts, a container's writable layer) is counted against one budget per
 //! VM, so a hostile or runaway guest fills neither the disk nor the store. The default is the
-//! free space of the store's filesystem when the VM starts, less a reserve of 1 GiB;
-//! `KILN_MAX_GUEST_WRITE` (bytes, with k/m/g/t) sets it.
+//! free space of the store's filesystem when the VM starts, less a reserve of 1 GiB (a quarter
+//! of the free space on a disk with less than 4 GiB free); `KILN_MAX_GUEST_WRITE` (bytes, with
+//! k/m/g/t) sets it.
 //!
 //! This module must never let a stream past the budget it reported exhausted.
 
@@ -51,7 +52,8 @@ impl WriteBudget {
             return Ok(Self::of(bytes));
         }
         let free = free_space(root).map_err(|e| RuntimeError::io(format!("measuring the free space at {}", root.display()), e))?;
-        Ok(Self::of(free.saturating_sub(RESERVE)))
+        // On a small disk, a quarter of the free space is kept instead of 1 GiB.
+        Ok(Self::of(free.saturating_sub(RESERVE.min(free / 4))))
     }
 
     /// `stream`, counted against the budget: past it, reads fail.

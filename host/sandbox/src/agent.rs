@@ -132,41 +132,20 @@ pub(crate) fn join<T>(h: thread::JoinHandle<T>) -> Result<T, SandboxError> {
     h.join().map_err(|_| SandboxError::Agent("internal: a protocol thread panicked".into()))
 }
 
-/// Quiet time after which the watchdog asks the agent whether it is there.
-const WATCHDOG_IDLE: Duration = Duration::from_secs(30);
-/// How long the agent has to answer (a guest under emulation on a loaded machine is slow).
-const WATCHDOG_ANSWER: Duration = Duration::from_secs(60);
-
-/// Watches a connection to an agent: when nothing has come in for `idle`, it pings; an agent
-/// that does not answer within `answer` (hung, or stalled in the middle of a frame) gets its
-/// connection closed, so every call waiting on it fails with one error instead of waiting
-/// forever. Ends with the connection.
-fn watchdog(mux: &Mux, idle: Duration, answer: Duration) {
-    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    while !mux.is_closed() {
-        thread::sleep(tick);
-        if mux.idle_for() < idle || mux.is_closed() {
-            continue;
-        }
-        if mux.call(&Request::Ping, Some(answer)).is_err() && !mux.is_closed() {
-            mux.close();
-        }
-    }
-}
-
 impl AgentClient {
-    /// A client of the agent at the end of `mux`, watched by a [`watchdog`] with the default
-    /// periods.
     pub fn new(mux: Mux) -> Self {
-        Self::with_watchdog(mux, WATCHDOG_IDLE, WATCHDOG_ANSWER)
+        Self { mux }
     }
 
-    /// A client whose watchdog pings after `idle` without a frame and gives up on the
-    /// connection when no answer comes within `answer`.
-    pub fn with_watchdog(mux: Mux, idle: Duration, answer: Duration) -> Self {
-        let watched = mux.clone();
-        let _ = thread::Builder::new().name("kiln-agent-watchdog".into()).spawn(move || watchdog(&watched, idle, answer));
-        Self { mux }
+    /// Starts the [`crate::watchdog`] over this connection with its default periods; `cut`
+    /// shuts the connection's socket down when the agent is given up on.
+    pub fn watch(&self, cut: Option<crate::watchdog::Cut>) {
+        self.watch_with(crate::watchdog::IDLE, crate::watchdog::ANSWER, cut);
+    }
+
+    /// [`AgentClient::watch`] with other periods (tests).
+    pub fn watch_with(&self, idle: Duration, answer: Duration, cut: Option<crate::watchdog::Cut>) {
+        crate::watchdog::spawn(self.mux.clone(), idle, answer, cut);
     }
 
     /// Version handshake; fails if the agent speaks no version we know.

@@ -107,6 +107,7 @@ impl Backend for BuiltinBackend {
                 return Err(e);
             }
         };
+        agent.watch(None);
         Ok(Box::new(BuiltinVm { machine: Some(machine), agent, stopper, info, boot_time: started.elapsed(), _dir: dir }))
     }
 }

@@ -15,6 +15,7 @@ pub mod guest;
 pub mod interactive;
 pub mod qemu;
 pub mod virtiofs;
+pub mod watchdog;
 mod qmp;
 pub mod snapshot;
 mod select;

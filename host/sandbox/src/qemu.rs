@@ -238,6 +238,7 @@ impl QemuBackend {
         let mut vm = PartialVm { child: Some(child), dir: dir.path().to_path_buf() };
         let stream = vm.accept(&listener, started + timeout)?;
         let reader = stream.try_clone().map_err(|e| SandboxError::io("cloning the agent socket", e))?;
+        let cut = stream.try_clone().map_err(|e| SandboxError::io("cloning the agent socket", e))?;
         let agent = AgentClient::new(Mux::host(reader, stream));
         let left = (started + timeout).saturating_duration_since(Instant::now());
         let info = match agent.hello(left.max(Duration::from_millis(1))) {
@@ -247,6 +248,9 @@ impl QemuBackend {
                 return Err(vm.explain(e, timeout));
             }
         };
+        agent.watch(Some(Box::new(move || {
+            let _ = cut.shutdown(std::net::Shutdown::Both);
+        })));
         Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), restored: launch.incoming.is_some(), _daemons: daemons, dir })
     }
 

@@ -15,8 +15,12 @@ use kiln_sandbox::AgentClient;
 /// A client whose watchdog gives up within a second, and the fake agent's end.
 fn pair() -> (AgentClient, UnixStream) {
     let (host, guest) = UnixStream::pair().expect("socketpair");
-    let mux = Mux::host(host.try_clone().expect("dup"), host);
-    (AgentClient::with_watchdog(mux, Duration::from_millis(300), Duration::from_millis(500)), guest)
+    let cut = host.try_clone().expect("dup");
+    let client = AgentClient::new(Mux::host(host.try_clone().expect("dup"), host));
+    client.watch_with(Duration::from_millis(300), Duration::from_millis(500), Some(Box::new(move || {
+        let _ = cut.shutdown(std::net::Shutdown::Both);
+    })));
+    (client, guest)
 }
 
 fn send(guest: &mut UnixStream, kind: FrameKind, stream: u32, payload: &[u8]) {

@@ -115,7 +115,7 @@ pub fn as_archive(path: &Path) -> Result<Option<fs::File>, BuildError> {
             let mut out = BoundedWriter::new(tempfile::tempfile().map_err(io)?, read_in.clone(), limit);
             match lzma_rs::xz_decompress(&mut reader, &mut out) {
                 Ok(()) => {}
-                Err(lzma_rs::error::Error::IoError(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(lzma_rs::error::Error::IoError(e)) if e.kind() == io::ErrorKind::FileTooLarge => {
                     return Err(BuildError::Invalid(format!("{}: {e}", path.display())));
                 }
                 Err(_) => return Ok(None),

@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use crate::digest::Digest;
 use crate::layer_verify::check_entry;
-use crate::layer_read::open_tar;
+use crate::layer_read::open_layer_file;
 use crate::{ImageRecord, Store, StoreError};
 
 pub(crate) const WHITEOUT: &str = ".wh.";
@@ -214,7 +214,7 @@ fn write_err(path: &Path, digest: &Digest, e: io::Error) -> StoreError {
 
 /// Writes the entries of one layer that `shadow` does not hide; returns what this layer hides.
 fn flatten_layer<W: Write>(open: OpenBlob<'_>, digest: &Digest, shadow: &Shadow, tar: &mut tar::Builder<W>) -> Result<Shadow, StoreError> {
-    let (stream, _) = open_tar(open(digest)?)?;
+    let stream = open_layer_file(open(digest)?, digest, None)?;
     let mut this_layer = Shadow::default();
     let mut links = Links::default();
     let mut archive = tar::Archive::new(stream);
@@ -303,7 +303,7 @@ fn copy_hidden<W: Write>(open: OpenBlob<'_>, digest: &Digest, h: &Hidden, path: 
         header.set_size(0);
         return tar.append_data(&mut header, path, io::empty());
     }
-    let (mut stream, _) = open_tar(open(digest).map_err(io::Error::other)?).map_err(io::Error::other)?;
+    let mut stream = open_layer_file(open(digest).map_err(io::Error::other)?, digest, None).map_err(io::Error::other)?;
     io::copy(&mut Exact { inner: &mut stream, left: h.offset }, &mut io::sink())?;
     header.set_size(h.size);
     tar.append_data(&mut header, path, Exact { inner: stream, left: h.size })

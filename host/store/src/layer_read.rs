@@ -129,9 +129,19 @@ impl<R: BufRead> Read for TarStream<R> {
 }
 
 impl<R: BufRead> TarStream<R> {
-    /// Wraps a buffered stream whose compression is `compression` (see [`Compression::sniff`]).
+    /// Wraps a buffered stream whose compression is `compression` (see [`Compression::sniff`]),
+    /// bounded as the environment says ([`Expansion::from_env`]): for layers coming in.
     pub fn new(compression: Compression, buffered: R) -> Result<Self, StoreError> {
-        let limit = Expansion::from_env()?;
+        Self::with_limit(compression, buffered, Expansion::from_env()?)
+    }
+
+    /// A stored layer: it was bounded when it came in (maybe under a raised bound), so only the
+    /// absolute ceiling applies now.
+    pub fn stored(compression: Compression, buffered: R) -> Result<Self, StoreError> {
+        Self::with_limit(compression, buffered, Expansion { ratio: u64::MAX, grace: u64::MAX, max: u64::MAX })
+    }
+
+    fn with_limit(compression: Compression, buffered: R, limit: Expansion) -> Result<Self, StoreError> {
         let (counted, read_in) = CountIn::new(buffered);
         let decoder = match compression {
             Compression::None => Decoder::Plain(counted),
@@ -189,7 +199,7 @@ pub fn open_layer_file(file: std::fs::File, digest: &Digest, media_type: Option<
     if let Some(media) = media_type {
         compression.check_declared(media).map_err(|e| hostile(format!("layer {digest}: {e}")))?;
     }
-    TarStream::new(compression, buffered).map_err(|e| match e {
+    TarStream::stored(compression, buffered).map_err(|e| match e {
         StoreError::HostileLayer(why) => hostile(format!("layer {digest}: {why}")),
         other => other,
     })
