@@ -390,21 +390,26 @@ impl<'a> Build<'a> {
         Ok(())
     }
 
+    /// The image a stage's final state makes, dated with the build.
+    fn new_image(&self, state: ImageState) -> NewImage {
+        NewImage {
+            config: convert::to_store(&state.config, &state.extra),
+            created: self.created_text.clone(),
+            architecture: state.platform.arch,
+            os: state.platform.os,
+            author: state.config.author,
+            layers: state.layers,
+            history: state.history,
+        }
+    }
+
     /// After a failed RUN: stores the state before it as an untagged image and returns its id
     /// (`None` when there is none or it cannot be stored: the build's own error matters more).
     /// No cache entry is recorded and no cache mount saved.
     pub fn commit_failed_state(mut self) -> Option<Digest> {
         let state = lock(&self.failed_state).take()?;
         drop(lock(&self.guest).take());
-        let image = NewImage {
-            layers: state.layers,
-            config: convert::to_store(&state.config, &state.extra),
-            history: state.history,
-            created: self.created_text.clone(),
-            architecture: state.platform.arch.clone(),
-            os: state.platform.os.clone(),
-            author: state.config.author.clone(),
-        };
+        let image = self.new_image(state);
         let manifest = self.staging.take()?.commit(image, &[]).ok()?;
         self.store.image(&manifest).ok().map(|i| i.config_digest)
     }
@@ -423,15 +428,7 @@ impl<'a> Build<'a> {
             state.config.labels.insert(k.clone(), v.clone());
         }
         let layers = state.layers.len();
-        let image = NewImage {
-            layers: state.layers,
-            config: convert::to_store(&state.config, &state.extra),
-            history: state.history,
-            created: self.created_text.clone(),
-            architecture: state.platform.arch.clone(),
-            os: state.platform.os.clone(),
-            author: state.config.author.clone(),
-        };
+        let image = self.new_image(state);
         // Layers of the other stages stay in the store while cache entries name them.
         let keep: Vec<Digest> = results.iter().filter_map(|(_, r)| match r {
             Cached::Layer(l) => Some(l.digest.clone()),
