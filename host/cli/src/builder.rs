@@ -33,24 +33,9 @@ pub struct PruneArgs {
     force: bool,
 }
 
-/// Parses Docker's sizes: a number with an optional B/KB/MB/GB/TB suffix (1024-based).
+/// Parses Docker's sizes ([`kiln_store::parse_size`]).
 pub(crate) fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => bail!("invalid size {text:?}: expected a number with B, KB, MB, GB or TB"),
-    };
-    let n: f64 = num.parse().with_context(|| format!("invalid size {text:?}"))?;
-    if !(n.is_finite() && n >= 0.0) {
-        bail!("invalid size {text:?}");
-    }
-    Ok((n * mult as f64) as u64)
+    kiln_store::parse_size(text).map_err(anyhow::Error::msg)
 }
 
 pub fn run(root: &Path, cmd: BuilderCommand) -> Result<()> {

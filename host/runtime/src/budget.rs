@@ -48,7 +48,7 @@ impl WriteBudget {
     /// The budget for a VM whose writes land in the store at `root` (see the module's docs).
     pub fn for_store(root: &Path) -> Result<Self, RuntimeError> {
         if let Some(v) = std::env::var("KILN_MAX_GUEST_WRITE").ok().filter(|v| !v.is_empty()) {
-            let bytes = kiln_store::expansion::parse_size(&v).ok_or_else(|| RuntimeError::Invalid(format!("KILN_MAX_GUEST_WRITE={v:?}: expected a size such as 20g")))?;
+            let bytes = kiln_store::parse_size(&v).map_err(|_| RuntimeError::Invalid(format!("KILN_MAX_GUEST_WRITE={v:?}: expected a size such as 20g")))?;
             return Ok(Self::of(bytes));
         }
         let free = free_space(root).map_err(|e| RuntimeError::io(format!("measuring the free space at {}", root.display()), e))?;

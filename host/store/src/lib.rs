@@ -46,4 +46,4 @@ pub use layer::LayerInfo;
 pub use reference::Reference;
 pub use staging::{StagedImage, Staging};
 pub use store::{Store, StoreLock};
-pub use units::human_size;
+pub use units::{human_size, parse_size};
