@@ -37,62 +37,7 @@ impl Descriptor {
     }
 }
 
-/// An image's platform.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> Result<Self, RegistryError> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self { os: os.to_string(), architecture: arch.to_string(), variant: None }),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
-                Ok(Self { os: os.to_string(), architecture: arch.to_string(), variant: Some(v.to_string()) })
-            }
-            _ => Err(RegistryError::invalid(format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"))),
-        }
-    }
-
-    /// This machine's platform (`linux/amd64` on x86-64).
-    pub fn host() -> Self {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        let variant = (architecture == "arm64").then(|| "v8".to_string());
-        Self { os: "linux".into(), architecture: architecture.into(), variant }
-    }
-
-    /// Whether an index entry for `other` serves this platform (arm64's `v8` variant is implied).
-    fn matches(&self, other: &Platform) -> bool {
-        let norm = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
-            ("arm64", None) => Some("v8".to_string()),
-            _ => p.variant.clone(),
-        };
-        self.os == other.os && self.architecture == other.architecture && (self.variant.is_none() || norm(self) == norm(other))
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+pub use kiln_store::platform::Platform;
 
 /// An image manifest (config and layers).
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,8 @@ use std::io;
 use crate::digest::Digest;
 use crate::error::IoContext;
 use crate::image::ImageRecord;
+use crate::index::{ImageEntry, IndexRecord};
+use crate::platform::Platform;
 use crate::ingest::sync_dir;
 use crate::store::StoreLock;
 use crate::{Reference, Store, StoreError};
@@ -22,7 +24,11 @@ use crate::{Reference, Store, StoreError};
 /// One image with what `images`, `inspect` and `rmi` need to know about it.
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
+    /// The image; for a multi-platform image, the manifest for this machine's platform (else
+    /// its first).
     pub record: ImageRecord,
+    /// Set for a multi-platform image: its index (`record` is one of its entries).
+    pub index: Option<IndexRecord>,
     /// Names pointing at the image, sorted.
     pub names: Vec<Reference>,
     /// Whether another image's layers start with all of this image's layers.
@@ -32,6 +38,25 @@ pub struct ImageSummary {
 }
 
 impl ImageSummary {
+    /// The digest names point at: the index's, else the manifest's.
+    pub fn digest(&self) -> &Digest {
+        self.index.as_ref().map_or(&self.record.manifest_digest, |i| &i.digest)
+    }
+
+    /// The image id: the config digest, or for a multi-platform image the index digest (as
+    /// Docker's containerd store shows it).
+    pub fn id(&self) -> &Digest {
+        self.index.as_ref().map_or(&self.record.config_digest, |i| &i.digest)
+    }
+
+    /// Every manifest digest this image stands for (its own, or the index's and its entries').
+    pub fn manifests(&self) -> Vec<&Digest> {
+        match &self.index {
+            Some(i) => std::iter::once(&i.digest).chain(i.entries.iter().map(|e| &e.manifest)).collect(),
+            None => vec![&self.record.manifest_digest],
+        }
+    }
+
     /// Unnamed and nobody's parent: what `--filter dangling=true` and `prune` select.
     pub fn dangling(&self) -> bool {
         self.names.is_empty() && !self.has_children
@@ -95,20 +120,38 @@ impl Store {
         }
         let mut records = Vec::new();
         for digest in self.image_digests()? {
-            let record = self.image(&digest).map_err(|e| StoreError::Corrupt {
-                what: "image",
-                digest: digest.to_string(),
-                why: format!("{e} (run `kiln system check`)"),
-            })?;
-            records.push(record);
+            let unreadable = |e: StoreError| StoreError::Corrupt { what: "image", digest: digest.to_string(), why: format!("{e} (run `kiln system check`)") };
+            match self.entry(&digest).map_err(unreadable)? {
+                ImageEntry::Image(record) => records.push((*record, None, None)),
+                ImageEntry::Index(index) => {
+                    let mut size = 0;
+                    let mut seen = BTreeSet::new();
+                    let mut shown = None;
+                    let host = Platform::host();
+                    for e in &index.entries {
+                        let child = self.image(&e.manifest).map_err(unreadable)?;
+                        for l in child.manifest.layers() {
+                            if seen.insert(l.digest().to_string()) {
+                                size += l.size();
+                            }
+                        }
+                        if shown.is_none() || host.matches(&e.platform) {
+                            shown = Some(child);
+                        }
+                    }
+                    let shown = shown.ok_or_else(|| unreadable(StoreError::Conflict("the index lists no image".into())))?;
+                    records.push((shown, Some(index), Some(size)));
+                }
+            }
         }
         let mut out: Vec<ImageSummary> = records
             .iter()
-            .map(|r| ImageSummary {
-                names: names.remove(&r.manifest_digest).unwrap_or_default(),
-                has_children: records.iter().any(|c| is_parent(r, c)),
-                size: r.manifest.layers().iter().map(|l| l.size()).sum(),
+            .map(|(r, index, size)| ImageSummary {
+                names: names.remove(index.as_ref().map_or(&r.manifest_digest, |i| &i.digest)).unwrap_or_default(),
+                has_children: index.is_none() && records.iter().any(|(c, _, _)| is_parent(r, c)),
+                size: size.unwrap_or_else(|| r.manifest.layers().iter().map(|l| l.size()).sum()),
                 record: r.clone(),
+                index: index.clone(),
             })
             .collect();
         out.sort_by_key(|s| (s.names.is_empty(), s.names.first().map(|n| n.to_string())));
@@ -134,9 +177,12 @@ impl Store {
         if is_hex {
             let mut found = BTreeMap::new();
             for digest in self.image_digests()? {
-                let config = self.image(&digest)?.config_digest;
-                if digest.hex().starts_with(hex) || config.hex().starts_with(hex) {
-                    found.insert(digest, config);
+                let id = match self.entry(&digest)? {
+                    ImageEntry::Image(img) => img.config_digest,
+                    ImageEntry::Index(_) => digest.clone(),
+                };
+                if digest.hex().starts_with(hex) || id.hex().starts_with(hex) {
+                    found.insert(digest, id);
                 }
             }
             let ids: BTreeSet<&Digest> = found.values().collect();
@@ -173,7 +219,7 @@ impl Store {
         let all = self.list_images()?;
         let summary = all
             .iter()
-            .find(|s| s.record.manifest_digest == digest)
+            .find(|s| *s.digest() == digest)
             .ok_or_else(|| StoreError::NoSuchImage(target.into()))?;
         let mut events = Vec::new();
         let mut refs = self.refs()?;
@@ -187,7 +233,7 @@ impl Store {
             Some(_) => {}
             None => {
                 let repos: BTreeSet<String> =
-                    all.iter().filter(|s| s.record.config_digest == summary.record.config_digest).flat_map(|s| s.names.iter().map(|n| n.repository())).collect();
+                    all.iter().filter(|s| s.id() == summary.id()).flat_map(|s| s.names.iter().map(|n| n.repository())).collect();
                 if repos.len() > 1 && !force {
                     return Err(StoreError::Conflict(format!(
                         "unable to delete {target} (must be forced): image is referenced in multiple repositories"
@@ -205,7 +251,7 @@ impl Store {
         let doomed: Vec<&ImageSummary> = if by_name.is_some() {
             vec![summary]
         } else {
-            all.iter().filter(|s| s.record.config_digest == summary.record.config_digest).collect()
+            all.iter().filter(|s| s.id() == summary.id()).collect()
         };
         if doomed.iter().any(|s| s.has_children) {
             return Err(StoreError::Conflict(format!("unable to delete {target} (cannot be forced): image has dependent child images")));
@@ -218,11 +264,16 @@ impl Store {
         }
         self.write_refs(&refs)?;
         for s in &doomed {
-            self.forget_image(&lock, &s.record.manifest_digest)?;
+            self.forget_image(&lock, s.digest())?;
         }
-        events.push(RemoveEvent::Deleted(summary.record.config_digest.clone()));
+        events.push(RemoveEvent::Deleted(summary.id().clone()));
         let gc = self.collect_garbage(&lock)?;
-        let layers: BTreeSet<&Digest> = doomed.iter().flat_map(|s| &s.record.layers).collect();
+        let mut layers: BTreeSet<Digest> = doomed.iter().flat_map(|s| s.record.layers.iter().cloned()).collect();
+        for index in doomed.iter().filter_map(|s| s.index.as_ref()) {
+            for e in &index.entries {
+                layers.extend(self.image(&e.manifest).map(|i| i.layers).unwrap_or_default());
+            }
+        }
         events.extend(gc.removed.into_iter().filter(|(d, _)| layers.contains(d)).map(|(d, _)| RemoveEvent::Deleted(d)));
         Ok(events)
     }
@@ -245,13 +296,18 @@ pub(crate) mod tests {
 
     /// An image whose layers are one per name in `files`; named `name` if given.
     pub(crate) fn make_image(store: &Store, files: &[&str], name: Option<&str>) -> Digest {
+        make_image_for(store, files, name, "amd64")
+    }
+
+    /// [`make_image`] for a linux image of architecture `arch`.
+    pub(crate) fn make_image_for(store: &Store, files: &[&str], name: Option<&str>, arch: &str) -> Digest {
         let layers = files.iter().map(|f| store.ingest_layer(layer_tar(f).as_slice()).expect("layer")).collect();
         let image = NewImage {
             layers,
             config: RunConfig::default(),
             history: vec![],
             created: "2026-01-01T00:00:00Z".into(),
-            architecture: "amd64".into(),
+            architecture: arch.into(),
             os: "linux".into(),
             author: None,
         };

@@ -29,6 +29,12 @@ pub enum StoreError {
     Unsupported(String),
     #[error("the store at {0} is not usable: {1}")]
     BadRoot(PathBuf, String),
+    #[error("no image for platform {platform} (it has {available})")]
+    NoPlatform { platform: String, available: String },
+    #[error("{0} is a multi-platform image (an index): pick one of its platforms")]
+    IsIndex(String),
+    #[error("invalid platform {0}")]
+    BadPlatform(String),
     /// A setting from the environment that cannot be used.
     #[error("invalid setting {0}")]
     BadSetting(String),

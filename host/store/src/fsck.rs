@@ -126,11 +126,17 @@ impl Store {
         let mut broken = Vec::new();
         for manifest in self.image_digests()? {
             report.images += 1;
-            let why = match self.image(&manifest) {
+            // An index is broken when any of its platform images is.
+            let images = match self.entry(&manifest) {
+                Ok(crate::ImageEntry::Image(img)) => Ok(vec![*img]),
+                Ok(crate::ImageEntry::Index(index)) => index.entries.iter().map(|e| self.image(&e.manifest)).collect(),
+                Err(e) => Err(e),
+            };
+            let why = match images {
                 Err(e) => Some(e.to_string()),
-                Ok(img) => img
-                    .layers
+                Ok(images) => images
                     .iter()
+                    .flat_map(|img| &img.layers)
                     .find(|l| !self.has_blob(l) || corrupt.contains(l))
                     .map(|l| format!("layer {l} is missing or corrupt")),
             };

@@ -101,12 +101,19 @@ impl Store {
     pub fn live_blobs(&self) -> Result<BTreeSet<Digest>, StoreError> {
         let mut live = self.pinned_blobs();
         for digest in self.image_digests()? {
-            let img = self.image(&digest).map_err(|e| {
-                StoreError::Conflict(format!("image {digest} is unreadable ({e}); run `kiln system check`"))
-            })?;
+            let unreadable = |e: StoreError| StoreError::Conflict(format!("image {digest} is unreadable ({e}); run `kiln system check`"));
+            let manifests = match self.entry(&digest).map_err(unreadable)? {
+                crate::ImageEntry::Image(img) => vec![*img],
+                crate::ImageEntry::Index(index) => {
+                    index.entries.iter().map(|e| self.image(&e.manifest)).collect::<Result<Vec<_>, _>>().map_err(unreadable)?
+                }
+            };
             live.insert(digest);
-            live.insert(img.config_digest);
-            live.extend(img.layers);
+            for img in manifests {
+                live.insert(img.manifest_digest);
+                live.insert(img.config_digest);
+                live.extend(img.layers);
+            }
         }
         Ok(live)
     }
@@ -179,19 +186,19 @@ impl Store {
         let mut report = PruneReport::default();
         loop {
             let images = self.list_images()?;
-            let doomed: Vec<_> = images.iter().filter(|s| (all || s.dangling()) && !in_use.contains(&s.record.manifest_digest)).collect();
+            let doomed: Vec<_> = images.iter().filter(|s| (all || s.dangling()) && !s.manifests().iter().any(|m| in_use.contains(m))).collect();
             if doomed.is_empty() {
                 break;
             }
             let mut refs = self.refs()?;
             for s in &doomed {
-                refs.retain(|_, d| *d != s.record.manifest_digest);
+                refs.retain(|_, d| d != s.digest());
             }
             self.write_refs(&refs)?;
             for s in doomed {
-                self.forget_image(&lock, &s.record.manifest_digest)?;
+                self.forget_image(&lock, s.digest())?;
                 let names = s.names.iter().map(|n| n.familiar()).collect();
-                report.deleted.push((s.record.config_digest.clone(), names));
+                report.deleted.push((s.id().clone(), names));
             }
         }
         report.gc = self.collect_garbage(&lock)?;

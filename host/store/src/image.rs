@@ -138,6 +138,13 @@ impl Store {
     /// unreferenced blobs. Call it under the store lock (as [`crate::Staging::commit`] does):
     /// garbage collection could otherwise take the new blobs before the image is recorded.
     pub fn write_image(&self, image: NewImage) -> Result<Digest, StoreError> {
+        let digest = self.write_image_unrecorded(image)?;
+        self.record_image(&digest)?;
+        Ok(digest)
+    }
+
+    /// [`Store::write_image`] without recording the image: a platform image of an index.
+    pub(crate) fn write_image_unrecorded(&self, image: NewImage) -> Result<Digest, StoreError> {
         let config = ImageConfig {
             created: Some(image.created),
             architecture: image.architecture,
@@ -171,14 +178,15 @@ impl Store {
             .build()
             .map_err(|e| corrupt("manifest", &config_digest, e))?;
         let bytes = serde_json::to_vec(&manifest).map_err(|e| StoreError::io("encoding manifest", e.into()))?;
-        let digest = self.write_blob(&bytes)?;
-        self.record_image(&digest)?;
-        Ok(digest)
+        self.write_blob(&bytes)
     }
 
     /// Reads the image a manifest digest names, checking every document's digest.
     pub fn image(&self, manifest_digest: &Digest) -> Result<ImageRecord, StoreError> {
         let bytes = self.read_blob(manifest_digest)?;
+        if crate::index::is_index(&bytes) {
+            return Err(StoreError::IsIndex(manifest_digest.to_string()));
+        }
         let manifest: ImageManifest =
             serde_json::from_slice(&bytes).map_err(|e| corrupt("manifest", manifest_digest, e))?;
         let config_digest: Digest = manifest.config().digest().to_string().parse()?;

@@ -10,6 +10,8 @@ use std::fs;
 use crate::digest::Digest;
 use crate::error::IoContext;
 use crate::image::NewImage;
+use crate::index::IndexEntry;
+use crate::platform::Platform;
 use crate::ingest::sync_dir;
 use crate::{Reference, Store, StoreError};
 
@@ -97,6 +99,35 @@ impl Staging {
         }
         pin(&self.main)?;
         Ok(manifest)
+    }
+
+    /// A multi-platform [`Staging::commit_with`]: writes one image per platform and an index
+    /// of them, records the index as the image and points `names` at it, all under the store
+    /// lock. Returns the index digest and the platform manifests' digests (in `images`' order).
+    pub fn commit_index_with(
+        self,
+        images: Vec<(Platform, NewImage)>,
+        names: &[Reference],
+        keep: &[Digest],
+        pin: impl FnOnce(&Store) -> Result<(), StoreError>,
+    ) -> Result<(Digest, Vec<Digest>), StoreError> {
+        let lock = self.main.lock()?;
+        let kept: Vec<Digest> = keep.iter().filter(|d| self.stage.has_blob(d) || self.main.has_blob(d)).cloned().collect();
+        self.move_in(&kept)?;
+        let mut entries = Vec::new();
+        for (platform, image) in images {
+            let layers: Vec<Digest> = image.layers.iter().map(|l| l.digest.clone()).collect();
+            self.move_in(&layers)?;
+            let manifest = self.main.write_image_unrecorded(image)?;
+            let size = self.main.image(&manifest)?.manifest_size;
+            entries.push(IndexEntry { manifest, size, platform });
+        }
+        let index = self.main.write_index(&entries)?;
+        for name in names {
+            self.main.set_ref_locked(&lock, name, &index)?;
+        }
+        pin(&self.main)?;
+        Ok((index, entries.into_iter().map(|e| e.manifest).collect()))
     }
 
     /// Moves fully staged images into the store, checks they read back, records them and sets

@@ -1,0 +1,108 @@
+//! Image platforms (`linux/arm64/v8`) as manifests, indexes and configs record them, and which
+//! index entry serves a wanted platform. Pure; the registry and the CLI use this one type.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// An OCI platform (`os`, `architecture`, optional `variant`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Parses `os/arch[/variant]`, normalising the usual aliases (`x86_64` → `amd64`,
+    /// `aarch64` → `arm64`).
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        let bad = || StoreError::BadPlatform(format!("{s:?}: expected os/arch[/variant], e.g. linux/amd64"));
+        let parts: Vec<&str> = s.trim().split('/').collect();
+        let (os, arch, variant) = match parts.as_slice() {
+            [os, arch] => (*os, *arch, None),
+            [os, arch, v] => (*os, *arch, Some(v.to_ascii_lowercase())),
+            _ => return Err(bad()),
+        };
+        let valid = |p: &str| !p.is_empty() && !p.starts_with('.') && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !valid(os) || !valid(arch) || variant.as_deref().is_some_and(|v| !valid(v)) {
+            return Err(bad());
+        }
+        let architecture = match arch.to_ascii_lowercase().as_str() {
+            "x86_64" | "x86-64" => "amd64".to_string(),
+            "aarch64" => "arm64".to_string(),
+            "i386" | "i686" => "386".to_string(),
+            a => a.to_string(),
+        };
+        Ok(Self { os: os.to_ascii_lowercase(), architecture, variant })
+    }
+
+    /// This machine's platform (`linux/amd64` on x86-64): what Linux containers here are.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        let variant = (architecture == "arm64").then(|| "v8".to_string());
+        Self { os: "linux".into(), architecture: architecture.into(), variant }
+    }
+
+    /// The variant with the implied defaults filled in (arm64 is `v8` unless it says otherwise).
+    fn normal_variant(&self) -> Option<String> {
+        match (self.architecture.as_str(), self.variant.as_deref()) {
+            ("arm64", None) => Some("v8".to_string()),
+            _ => self.variant.clone(),
+        }
+    }
+
+    /// Whether an image of platform `other` serves a request for this one: same os and
+    /// architecture, and the same variant when this one names a variant.
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os && self.architecture == other.architecture && (self.variant.is_none() || self.normal_variant() == other.normal_variant())
+    }
+
+    /// BuildKit's directory name for this platform in a multi-platform local export
+    /// (`linux_arm64`, `linux_arm_v7`).
+    pub fn dir_name(&self) -> String {
+        self.to_string().replace('/', "_")
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_normalises_and_matches() {
+        let p = |s: &str| Platform::parse(s).expect(s);
+        assert_eq!(p("linux/aarch64").to_string(), "linux/arm64");
+        assert_eq!(p("Linux/x86_64").to_string(), "linux/amd64");
+        assert_eq!(p("linux/arm/v7").dir_name(), "linux_arm_v7");
+        for bad in ["linux", "linux//v7", "a/b/c/d", "", "linux/amd64/", "linux/../x", "linux/a b"] {
+            assert!(Platform::parse(bad).is_err(), "{bad}");
+        }
+        assert!(p("linux/arm64").matches(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8").matches(&p("linux/arm64")));
+        assert!(!p("linux/arm/v7").matches(&p("linux/arm/v6")));
+        assert!(p("linux/arm").matches(&p("linux/arm/v6")));
+        assert!(!p("linux/amd64").matches(&p("linux/arm64")));
+    }
+}
