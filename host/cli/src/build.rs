@@ -133,11 +133,12 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         target_platform: host.clone(),
         build_platform: host,
     };
-    if let Some(p) = &args.platform {
-        if p.contains(',') {
-            bail!("--platform {p:?}: kiln builds one platform at a time");
-        }
-        frontend.target_platform = kiln_frontend::graph::Platform::parse(p).map_err(anyhow::Error::msg)?;
+    let platforms = match &args.platform {
+        Some(list) => target_platforms(list)?,
+        None => Vec::new(),
+    };
+    if let Some(first) = platforms.first() {
+        frontend.target_platform = first.clone();
     }
     let tags = args
         .tags
@@ -191,6 +192,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         jobs,
         network_none: args.network == "none",
         no_cache_filter: args.no_cache_filter.clone(),
+        platforms: if platforms.len() > 1 { platforms } else { Vec::new() },
     };
     let mode = if args.quiet { ProgressMode::Quiet } else { ProgressMode::parse(&args.progress).map_err(anyhow::Error::msg)? };
     let quiet = mode == ProgressMode::Quiet;
@@ -208,7 +210,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     cache_transfer::export_all(&store, &cache_to, &outcome, quiet)?;
     cache_transfer::enforce_bound(&store, cache_max, quiet);
     if output != crate::output::Output::Image {
-        let image = store.image(&outcome.manifest)?;
+        let image = store.entry(&outcome.manifest)?;
         crate::output::export(&store, &output, opts.tags.first(), &image).context("exporting the build result")?;
     }
     if let Some(path) = &args.iidfile {
@@ -218,7 +220,11 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         println!("{}", outcome.config);
     } else if !quiet {
         let guest = outcome.guest.as_deref().unwrap_or("no VM needed");
-        eprintln!("#done writing image {} ({} layers, {} steps cached; {guest})", outcome.config, outcome.layers, outcome.cached_steps);
+        for p in &outcome.platforms {
+            eprintln!("#done writing image {} for {} (manifest {})", p.config, p.platform, p.manifest);
+        }
+        let what = if outcome.platforms.is_empty() { "image" } else { "image index" };
+        eprintln!("#done writing {what} {} ({} layers, {} steps cached; {guest})", outcome.config, outcome.layers, outcome.cached_steps);
         for t in &opts.tags {
             eprintln!("#done naming to {t}");
         }
@@ -226,6 +232,23 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         eprintln!("#done built in {elapsed:.1}s");
     }
     Ok(())
+}
+
+/// `--platform a,b,...`: each parsed, checked to be buildable here (a linux platform whose
+/// foreign architecture has a user-mode emulator), duplicates refused, before anything runs.
+fn target_platforms(list: &str) -> Result<Vec<kiln_frontend::graph::Platform>> {
+    let mut out: Vec<kiln_frontend::graph::Platform> = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        // The store's parser validates each component; the frontend's type carries it on.
+        let checked = kiln_store::Platform::parse(item).map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+        let p = kiln_frontend::graph::Platform { os: checked.os, arch: checked.architecture, variant: checked.variant };
+        kiln_runtime::emulate::find(&p).map_err(|e| anyhow::anyhow!("--platform {p}: cannot build here: {e}"))?;
+        if out.iter().any(|o| o.os == p.os && o.arch == p.arch && o.variant == p.variant) {
+            bail!("--platform: {p} is given twice");
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` next to the Dockerfile, else

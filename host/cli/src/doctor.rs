@@ -54,12 +54,18 @@ pub fn run(root: &Path) -> Result<()> {
     }
     let (ready, missing): (Vec<_>, Vec<_>) = kiln_solver::emulator_survey().into_iter().partition(|(_, r)| r.is_ok());
     let names = |v: &[(String, Result<std::path::PathBuf, String>)]| v.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
+    let native = format!("linux/{} (native)", kiln_runtime::emulate::host_arch());
     if missing.is_empty() {
-        line(true, "cross-platform RUN", &format!("emulators for {}", names(&ready)));
+        line(true, "build platforms", &format!("{native}, {} (user-mode emulation)", names(&ready)));
     } else if ready.is_empty() {
-        line(false, "cross-platform RUN", "no qemu-*-static emulators (Debian: apt-get install qemu-user-static)");
+        line(false, "build platforms", &format!("{native} only: no qemu-*-static emulators (Debian: apt-get install qemu-user-static)"));
     } else {
-        line(true, "cross-platform RUN", &format!("emulators for {}; none for {}", names(&ready), names(&missing)));
+        line(true, "build platforms", &format!("{native}, {} (user-mode emulation)", names(&ready)));
+    }
+    for (platform, why) in &missing {
+        if let Err(why) = why {
+            line(false, &format!("  not {platform}"), why);
+        }
     }
     match std::process::Command::new("git").arg("--version").output() {
         Ok(out) if out.status.success() => line(true, "git (ADD of git URLs)", String::from_utf8_lossy(&out.stdout).trim()),

@@ -20,6 +20,10 @@ pub struct HistoryArgs {
     /// Print sizes and dates in machine-readable form
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     human: bool,
+    /// For a multi-platform image: the history of this platform's image (default: this
+    /// machine's)
+    #[arg(long)]
+    platform: Option<String>,
     /// Image (name, id or digest)
     image: String,
 }
@@ -35,7 +39,8 @@ fn truncate(s: &str, n: usize) -> String {
 pub fn run(root: &Path, args: HistoryArgs) -> Result<()> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let (_, digest) = store.lookup(&args.image)?;
-    let img = store.image(&digest).with_context(|| format!("reading image {}", args.image))?;
+    let platform = args.platform.as_deref().map(kiln_store::Platform::parse).transpose()?;
+    let img = store.image_for(&digest, platform.as_ref()).with_context(|| format!("reading image {}", args.image))?;
     let sizes: Vec<u64> = img.manifest.layers().iter().map(|l| l.size()).collect();
     // Images without history get one synthetic entry per layer.
     let history: Vec<History> = if img.config.history.is_empty() {

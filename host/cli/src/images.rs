@@ -28,6 +28,9 @@ pub struct ImagesArgs {
     /// Filter: dangling=true|false, reference=PATTERN (may be repeated)
     #[arg(short = 'f', long = "filter")]
     filters: Vec<String>,
+    /// Show each multi-platform image's platforms under it (as `docker images --tree`)
+    #[arg(long)]
+    tree: bool,
     /// Output format: table (default) or json (one object per line)
     #[arg(long, default_value = "table")]
     format: String,
@@ -53,17 +56,42 @@ struct Row {
     digest: String,
     created: Option<String>,
     size: u64,
+    /// A multi-platform image's platforms: (platform, image id, size).
+    platforms: Vec<(String, String, u64)>,
 }
 
-fn rows(s: &ImageSummary, no_trunc: bool) -> Vec<Row> {
-    let id = if no_trunc { s.record.config_digest.to_string() } else { s.record.config_digest.short().to_string() };
+fn short_or_full(d: &kiln_store::Digest, no_trunc: bool) -> String {
+    if no_trunc {
+        d.to_string()
+    } else {
+        d.short().to_string()
+    }
+}
+
+/// Each platform of a multi-platform image, with its id and size.
+fn platforms_of(store: &Store, s: &ImageSummary, no_trunc: bool) -> Vec<(String, String, u64)> {
+    let Some(index) = &s.index else { return Vec::new() };
+    index
+        .entries
+        .iter()
+        .map(|e| match store.image(&e.manifest) {
+            Ok(img) => (e.platform.to_string(), short_or_full(&img.config_digest, no_trunc), img.manifest.layers().iter().map(|l| l.size()).sum()),
+            Err(_) => (e.platform.to_string(), "<unreadable>".into(), 0),
+        })
+        .collect()
+}
+
+fn rows(store: &Store, s: &ImageSummary, no_trunc: bool) -> Vec<Row> {
+    let id = short_or_full(s.id(), no_trunc);
+    let platforms = platforms_of(store, s, no_trunc);
     let base = |repo: String, tag: String| Row {
         repo,
         tag,
         id: id.clone(),
-        digest: s.record.manifest_digest.to_string(),
+        digest: s.digest().to_string(),
         created: s.record.config.created.clone(),
         size: s.size,
+        platforms: platforms.clone(),
     };
     if s.names.is_empty() {
         return vec![base("<none>".into(), "<none>".into())];
@@ -118,7 +146,7 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
     let mut bounds = Vec::new();
     for (is_before, image) in &before_since {
         let (_, digest) = store.lookup(image).with_context(|| format!("filter {}={image}", if *is_before { "before" } else { "since" }))?;
-        let t = images.iter().find(|s| s.record.manifest_digest == digest).and_then(created);
+        let t = images.iter().find(|s| *s.digest() == digest).and_then(created);
         bounds.push((*is_before, t.with_context(|| format!("image {image} has no creation time"))?));
     }
     let mut out = Vec::new();
@@ -139,7 +167,7 @@ pub fn run(root: &Path, args: ImagesArgs) -> Result<()> {
         if !keep || !labelled || !in_time {
             continue;
         }
-        for row in rows(s, args.no_trunc) {
+        for row in rows(&store, s, args.no_trunc) {
             let full = format!("{}:{}", row.repo, row.tag);
             let matches = patterns.is_empty()
                 || patterns.iter().any(|p| glob(p.as_bytes(), full.as_bytes()) || glob(p.as_bytes(), row.repo.as_bytes()));
@@ -170,8 +198,21 @@ fn write_rows(w: &mut dyn Write, args: &ImagesArgs, json: bool, out: &[Row]) -> 
                 "Repository": r.repo,
                 "Tag": r.tag,
                 "Size": humanize::size(r.size),
+                "Platforms": r.platforms.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(),
             });
             writeln!(w, "{v}")?;
+        }
+        return Ok(());
+    }
+    if args.tree {
+        writeln!(w, "{:<56}  {:<14}  SIZE", "IMAGE", "ID")?;
+        for r in out {
+            let name = if r.tag == "<none>" { r.repo.clone() } else { format!("{}:{}", r.repo, r.tag) };
+            writeln!(w, "{name:<56}  {:<14}  {}", r.id, humanize::size(r.size))?;
+            for (i, (platform, id, size)) in r.platforms.iter().enumerate() {
+                let branch = if i + 1 == r.platforms.len() { "└─" } else { "├─" };
+                writeln!(w, "{:<56}  {id:<14}  {}", format!("{branch} {platform}"), humanize::size(*size))?;
+            }
         }
         return Ok(());
     }

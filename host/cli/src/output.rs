@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kiln_store::{archive, flatten, ImageRecord, Reference, Store};
+use kiln_store::{archive, flatten, ImageEntry, ImageRecord, Reference, Store};
 
 use crate::fileout;
 
@@ -52,8 +52,18 @@ impl Output {
     }
 }
 
-/// Exports the built image as asked.
-pub fn export(store: &Store, output: &Output, name: Option<&Reference>, image: &ImageRecord) -> Result<()> {
+/// Exports the built image as asked. A multi-platform image goes whole into `oci` and
+/// `docker` archives (they hold its index); `tar` and `local` hold one root filesystem per
+/// platform under BuildKit's `linux_amd64/` directories.
+pub fn export(store: &Store, output: &Output, name: Option<&Reference>, image: &ImageEntry) -> Result<()> {
+    let parts = match image {
+        ImageEntry::Image(img) => vec![(None, (**img).clone())],
+        ImageEntry::Index(index) => index
+            .entries
+            .iter()
+            .map(|e| Ok((Some(e.platform.dir_name()), store.image(&e.manifest)?)))
+            .collect::<Result<Vec<_>>>()?,
+    };
     match output {
         Output::Image => Ok(()),
         Output::Archive { format, dest } => {
@@ -67,12 +77,61 @@ pub fn export(store: &Store, output: &Output, name: Option<&Reference>, image: &
                 Ok(())
             })
         }
-        Output::Tar { dest } => fileout::write(Some(dest), TERMINAL_HINT, |w| {
-            flatten::flatten_image(store, image, w)?;
-            Ok(())
+        Output::Tar { dest } => fileout::write(Some(dest), TERMINAL_HINT, |w| match parts.as_slice() {
+            [(None, img)] => {
+                flatten::flatten_image(store, img, w)?;
+                Ok(())
+            }
+            _ => {
+                let mut out = tar::Builder::new(w);
+                for (dir, img) in &parts {
+                    append_prefixed(store, img, dir.as_deref().unwrap_or("."), &mut out)?;
+                }
+                out.into_inner().context("finishing the tar")?;
+                Ok(())
+            }
         }),
-        Output::Local { dest } => unpack_local(store, image, dest),
+        Output::Local { dest } => {
+            for (dir, img) in &parts {
+                let target = match dir {
+                    Some(d) => dest.join(d),
+                    None => dest.clone(),
+                };
+                unpack_local(store, img, &target)?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Appends `img`'s flattened root filesystem to `out`, every path (and hard link target)
+/// under `dir/`.
+fn append_prefixed<W: std::io::Write>(store: &Store, img: &ImageRecord, dir: &str, out: &mut tar::Builder<W>) -> Result<()> {
+    use std::io::Seek;
+    let mut tmp = tempfile::tempfile().context("creating a temp file")?;
+    flatten::flatten_image(store, img, std::io::BufWriter::new(&mut tmp))?;
+    tmp.rewind().context("rewinding the rootfs tar")?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(tmp));
+    let mut top = tar::Header::new_ustar();
+    top.set_entry_type(tar::EntryType::Directory);
+    top.set_mode(0o755);
+    top.set_size(0);
+    out.append_data(&mut top, format!("{dir}/"), std::io::empty()).context("writing the tar")?;
+    for entry in archive.entries().context("reading the rootfs tar")? {
+        let mut entry = entry.context("reading the rootfs tar")?;
+        let path = format!("{dir}/{}", entry.path().context("an entry's path")?.display());
+        let mut header = entry.header().clone();
+        if header.entry_type().is_hard_link() {
+            let target = entry.link_name().context("a link's target")?.map(|t| format!("{dir}/{}", t.display())).unwrap_or_default();
+            out.append_link(&mut header, &path, &target).context("writing the tar")?;
+        } else if header.entry_type().is_symlink() {
+            let target = entry.link_name().context("a link's target")?.map(|t| t.into_owned()).unwrap_or_default();
+            out.append_link(&mut header, &path, &target).context("writing the tar")?;
+        } else {
+            out.append_data(&mut header, &path, &mut entry).context("writing the tar")?;
+        }
+    }
+    Ok(())
 }
 
 fn unpack_local(store: &Store, image: &ImageRecord, dest: &Path) -> Result<()> {

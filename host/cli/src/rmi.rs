@@ -25,7 +25,13 @@ pub fn run(root: &Path, args: RmiArgs) -> Result<()> {
     for image in &args.images {
         // Docker's rule: an image a container was made from is not removed without -f (and
         // with -f its blobs stay, pinned, for the container).
-        let user = store.lookup(image).ok().and_then(|(_, d)| containers.iter().find(|c| c.config.image_digest == d.to_string()));
+        // A multi-platform image is in use when any of its platform images is.
+        let manifests: Vec<String> = match store.lookup(image).and_then(|(_, d)| store.entry(&d).map(|e| (d, e))) {
+            Ok((_, kiln_store::ImageEntry::Index(index))) => std::iter::once(&index.digest).chain(index.entries.iter().map(|e| &e.manifest)).map(|d| d.to_string()).collect(),
+            Ok((d, _)) => vec![d.to_string()],
+            Err(_) => vec![],
+        };
+        let user = containers.iter().find(|c| manifests.contains(&c.config.image_digest));
         if let (Some(c), false) = (user, args.force) {
             let e = anyhow::anyhow!("conflict: unable to remove {image:?} (must force): container {} is using it", c.short_id());
             if first_err.is_none() {

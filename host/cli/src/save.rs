@@ -39,7 +39,7 @@ pub fn run(root: &Path, args: SaveArgs) -> Result<()> {
                 .transpose()?
                 .with_context(|| format!("image {name} has no name: tag it first (kiln tag {name} NAME)"))?,
         };
-        images.push((reference, store.image(&digest)?));
+        images.push((reference, store.entry(&digest)?));
     }
     fileout::write(args.output.as_deref(), "refusing to write an archive to a terminal: use -o FILE or redirect stdout", |w| {
         archive::write_archive_as(&store, &images, format, w)?;

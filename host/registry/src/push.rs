@@ -6,12 +6,12 @@
 
 use std::collections::BTreeSet;
 
-use kiln_store::{Digest, Reference, Store};
+use kiln_store::{Digest, ImageEntry, Reference, Store};
 use ureq::http::{Method, Response};
 use ureq::Body;
 
 use crate::client::{encode, error_detail, Client, Payload};
-use crate::manifest::OCI_MANIFEST;
+use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::RegistryError;
 
 /// Progress of a push, for a UI. Every layer gets `Preparing` (top layer first, the order
@@ -64,10 +64,13 @@ fn mount_sources(store: &Store, reference: &Reference, blob: &Digest) -> Vec<Str
         if r.domain != reference.domain || r.path == reference.path || out.contains(&r.path) {
             continue;
         }
-        if let Ok(img) = store.image(&manifest) {
-            if img.layers.contains(blob) || img.config_digest == *blob {
-                out.insert(r.path);
-            }
+        let images = match store.entry(&manifest) {
+            Ok(ImageEntry::Image(img)) => vec![*img],
+            Ok(ImageEntry::Index(index)) => index.entries.iter().filter_map(|e| store.image(&e.manifest).ok()).collect(),
+            Err(_) => vec![],
+        };
+        if images.iter().any(|img| img.layers.contains(blob) || img.config_digest == *blob) {
+            out.insert(r.path);
         }
         if out.len() >= 3 {
             break;
@@ -205,34 +208,56 @@ fn upload_blobs(
     }
 }
 
-/// Pushes the image the store names `reference` to `client`'s registry, under its tag.
+/// Pushes the image the store names `reference` to `client`'s registry, under its tag. A
+/// multi-platform image goes up platform by platform (blobs, then each manifest by digest),
+/// and its index last, under the tag.
 pub fn push(store: &Store, client: &Client, reference: &Reference, opts: &PushOptions, events: &(dyn Fn(PushEvent) + Sync)) -> Result<Pushed, RegistryError> {
     if reference.digest.is_some() {
         return Err(RegistryError::Unsupported(format!("pushing by digest ({}): push a tag", reference.familiar())));
     }
     let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
-    let (_, image) = store.image_by_name(&reference.to_string())?;
-    let manifest = store.read_blob(&image.manifest_digest)?;
-    for layer in image.layers.iter().rev() {
-        events(PushEvent::Preparing(layer.clone()));
+    let (_, top) = store.resolve(&reference.to_string())?;
+    let images = match store.entry(&top)? {
+        ImageEntry::Image(img) => vec![*img],
+        ImageEntry::Index(index) => index.entries.iter().map(|e| store.image(&e.manifest)).collect::<Result<Vec<_>, _>>()?,
+    };
+    let is_index = images.len() != 1 || images[0].manifest_digest != top;
+    for image in &images {
+        for layer in image.layers.iter().rev() {
+            events(PushEvent::Preparing(layer.clone()));
+        }
     }
-    upload_blobs(store, client, reference, opts, events, &image.layers.iter().chain(std::iter::once(&image.config_digest)).collect::<Vec<_>>())?;
-    let media = serde_json::from_slice::<serde_json::Value>(&manifest)
-        .ok()
+    for image in &images {
+        upload_blobs(store, client, reference, opts, events, &image.layers.iter().chain(std::iter::once(&image.config_digest)).collect::<Vec<_>>())?;
+        if is_index {
+            put_manifest(store, client, reference, &image.manifest_digest.to_string(), &image.manifest_digest)?;
+        }
+    }
+    let size = put_manifest(store, client, reference, &tag, &top)?;
+    Ok(Pushed { tag, digest: top, size })
+}
+
+/// PUTs the stored manifest or index `digest`, byte for byte, under `tag_or_digest`; checks
+/// the digest the registry recorded. Returns its size.
+fn put_manifest(store: &Store, client: &Client, reference: &Reference, tag_or_digest: &str, digest: &Digest) -> Result<u64, RegistryError> {
+    let bytes = store.read_blob(digest)?;
+    let probe = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    let media = probe
+        .as_ref()
         .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
-        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+        .unwrap_or_else(|| if probe.as_ref().is_some_and(|v| v.get("manifests").is_some()) { OCI_INDEX } else { OCI_MANIFEST }.to_string());
     let path = &reference.path;
-    let what = format!("pushing manifest {}/{path}:{tag}", client.domain());
-    let url = client.url(&format!("{path}/manifests/{tag}"));
-    let resp = client.send(Method::PUT, &url, &[("Content-Type", media.as_str())], &Payload::Bytes(&manifest), &format!("repository:{path}:pull,push"), &what)?;
+    let what = format!("pushing manifest {}/{path}:{tag_or_digest}", client.domain());
+    let url = client.url(&format!("{path}/manifests/{tag_or_digest}"));
+    let resp = client.send(Method::PUT, &url, &[("Content-Type", media.as_str())], &Payload::Bytes(&bytes), &format!("repository:{path}:pull,push"), &what)?;
     let status = resp.status().as_u16();
     if status != 201 && status != 200 {
         return Err(RegistryError::Status { context: what, status, detail: error_detail(resp) });
     }
     if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-        if d != image.manifest_digest.to_string() {
-            return Err(RegistryError::invalid(format!("{what}: the registry recorded digest {d}, kiln sent {}", image.manifest_digest)));
+        if d != digest.to_string() {
+            return Err(RegistryError::invalid(format!("{what}: the registry recorded digest {d}, kiln sent {digest}")));
         }
     }
-    Ok(Pushed { tag, digest: image.manifest_digest, size: manifest.len() as u64 })
+    Ok(bytes.len() as u64)
 }

@@ -65,7 +65,7 @@ impl Build<'_> {
     /// Finds each bind's origin and names its content (reading the context's files: a missing
     /// or excluded context source fails here). A stage's source is checked by
     /// [`Self::check_binds`], only when the step runs: a cache hit proves it was there.
-    pub(crate) fn resolve_binds(&self, binds: &[BindUse], platform: &kiln_frontend::graph::Platform, out: &Reporter) -> Result<Vec<ResolvedBind>, BuildError> {
+    pub(crate) fn resolve_binds(&self, binds: &[BindUse], platform: &kiln_frontend::graph::Platform, target: usize, out: &Reporter) -> Result<Vec<ResolvedBind>, BuildError> {
         let mut resolved = Vec::new();
         for b in binds {
             // BuildKit takes the source as a path; COPY's wildcard matching would not.
@@ -78,7 +78,7 @@ impl Build<'_> {
                     (Origin::Context, context_identity(&ctx, &b.source).map_err(|e| bind_error(b, e))?)
                 }
                 Some(from) => {
-                    let img = self.origin(from, platform, out).map_err(|e| match e {
+                    let img = self.origin(from, platform, target, out).map_err(|e| match e {
                         BuildError::Invalid(m) => bind_error(b, m),
                         other => other,
                     })?;

@@ -74,6 +74,18 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Stages (by name or index) whose steps ignore the cache (`--no-cache-filter`).
     pub no_cache_filter: Vec<String>,
+    /// Target platforms of a multi-platform build (`--platform a,b`): the Dockerfile is built
+    /// once per platform and the result is an image index. Empty or one: a single image for
+    /// `frontend.target_platform`.
+    pub platforms: Vec<kiln_frontend::graph::Platform>,
+}
+
+/// One platform's image of a multi-platform build.
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    pub platform: String,
+    pub manifest: Digest,
+    pub config: Digest,
 }
 
 /// How the solver gets a missing base image, without knowing about registries.
@@ -96,6 +108,9 @@ pub struct BuildOutcome {
     /// The cache keys of every layer step of this build (hits and misses), in order: what
     /// `--cache-to` exports.
     pub cache_keys: Vec<CacheKey>,
+    /// For a multi-platform build, each platform's image (then `manifest` and `config` are
+    /// the index's digest); empty otherwise.
+    pub platforms: Vec<PlatformImage>,
 }
 
 /// Why a build failed. The store is unchanged in every case but one: a failed RUN keeps the
@@ -147,13 +162,21 @@ impl From<kiln_runtime::RuntimeError> for BuildError {
 
 /// Runs the whole build.
 pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &Reporter) -> Result<BuildOutcome, BuildError> {
-    let graph = opts.dockerfile.resolve(&opts.frontend)?;
-    for w in opts.dockerfile.warnings.iter().chain(&graph.warnings) {
-        out.info(w);
-    }
     let build = stage::Build::new(store, backend, opts)?;
-    match schedule::run_stages(&build, &graph.stages, opts.jobs, out) {
-        Ok(()) => build.finish(graph.target, out),
+    // One graph per target platform, resolved before anything runs (an error in any is the
+    // build's); their stages run together, sharing the guest, the cache and identical steps.
+    let graphs = build.targets.iter().map(|t| opts.dockerfile.resolve(t)).collect::<Result<Vec<_>, _>>()?;
+    let mut warned = std::collections::BTreeSet::new();
+    for w in opts.dockerfile.warnings.iter().chain(graphs.iter().flat_map(|g| &g.warnings)) {
+        if warned.insert(w) {
+            out.info(w);
+        }
+    }
+    let planned: Vec<stage::PlannedStage<'_>> =
+        graphs.iter().enumerate().flat_map(|(target, g)| g.stages.iter().map(move |stage| stage::PlannedStage { target, stage })).collect();
+    let targets: Vec<usize> = graphs.iter().map(|g| g.target).collect();
+    match schedule::run_stages(&build, &planned, opts.jobs, out) {
+        Ok(()) => build.finish(&targets, out),
         // The last good state of the failed stage is kept, to be looked at.
         Err(BuildError::StepFailed { line, text, argv, status, tail, .. }) => {
             let state = build.commit_failed_state();

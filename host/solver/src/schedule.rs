@@ -8,24 +8,22 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 
-use kiln_frontend::graph::ResolvedStage;
-
-use crate::stage::{lock, Build};
+use crate::stage::{lock, Build, PlannedStage};
 use crate::{BuildError, Reporter};
 
 /// Runs `stages` (dependencies before dependents, as the graph lists them).
-pub fn run_stages(build: &Build<'_>, stages: &[ResolvedStage], jobs: usize, out: &Reporter) -> Result<(), BuildError> {
-    let multi = stages.len() > 1;
+pub fn run_stages(build: &Build<'_>, stages: &[PlannedStage<'_>], jobs: usize, out: &Reporter) -> Result<(), BuildError> {
+    let multi = stages.iter().filter(|s| s.target == 0).count() > 1;
     if jobs <= 1 || stages.len() <= 1 {
         for s in stages {
-            build.run_stage(s, multi, out)?;
+            build.run_stage(*s, multi, out)?;
         }
         return Ok(());
     }
     let slots = Slots { free: Mutex::new(jobs), freed: Condvar::new() };
     let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for stage in stages {
+        for &stage in stages {
             let (slots, first_error) = (&slots, &first_error);
             scope.spawn(move || {
                 let result = wait_for_deps(build, stage).and_then(|()| {
@@ -48,6 +46,7 @@ pub fn run_stages(build: &Build<'_>, stages: &[ResolvedStage], jobs: usize, out:
                     build.stage_done.notify_all();
                     drop(lock(&slots.free));
                     slots.freed.notify_all();
+                    build.wake_step_waiters();
                 }
             });
         }
@@ -59,13 +58,13 @@ pub fn run_stages(build: &Build<'_>, stages: &[ResolvedStage], jobs: usize, out:
     }
 }
 
-fn wait_for_deps(build: &Build<'_>, stage: &ResolvedStage) -> Result<(), BuildError> {
+fn wait_for_deps(build: &Build<'_>, planned: PlannedStage<'_>) -> Result<(), BuildError> {
     let mut done = lock(&build.done);
     loop {
         if build.cancelled.load(Ordering::Relaxed) {
             return Err(BuildError::Cancelled);
         }
-        if stage.deps.iter().all(|d| done.contains_key(d)) {
+        if planned.stage.deps.iter().all(|d| done.contains_key(&(planned.target, *d))) {
             return Ok(());
         }
         done = build.stage_done.wait(done).unwrap_or_else(|e| e.into_inner());

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::cache::{CacheIndex, CacheKey, Cached};
 use crate::fsview::Indexes;
 use crate::guest::GuestSession;
-use crate::{convert, time, BuildError, BuildOptions, BuildOutcome, Puller, Reporter, DEFAULT_PATH};
+use crate::{convert, time, BuildError, BuildOptions, BuildOutcome, PlatformImage, Puller, Reporter, DEFAULT_PATH};
 
 /// An image or stage result: what a stage starts from and what it produces.
 #[derive(Clone)]
@@ -48,6 +48,16 @@ pub struct StageState {
     pub no_cache: bool,
     /// What the stage's binaries are built for (RUN emulates it when it is not the host's).
     pub platform: Platform,
+    /// Which of the build's target platforms this stage is built for (an index into
+    /// [`Build::targets`]); stages of one target see only each other.
+    pub target: usize,
+}
+
+/// A stage of one of the build's target platforms, as the scheduler runs it.
+#[derive(Clone, Copy)]
+pub struct PlannedStage<'g> {
+    pub target: usize,
+    pub stage: &'g ResolvedStage,
 }
 
 /// Shared by the stages of a build, which may run on several threads at once (see
@@ -58,6 +68,14 @@ pub struct Build<'a> {
     pub backend: &'a dyn Backend,
     pub opts: &'a BuildOptions,
     pub cache: CacheIndex,
+    /// One frontend configuration per target platform (`--platform a,b`): the build args,
+    /// target stage and `TARGETPLATFORM` its stages see.
+    pub targets: Vec<kiln_frontend::graph::BuildOptions>,
+    /// Layer steps of this build by cache key: running (`None`) or done. Identical steps of
+    /// different targets' stages (a `FROM --platform=$BUILDPLATFORM` stage that does not use
+    /// the target) run once, as BuildKit merges identical vertices.
+    steps: Mutex<HashMap<CacheKey, Option<Cached>>>,
+    step_done: Condvar,
     /// Started by the first RUN that needs it; the lock is held only while starting it.
     guest: Mutex<Option<Arc<GuestSession>>>,
     pub indexes: Mutex<Indexes>,
@@ -67,8 +85,8 @@ pub struct Build<'a> {
     /// Step results to record in the cache once the build is committed.
     results: Mutex<Vec<(CacheKey, Cached)>>,
     cached_steps: AtomicUsize,
-    /// Finished stages by Dockerfile index.
-    pub done: Mutex<HashMap<usize, ImageState>>,
+    /// Finished stages by target and Dockerfile index.
+    pub done: Mutex<HashMap<(usize, usize), ImageState>>,
     /// Signalled whenever a stage finishes or fails.
     pub stage_done: Condvar,
     /// Images used by name (FROM, COPY --from), fetched once (the lock is held while fetching).
@@ -94,10 +112,13 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A base image for `platform`: the local one when it matches, else pulled for that platform.
 fn base_image(store: &Store, name: &str, platform: &Platform, pull: Option<&Puller>, out: &Reporter) -> Result<kiln_store::ImageRecord, BuildError> {
-    let local = match store.image_by_name(name) {
-        Ok((_, img)) if same_platform(&image_platform(&img), platform) => return Ok(img),
-        Ok((_, img)) => Some(image_platform(&img)),
+    // A multi-platform image offers the manifest for `platform`, if it has one.
+    let wanted = kiln_store::Platform::parse(&platform.to_string())?;
+    let local = match store.resolve(name).and_then(|(_, digest)| store.image_for(&digest, Some(&wanted))) {
+        Ok(img) if same_platform(&image_platform(&img), platform) => return Ok(img),
+        Ok(img) => Some(image_platform(&img).to_string()),
         Err(StoreError::NoSuchImage(_)) => None,
+        Err(StoreError::NoPlatform { available, .. }) => Some(available),
         Err(other) => return Err(other.into()),
     };
     let Some(pull) = pull else {
@@ -116,6 +137,17 @@ fn base_image(store: &Store, name: &str, platform: &Platform, pull: Option<&Pull
     Ok(img)
 }
 
+/// The frontend options of each target platform (one, unless `opts.platforms` lists several).
+fn targets_of(opts: &BuildOptions) -> Vec<kiln_frontend::graph::BuildOptions> {
+    if opts.platforms.is_empty() {
+        return vec![opts.frontend.clone()];
+    }
+    opts.platforms
+        .iter()
+        .map(|p| kiln_frontend::graph::BuildOptions { target_platform: p.clone(), ..opts.frontend.clone() })
+        .collect()
+}
+
 impl<'a> Build<'a> {
     pub fn new(store: &'a Store, backend: &'a dyn Backend, opts: &'a BuildOptions) -> Result<Self, BuildError> {
         let created = time::created_seconds().map_err(BuildError::Invalid)?;
@@ -128,6 +160,9 @@ impl<'a> Build<'a> {
             backend,
             opts,
             cache: CacheIndex::new(store),
+            targets: targets_of(opts),
+            steps: Mutex::new(HashMap::new()),
+            step_done: Condvar::new(),
             guest: Mutex::new(None),
             indexes: Mutex::new(Indexes::default()),
             created,
@@ -211,11 +246,13 @@ impl<'a> Build<'a> {
         History { created: Some(self.created_text.clone()), created_by: Some(created_by), comment: Some("buildkit.dockerfile.v0".into()), empty_layer: empty }
     }
 
-    pub fn run_stage(&self, stage: &ResolvedStage, multi: bool, out: &Reporter) -> Result<(), BuildError> {
+    pub fn run_stage(&self, planned: PlannedStage<'_>, multi: bool, out: &Reporter) -> Result<(), BuildError> {
+        let PlannedStage { target, stage } = planned;
+        let frontend = &self.targets[target];
         // FROM --platform, else the build's target platform (--platform, default the host's).
         let platform = match &stage.platform {
             Some(p) => Platform::parse(p).map_err(|m| kiln_frontend::ParseError::new(stage.line, m))?,
-            None => self.opts.frontend.target_platform.clone(),
+            None => frontend.target_platform.clone(),
         };
         let base = match &stage.base {
             StageBase::Scratch => ImageState {
@@ -227,7 +264,7 @@ impl<'a> Build<'a> {
                 history: vec![],
                 platform: platform.clone(),
             },
-            StageBase::Stage(j) => lock(&self.done).get(j).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {j} has not run")))?,
+            StageBase::Stage(j) => lock(&self.done).get(&(target, *j)).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {j} has not run")))?,
             StageBase::Image(name) => self.image(name, &platform, out).map_err(|e| step_error(stage.line, &format!("FROM {name}"), e))?,
         };
         // A stage built on another stage is for that stage's platform.
@@ -238,11 +275,15 @@ impl<'a> Build<'a> {
         }
         // The base's ONBUILD triggers run first; the new image does not inherit them.
         let triggers = parse_onbuild_triggers(&std::mem::take(&mut config.on_build), stage.line)?;
-        let label = match (&stage.name, multi) {
+        let mut label = match (&stage.name, multi) {
             (Some(n), _) => format!("{n} "),
             (None, true) => format!("stage-{} ", stage.index),
             (None, false) => String::new(),
         };
+        if self.targets.len() > 1 {
+            // BuildKit's `[linux/arm64 builder 2/4]`.
+            label = format!("{} {label}", frontend.target_platform);
+        }
         let mut st = StageState {
             key: base.key,
             layers: base.layers,
@@ -256,6 +297,7 @@ impl<'a> Build<'a> {
             }),
             steps: 1 + triggers.len() + stage.commands.iter().filter(|c| !matches!(c.command, Command::Arg(_))).count(),
             platform,
+            target,
         };
         let from_text = match &stage.base {
             StageBase::Scratch => "FROM scratch".to_string(),
@@ -264,7 +306,7 @@ impl<'a> Build<'a> {
         };
         self.instant_step(&mut st, &from_text, out);
         let lexer = Lexer::new(self.opts.dockerfile.escape);
-        let mut scope = Scope::new(stage, &self.opts.frontend);
+        let mut scope = Scope::new(stage, frontend);
         for located in triggers.iter().chain(&stage.commands) {
             if kiln_sandbox::children::interrupted() {
                 return Err(BuildError::Interrupted);
@@ -287,7 +329,7 @@ impl<'a> Build<'a> {
             }
         }
         let state = ImageState { key: st.key, layers: st.layers, config: st.config.config, extra: st.extra, history: st.history, platform: st.platform };
-        lock(&self.done).insert(stage.index, state);
+        lock(&self.done).insert((target, stage.index), state);
         self.stage_done.notify_all();
         Ok(())
     }
@@ -346,26 +388,16 @@ impl<'a> Build<'a> {
         make: impl FnOnce(&Self, &mut StageState, &Reporter) -> Result<LayerInfo, BuildError>,
     ) -> Result<(), BuildError> {
         let hit = if st.no_cache { None } else { self.cache.get(&key) };
-        let result = match hit {
-            Some(hit) => {
-                if let Cached::Layer(l) = &hit {
-                    self.pin.add([&l.digest])?;
-                }
-                self.announce(st, text, true, out);
-                self.cached_steps.fetch_add(1, Ordering::Relaxed);
-                hit
-            }
-            None => {
-                let n = self.announce(st, text, false, out);
-                let layer = make(self, st, out)?;
-                out.done(n);
-                if crate::is_empty_layer(&layer) {
-                    Cached::Empty
-                } else {
-                    Cached::Layer(layer)
-                }
-            }
+        let hit = match hit {
+            Some(h) => Some(h),
+            None => self.claim_step(&key)?,
         };
+        let claimed = hit.is_none();
+        let made = self.step_result(st, hit, text, out, make);
+        if claimed {
+            self.release_step(&key, made.as_ref().ok());
+        }
+        let result = made?;
         match &result {
             Cached::Layer(layer) => {
                 st.layers.push(layer.clone());
@@ -390,6 +422,78 @@ impl<'a> Build<'a> {
         Ok(())
     }
 
+    /// A cache hit's result, else what `make` produces (announcing the step either way).
+    fn step_result(
+        &self,
+        st: &mut StageState,
+        hit: Option<Cached>,
+        text: &str,
+        out: &Reporter,
+        make: impl FnOnce(&Self, &mut StageState, &Reporter) -> Result<LayerInfo, BuildError>,
+    ) -> Result<Cached, BuildError> {
+        Ok(match hit {
+            Some(hit) => {
+                if let Cached::Layer(l) = &hit {
+                    self.pin.add([&l.digest])?;
+                }
+                self.announce(st, text, true, out);
+                self.cached_steps.fetch_add(1, Ordering::Relaxed);
+                hit
+            }
+            None => {
+                let n = self.announce(st, text, false, out);
+                let layer = make(self, st, out)?;
+                out.done(n);
+                if crate::is_empty_layer(&layer) {
+                    Cached::Empty
+                } else {
+                    Cached::Layer(layer)
+                }
+            }
+        })
+    }
+
+    /// The result of the same step done earlier in this build (waiting while another stage
+    /// runs it), or `None` after claiming the step for the caller, who must
+    /// [`Build::release_step`] it.
+    fn claim_step(&self, key: &CacheKey) -> Result<Option<Cached>, BuildError> {
+        let mut steps = lock(&self.steps);
+        loop {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Err(BuildError::Cancelled);
+            }
+            match steps.get(key) {
+                None => {
+                    steps.insert(key.clone(), None);
+                    return Ok(None);
+                }
+                Some(Some(done)) => return Ok(Some(done.clone())),
+                Some(None) => steps = self.step_done.wait(steps).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    /// Ends a claim: records the result for identical steps, or (on failure) frees the step.
+    fn release_step(&self, key: &CacheKey, result: Option<&Cached>) {
+        let mut steps = lock(&self.steps);
+        match result {
+            Some(r) => {
+                steps.insert(key.clone(), Some(r.clone()));
+            }
+            None => {
+                steps.remove(key);
+            }
+        }
+        drop(steps);
+        self.step_done.notify_all();
+    }
+
+    /// Wakes steps waiting for an identical one (the build was cancelled: they give up).
+    pub fn wake_step_waiters(&self) {
+        drop(lock(&self.steps));
+        self.step_done.notify_all();
+    }
+
     /// The image a stage's final state makes, dated with the build.
     fn new_image(&self, state: ImageState) -> NewImage {
         NewImage {
@@ -407,6 +511,10 @@ impl<'a> Build<'a> {
     /// (`None` when there is none or it cannot be stored: the build's own error matters more).
     /// No cache entry is recorded and no cache mount saved.
     pub fn commit_failed_state(mut self) -> Option<Digest> {
+        // A multi-platform build that fails stores nothing (which platform's state would it be?).
+        if self.targets.len() > 1 {
+            return None;
+        }
         let state = lock(&self.failed_state).take()?;
         drop(lock(&self.guest).take());
         let image = self.new_image(state);
@@ -415,7 +523,7 @@ impl<'a> Build<'a> {
     }
 
     /// Commits the target stage as the build's image.
-    pub fn finish(mut self, target: usize, out: &Reporter) -> Result<BuildOutcome, BuildError> {
+    pub fn finish(mut self, targets: &[usize], out: &Reporter) -> Result<BuildOutcome, BuildError> {
         let guest = lock(&self.guest).take();
         if let Some(g) = guest.as_ref() {
             g.save_caches(&self.store.root().join(crate::steps::CACHE_MOUNTS))?;
@@ -423,12 +531,17 @@ impl<'a> Build<'a> {
         let guest = guest.map(Arc::try_unwrap).transpose().map_err(|_| BuildError::Invalid("internal: the guest is still in use".into()))?;
         let guest_desc = guest.map(|g| g.finish(out));
         let results = std::mem::take(&mut *lock(&self.results));
-        let mut state = lock(&self.done).remove(&target).ok_or_else(|| BuildError::Invalid("internal: the target stage did not run".into()))?;
-        for (k, v) in &self.opts.labels {
-            state.config.labels.insert(k.clone(), v.clone());
+        let mut images = Vec::new();
+        let mut layers = 0;
+        for (t, stage) in targets.iter().enumerate() {
+            let mut state = lock(&self.done).remove(&(t, *stage)).ok_or_else(|| BuildError::Invalid("internal: the target stage did not run".into()))?;
+            for (k, v) in &self.opts.labels {
+                state.config.labels.insert(k.clone(), v.clone());
+            }
+            layers += state.layers.len();
+            let platform = state.platform.clone();
+            images.push((platform, self.new_image(state)));
         }
-        let layers = state.layers.len();
-        let image = self.new_image(state);
         // Layers of the other stages stay in the store while cache entries name them.
         let keep: Vec<Digest> = results.iter().filter_map(|(_, r)| match r {
             Cached::Layer(l) => Some(l.digest.clone()),
@@ -437,21 +550,39 @@ impl<'a> Build<'a> {
         let staging = self.staging.take().ok_or_else(|| BuildError::Invalid("internal: committed twice".into()))?;
         let cache = &self.cache;
         let mut warnings = Vec::new();
-        let manifest = staging.commit_with(image, &self.opts.tags, &keep, |_| {
+        let record_cache = |_: &Store| {
             for (key, result) in &results {
                 if let Err(e) = cache.put(key, result) {
                     warnings.push(format!("warning: could not record a cache entry: {e}"));
                 }
             }
             Ok(())
-        })?;
+        };
+        let (manifest, config, platforms) = if self.targets.len() > 1 {
+            let shown: Vec<String> = images.iter().map(|(p, _)| p.to_string()).collect();
+            let images = images
+                .into_iter()
+                .map(|(p, image)| Ok((kiln_store::Platform::parse(&p.to_string())?, image)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let (index, manifests) = staging.commit_index_with(images, &self.opts.tags, &keep, record_cache)?;
+            let mut platforms = Vec::new();
+            for (platform, manifest) in shown.into_iter().zip(manifests) {
+                let config = self.store.image(&manifest)?.config_digest;
+                platforms.push(PlatformImage { platform, manifest, config });
+            }
+            (index.clone(), index, platforms)
+        } else {
+            let (_, image) = images.pop().ok_or_else(|| BuildError::Invalid("internal: no target".into()))?;
+            let manifest = staging.commit_with(image, &self.opts.tags, &keep, record_cache)?;
+            let config = self.store.image(&manifest)?.config_digest;
+            (manifest, config, Vec::new())
+        };
         for w in warnings {
             out.info(&w);
         }
-        let config = self.store.image(&manifest)?.config_digest;
         let cache_keys = results.iter().map(|(k, _)| k.clone()).collect();
         let cached_steps = self.cached_steps.load(Ordering::Relaxed);
-        Ok(BuildOutcome { manifest, config, layers, cached_steps, guest: guest_desc, cache_keys })
+        Ok(BuildOutcome { manifest, config, layers, cached_steps, guest: guest_desc, cache_keys, platforms })
     }
 }
 

@@ -43,7 +43,7 @@ impl Build<'_> {
     pub(crate) fn run(&self, st: &mut StageState, scope: &Scope, cmd: &Located, run: &Run, out: &Reporter) -> Result<(), BuildError> {
         let config = &st.config.config;
         let prepared = mounts::prepare(run, config, &self.opts.secrets, &self.opts.ssh)?;
-        let binds = self.resolve_binds(&prepared.binds, &st.platform, out)?;
+        let binds = self.resolve_binds(&prepared.binds, &st.platform, st.target, out)?;
         let bind_part = binds.iter().map(|b| b.identity.as_str()).collect::<Vec<_>>().join("\0");
         let argv = prepared.argv.clone();
         let env_pairs = config.env_pairs();
@@ -151,7 +151,7 @@ impl Build<'_> {
     }
 
     /// The stage or image `COPY --from` names.
-    pub(crate) fn origin(&self, from: &str, platform: &kiln_frontend::graph::Platform, out: &Reporter) -> Result<ImageState, BuildError> {
+    pub(crate) fn origin(&self, from: &str, platform: &kiln_frontend::graph::Platform, target: usize, out: &Reporter) -> Result<ImageState, BuildError> {
         let df = &self.opts.dockerfile;
         let lower = from.to_ascii_lowercase();
         let index = match lower.parse::<usize>() {
@@ -160,14 +160,14 @@ impl Build<'_> {
             Err(_) => df.stage(&lower).map(|s| s.index),
         };
         match index {
-            Some(i) => lock(&self.done).get(&i).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {from} has not run"))),
+            Some(i) => lock(&self.done).get(&(target, i)).cloned().ok_or_else(|| BuildError::Invalid(format!("internal: stage {from} has not run"))),
             None => self.image(from, platform, out),
         }
     }
 
     pub(crate) fn copy(&self, st: &mut StageState, cmd: &Located, c: &CopyLike, add: bool, out: &Reporter) -> Result<(), BuildError> {
         let origin = match &c.from {
-            Some(from) => Origin::Image(Box::new(self.origin(from, &st.platform, out)?)),
+            Some(from) => Origin::Image(Box::new(self.origin(from, &st.platform, st.target, out)?)),
             None => Origin::Context,
         };
         let exclude = if c.exclude.is_empty() {

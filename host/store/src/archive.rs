@@ -12,7 +12,8 @@ use std::io::{self, Read, Write};
 use serde_json::json;
 
 use crate::digest::{Digest, HashingWriter};
-use crate::image::ImageRecord;
+use crate::index::{ImageEntry, OCI_INDEX, OCI_MANIFEST};
+use crate::platform::Platform;
 use crate::{Reference, Store, StoreError};
 
 fn io_err(context: &str) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -74,14 +75,16 @@ pub enum Format {
 }
 
 /// Writes `images` (each with the name it is saved under) as one docker-format archive to `out`.
-pub fn write_archive<W: Write>(store: &Store, images: &[(Reference, ImageRecord)], out: W) -> Result<W, StoreError> {
+pub fn write_archive<W: Write>(store: &Store, images: &[(Reference, ImageEntry)], out: W) -> Result<W, StoreError> {
     write_archive_as(store, images, Format::Docker, out)
 }
 
-/// Writes `images` as one archive of the given format to `out`.
+/// Writes `images` as one archive of the given format to `out`. A multi-platform image goes in
+/// whole: its index and every platform's image in the OCI layout; `manifest.json` (which
+/// cannot hold an index) lists its image for this machine's platform, else its first.
 pub fn write_archive_as<W: Write>(
     store: &Store,
-    images: &[(Reference, ImageRecord)],
+    images: &[(Reference, ImageEntry)],
     format: Format,
     out: W,
 ) -> Result<W, StoreError> {
@@ -94,22 +97,44 @@ pub fn write_archive_as<W: Write>(
     let mut index_entries = Vec::new();
     let mut docker_manifest = Vec::new();
     let mut repositories = serde_json::Map::new();
-    for (name, img) in images {
-        let blobs = std::iter::once(&img.config_digest).chain(&img.layers).chain(std::iter::once(&img.manifest_digest));
-        for d in blobs {
-            if written.insert(d.clone()) {
-                append_blob(store, &mut tar, d)?;
+    let host = Platform::host();
+    for (name, entry) in images {
+        let (members, top, docker_img) = match entry {
+            ImageEntry::Image(img) => (vec![(**img).clone()], None, (**img).clone()),
+            ImageEntry::Index(index) => {
+                let members = index.entries.iter().map(|e| store.image(&e.manifest)).collect::<Result<Vec<_>, _>>()?;
+                let shown = index.choose(&host).map_or(0, |e| index.entries.iter().position(|x| x == e).unwrap_or(0));
+                let docker_img = members.get(shown).cloned().ok_or_else(|| StoreError::Conflict(format!("{name}: the index lists no image")))?;
+                (members, Some(index), docker_img)
+            }
+        };
+        for img in &members {
+            let blobs = std::iter::once(&img.config_digest).chain(&img.layers).chain(std::iter::once(&img.manifest_digest));
+            for d in blobs {
+                if written.insert(d.clone()) {
+                    append_blob(store, &mut tar, d)?;
+                }
             }
         }
+        if let Some(index) = top {
+            if written.insert(index.digest.clone()) {
+                append_blob(store, &mut tar, &index.digest)?;
+            }
+        }
+        let img = &docker_img;
         let mut annotations = serde_json::Map::new();
         annotations.insert("io.containerd.image.name".into(), json!(name.to_string()));
         if let Some(tag) = &name.tag {
             annotations.insert("org.opencontainers.image.ref.name".into(), json!(tag));
         }
+        let (media, digest, size) = match top {
+            Some(index) => (OCI_INDEX, &index.digest, index.size),
+            None => (OCI_MANIFEST, &img.manifest_digest, img.manifest_size),
+        };
         index_entries.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": img.manifest_digest.to_string(),
-            "size": img.manifest_size,
+            "mediaType": media,
+            "digest": digest.to_string(),
+            "size": size,
             "annotations": annotations,
         }));
         let repo_tags: Vec<String> = if name.tag.is_some() { vec![name.familiar()] } else { vec![] };

@@ -169,46 +169,63 @@ impl Loader<'_> {
         Ok(out)
     }
 
-    /// Images an OCI `index.json` (or a nested index) lists.
-    fn oci(&self, index: &Index, depth: usize, out: &mut Vec<StagedImage>) -> Result<(), StoreError> {
+    /// Images an OCI `index.json` lists. An index it lists is one multi-platform image: its
+    /// platform manifests are loaded as its parts, not as images of their own (entries without
+    /// a platform, such as BuildKit's attestations, are left out).
+    fn oci(&self, index: &Index, out: &mut Vec<StagedImage>) -> Result<(), StoreError> {
         for d in &index.manifests {
             let (digest, member) = self.blob(d)?;
             let bytes = self.read_member(member)?;
+            let names = names_of(d)?;
             let media = d.media_type.as_deref().unwrap_or_default();
-            if media == OCI_INDEX || media == DOCKER_LIST {
-                if depth > 2 {
-                    return Err(bad("indexes nested too deeply"));
-                }
-                self.oci(&parse_json(&bytes, &format!("index {digest}"))?, depth + 1, out)?;
+            if media != OCI_INDEX && media != DOCKER_LIST {
+                out.push(self.manifest(&digest, &bytes, names)?);
                 continue;
             }
-            let manifest: Manifest = parse_json(&bytes, &format!("manifest {digest}"))?;
-            if let Some(m) = manifest.media_type.as_deref().filter(|m| *m == OCI_INDEX || *m == DOCKER_LIST) {
-                return Err(bad(format!("{digest} is a {m}, its descriptor says a manifest")));
+            let inner: Index = parse_json(&bytes, &format!("index {digest}"))?;
+            let record = crate::index::decode_index(&digest, &bytes).map_err(|e| bad(e.to_string()))?;
+            if record.entries.is_empty() {
+                return Err(bad(format!("index {digest} lists no image of any platform")));
             }
-            let (config_digest, config_member) = self.blob(&manifest.config).map_err(|e| match e {
-                StoreError::BadArchive(why) => bad(format!("manifest {digest} names config {}: {why}", manifest.config.digest)),
-                other => other,
-            })?;
-            let config = self.config(config_member)?;
-            let mut layer_members = Vec::new();
-            for l in &manifest.layers {
-                layer_members.push((self.blob(l)?.1, l.media_type.as_deref()));
-            }
-            let layers = self.check_layers(&config, &layer_members)?;
-            let mut names = Vec::new();
-            if let Some(a) = &d.annotations {
-                if let Some(n) = a.get("io.containerd.image.name") {
-                    names.push(parse_name(n)?);
-                } else if let Some(n) = a.get("org.opencontainers.image.ref.name").filter(|n| n.contains(':') || n.contains('/')) {
-                    // A bare tag ("v1") names no repository: only full references are used.
-                    names.push(parse_name(n)?);
+            let mut blobs = Vec::new();
+            for entry in &record.entries {
+                let desc = inner
+                    .manifests
+                    .iter()
+                    .find(|m| m.digest == entry.manifest.to_string())
+                    .ok_or_else(|| bad(format!("index {digest}: entry {} is not listed", entry.manifest)))?;
+                let (child, child_member) = self.blob(desc)?;
+                let part = self.manifest(&child, &self.read_member(child_member)?, Vec::new())?;
+                let config = self.config(self.members.get(&format!("blobs/sha256/{}", part.blobs[0].hex()))?)?;
+                if config.os != entry.platform.os || config.architecture != entry.platform.architecture {
+                    return Err(bad(format!("index {digest} lists {child} as {}, but it is a {}/{} image", entry.platform, config.os, config.architecture)));
                 }
+                blobs.push(child);
+                blobs.extend(part.blobs);
             }
-            let blobs = std::iter::once(config_digest).chain(layers.into_iter().map(|l| l.0)).collect();
             out.push(StagedImage { manifest: digest, blobs, names });
         }
         Ok(())
+    }
+
+    /// One image manifest of the layout (`digest`, its `bytes`), checked whole.
+    fn manifest(&self, digest: &Digest, bytes: &[u8], names: Vec<Reference>) -> Result<StagedImage, StoreError> {
+        let manifest: Manifest = parse_json(bytes, &format!("manifest {digest}"))?;
+        if let Some(m) = manifest.media_type.as_deref().filter(|m| *m == OCI_INDEX || *m == DOCKER_LIST) {
+            return Err(bad(format!("{digest} is a {m}, its descriptor says a manifest")));
+        }
+        let (config_digest, config_member) = self.blob(&manifest.config).map_err(|e| match e {
+            StoreError::BadArchive(why) => bad(format!("manifest {digest} names config {}: {why}", manifest.config.digest)),
+            other => other,
+        })?;
+        let config = self.config(config_member)?;
+        let mut layer_members = Vec::new();
+        for l in &manifest.layers {
+            layer_members.push((self.blob(l)?.1, l.media_type.as_deref()));
+        }
+        let layers = self.check_layers(&config, &layer_members)?;
+        let blobs = std::iter::once(config_digest).chain(layers.into_iter().map(|l| l.0)).collect();
+        Ok(StagedImage { manifest: digest.clone(), blobs, names })
     }
 
     /// `RepoTags` of a docker `manifest.json` next to an OCI layout, by config digest.
@@ -229,6 +246,20 @@ impl Loader<'_> {
     }
 }
 
+/// The names an OCI layout's `index.json` entry carries in its annotations.
+fn names_of(d: &Descriptor) -> Result<Vec<Reference>, StoreError> {
+    let mut names = Vec::new();
+    if let Some(a) = &d.annotations {
+        if let Some(n) = a.get("io.containerd.image.name") {
+            names.push(parse_name(n)?);
+        } else if let Some(n) = a.get("org.opencontainers.image.ref.name").filter(|n| n.contains(':') || n.contains('/')) {
+            // A bare tag ("v1") names no repository: only full references are used.
+            names.push(parse_name(n)?);
+        }
+    }
+    Ok(names)
+}
+
 fn parse_name(name: &str) -> Result<Reference, StoreError> {
     let r: Reference = name.parse()?;
     if r.tag.is_none() {
@@ -245,7 +276,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
     let mut images = Vec::new();
     if loader.members.has("index.json") {
         let bytes = loader.read_member(loader.members.get("index.json")?)?;
-        loader.oci(&parse_json(&bytes, "index.json")?, 0, &mut images)?;
+        loader.oci(&parse_json(&bytes, "index.json")?, &mut images)?;
         let docker_names = loader.docker_names()?;
         for img in &mut images {
             let config = img.blobs.first().cloned();
@@ -265,16 +296,19 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
     if images.is_empty() {
         return Err(bad("the archive holds no images"));
     }
-    let loaded = images
-        .iter()
-        .map(|i| {
-            let config = i.blobs.first().cloned().ok_or_else(|| bad("an image without a config"))?;
-            Ok(LoadedImage { manifest: i.manifest.clone(), config, names: i.names.clone() })
-        })
-        .collect::<Result<_, StoreError>>()?;
     drop(loader);
     staging.commit_staged(&images)?;
-    Ok(loaded)
+    images
+        .iter()
+        .map(|i| {
+            // The image id: the config digest, or a multi-platform image's index digest.
+            let config = match store.entry(&i.manifest)? {
+                crate::ImageEntry::Image(img) => img.config_digest,
+                crate::ImageEntry::Index(_) => i.manifest.clone(),
+            };
+            Ok(LoadedImage { manifest: i.manifest.clone(), config, names: i.names.clone() })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -301,8 +335,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         make_image(&store, &["a", "b"], Some("src:1"));
-        let img = store.image_by_name("src:1").expect("image");
-        write_archive_as(&store, &[img], format, Vec::new()).expect("archive")
+        let (name, img) = store.image_by_name("src:1").expect("image");
+        write_archive_as(&store, &[(name, crate::ImageEntry::Image(Box::new(img)))], format, Vec::new()).expect("archive")
     }
 
     #[test]
@@ -314,6 +348,42 @@ mod tests {
             assert_eq!(loaded.len(), 1);
             assert_eq!(loaded[0].names, vec!["src:1".parse::<Reference>().expect("ref")]);
             assert!(store.image_by_name("src:1").is_ok());
+        }
+    }
+
+    #[test]
+    fn a_multi_platform_image_loads_as_one_index() {
+        use crate::catalog::tests::make_image_for;
+        use crate::{ImageEntry, IndexEntry, Platform};
+        let src = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(src.path()).expect("open");
+        let amd = make_image_for(&store, &["a"], None, "amd64");
+        let arm = make_image_for(&store, &["b"], None, "arm64");
+        let entry = |d: &Digest, p: &str| IndexEntry { manifest: d.clone(), size: store.image(d).expect("img").manifest_size, platform: Platform::parse(p).expect("p") };
+        let index = store.write_index(&[entry(&amd, "linux/amd64"), entry(&arm, "linux/arm64")]).expect("index");
+        let name: Reference = "multi:1".parse().expect("ref");
+        store.set_ref(&name, &index).expect("tag");
+        // As a multi-platform build leaves them: the platform images are parts, not images.
+        let lock = store.lock().expect("lock");
+        store.forget_image(&lock, &amd).expect("forget");
+        store.forget_image(&lock, &arm).expect("forget");
+        drop(lock);
+        let listed = store.list_images().expect("list");
+        assert_eq!(listed.len(), 1, "one image, not three");
+        assert_eq!(listed[0].id(), &index);
+        for format in [Format::Docker, Format::Oci] {
+            let archive = write_archive_as(&store, &[(name.clone(), store.entry(&index).expect("entry"))], format, Vec::new()).expect("archive");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fresh = Store::open(dir.path()).expect("open");
+            let loaded = load_archive(&fresh, archive.as_slice()).expect("load");
+            assert_eq!(loaded.len(), 1);
+            assert_eq!((loaded[0].manifest.clone(), loaded[0].config.clone()), (index.clone(), index.clone()));
+            let ImageEntry::Index(rec) = fresh.entry(&fresh.resolve("multi:1").expect("name").1).expect("entry") else { panic!("an index") };
+            assert_eq!(rec.platform_list(), "linux/amd64, linux/arm64");
+            assert_eq!(fresh.image_for(&index, Some(&Platform::parse("linux/arm64").expect("p"))).expect("arm64").manifest_digest, arm);
+            // rmi of the index removes its platform images' blobs too.
+            fresh.remove_image("multi:1", false).expect("rmi");
+            assert_eq!(fs::read_dir(dir.path().join("blobs/sha256")).expect("ls").count(), 0);
         }
     }
 

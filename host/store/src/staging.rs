@@ -27,8 +27,10 @@ pub struct Staging {
 /// An image whose blobs (manifest, config, layers) are all staged already, as a load has them.
 #[derive(Debug, Clone)]
 pub struct StagedImage {
+    /// The manifest, or a multi-platform image's index.
     pub manifest: Digest,
-    /// Config and layer digests.
+    /// Config and layer digests (for an index: its platform manifests and their configs and
+    /// layers).
     pub blobs: Vec<Digest>,
     pub names: Vec<Reference>,
 }
@@ -137,7 +139,12 @@ impl Staging {
         for img in images {
             let all: Vec<Digest> = img.blobs.iter().chain(std::iter::once(&img.manifest)).cloned().collect();
             self.move_in(&all)?;
-            self.main.image(&img.manifest)?;
+            // Reads back whole: a multi-platform image's every platform image too.
+            if let crate::ImageEntry::Index(index) = self.main.entry(&img.manifest)? {
+                for e in &index.entries {
+                    self.main.image(&e.manifest)?;
+                }
+            }
             self.main.record_image(&img.manifest)?;
         }
         for img in images {

@@ -133,11 +133,21 @@ pub fn env_entries(env: &[String], files: &[String]) -> Result<Vec<String>> {
 /// local image of another platform counts as missing (Docker's rule) and a pull asks for it.
 pub fn image_for(store: &Store, name: &str, pull: &str, platform: Option<&Platform>) -> Result<ImageRecord> {
     let local = store.lookup(name);
-    let local_platform = match &local {
-        Ok((_, d)) => Some(image_platform(&store.image(d)?)),
-        Err(_) => None,
+    // A multi-platform image offers its manifest for the platform (default: this machine's).
+    let wanted = platform.map(|p| kiln_store::Platform::parse(&p.to_string())).transpose()?;
+    let (local, local_platform, wrong_platform) = match local {
+        Ok((r, d)) => match store.image_for(&d, wanted.as_ref()) {
+            Ok(img) => {
+                let have = image_platform(&img);
+                let wrong = platform.is_some_and(|want| !same_platform(&have, want));
+                (Ok((r, img.manifest_digest)), Some(have.to_string()), wrong)
+            }
+            // Another platform's image is wanted: pulled for it, or (--pull never) an error.
+            Err(kiln_store::StoreError::NoPlatform { available, .. }) if platform.is_some() => (Ok((r, d)), Some(available), true),
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => (Err(e), None, false),
     };
-    let wrong_platform = matches!((platform, &local_platform), (Some(want), Some(have)) if !same_platform(have, want));
     let want_pull = match (pull, &local) {
         ("always", _) => true,
         ("missing", Err(kiln_store::StoreError::NoSuchImage(_))) => true,
