@@ -44,23 +44,25 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# An arm64 busybox for the cross-platform tests (tests/e2e/platform.rs), from Debian's
-# busybox-static:arm64 (needs the arm64 architecture in apt's lists; nothing is installed).
-arm64_busybox=tests/e2e/fixtures/arm64/busybox
-if [[ ! -f $arm64_busybox ]]; then
-    say "fetching busybox-static:arm64 for the cross-platform tests"
+# arm64 and armhf busybox binaries for the cross-platform tests (tests/e2e/platform.rs,
+# tests/e2e/multiplatform.rs), from Debian's busybox-static of those architectures (needs them
+# in apt's lists; nothing is installed).
+for deb_arch in arm64 armhf; do
+    fixture=tests/e2e/fixtures/$deb_arch/busybox
+    [[ -f $fixture ]] && continue
+    say "fetching busybox-static:$deb_arch for the cross-platform tests"
     sudo=()
     [[ $(id -u) -ne 0 ]] && sudo=(sudo)
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        "${sudo[@]}" dpkg --add-architecture arm64
+    if ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
+        "${sudo[@]}" dpkg --add-architecture "$deb_arch"
         "${sudo[@]}" apt-get update -qq
     fi
     deb_dir="$(mktemp -d)"
-    (cd "$deb_dir" && apt-get download -qq busybox-static:arm64 && dpkg-deb -x busybox-static_*_arm64.deb x)
-    mkdir -p "$(dirname "$arm64_busybox")"
-    cp "$deb_dir/x/bin/busybox" "$arm64_busybox"
+    (cd "$deb_dir" && apt-get download -qq "busybox-static:$deb_arch" && dpkg-deb -x busybox-static_*_"$deb_arch".deb x)
+    mkdir -p "$(dirname "$fixture")"
+    cp "$deb_dir/x/bin/busybox" "$fixture"
     rm -rf "$deb_dir"
-fi
+done
 
 say "building the guest image (kernel cached by config hash; first build takes ~5 minutes)"
 images/build.sh

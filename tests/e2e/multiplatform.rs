@@ -170,6 +170,20 @@ fn a_failing_platform_stores_nothing_and_from_an_index_picks_the_build_platform(
     let single = context(&env, "single", "FROM base:1\nRUN cat /arch > /seen\n");
     ok(&env.kiln(&["build", "-q", "-t", "single", p(&single)]));
     assert_eq!(ok(&env.kiln(&["run", "--rm", "single", "cat", "/seen"])).trim(), "x86_64 amd64 linux/amd64");
+    // A third architecture with a variant: linux/arm/v7 (Debian's armhf busybox), recorded
+    // with its variant in the index and the image config.
+    let armhf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/fixtures/armhf/busybox");
+    assert!(armhf.is_file(), "{} is missing: run examples/setup-and-build.sh (it fetches busybox-static:armhf)", armhf.display());
+    let v7 = context(&env, "v7", "FROM scratch\nARG TARGETARCH TARGETVARIANT\nCOPY busybox-${TARGETARCH} /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $(/bin/busybox uname -m) $TARGETVARIANT > /arch\"]\n");
+    fs::copy(&armhf, v7.join("busybox-arm")).expect("copy");
+    env.give_to_user(&v7);
+    ok(&env.kiln(&["build", "-q", "--platform", "linux/arm/v7,linux/amd64", "-t", "v7", p(&v7)]));
+    let inspected = json(&ok(&env.kiln(&["inspect", "v7"])));
+    assert_eq!(inspected[0]["Manifests"][0]["Platform"], "linux/arm/v7", "{inspected}");
+    let arm = json(&ok(&env.kiln(&["inspect", "--platform", "linux/arm/v7", "v7"])));
+    assert_eq!((arm[0]["Architecture"].as_str(), arm[0]["Variant"].as_str()), (Some("arm"), Some("v7")));
+    assert_eq!(ok(&env.kiln(&["run", "--rm", "--platform", "linux/arm/v7", "v7", "/bin/busybox", "cat", "/arch"])).trim(), "armv7l v7");
+
     // Bad platform lists fail before anything runs.
     for (list, needle) in [
         ("linux/amd64,linux/amd64", "given twice"),

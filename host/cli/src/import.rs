@@ -63,12 +63,12 @@ pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
         }
         None => None,
     };
-    let (os, architecture) = match args.platform.as_deref() {
-        None => ("linux".to_string(), kiln_runtime::emulate::host_arch().to_string()),
-        Some(p) => match p.split('/').collect::<Vec<_>>().as_slice() {
-            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => (os.to_string(), arch.to_string()),
-            _ => bail!("--platform {p:?}: expected os/arch, e.g. linux/amd64"),
-        },
+    let (os, architecture, variant) = match args.platform.as_deref() {
+        None => ("linux".to_string(), kiln_runtime::emulate::host_arch().to_string(), None),
+        Some(p) => {
+            let p = kiln_store::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+            (p.os, p.architecture, p.variant)
+        }
     };
     let mut config = RunConfig {
         env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]),
@@ -98,7 +98,7 @@ pub fn run(root: &Path, args: ImportArgs) -> Result<()> {
         comment: Some(args.message.clone().unwrap_or_else(|| format!("Imported from {source}"))),
         empty_layer: false,
     }];
-    let image = NewImage { layers: vec![layer], config, history, created, architecture, os, author: None };
+    let image = NewImage { layers: vec![layer], config, history, created, architecture, os, author: None, variant };
     let names: Vec<Reference> = name.into_iter().collect();
     let manifest = staging.commit(image, &names)?;
     println!("{}", store.image(&manifest)?.config_digest);

@@ -333,6 +333,7 @@ mod tests {
                 architecture: "amd64".into(),
                 os: "linux".into(),
             author: None,
+            variant: None,
             })
             .expect("image");
         let base = CacheKey::base("scratch");

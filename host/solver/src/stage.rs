@@ -502,6 +502,7 @@ impl<'a> Build<'a> {
             architecture: state.platform.arch,
             os: state.platform.os,
             author: state.config.author,
+            variant: state.platform.variant,
             layers: state.layers,
             history: state.history,
         }

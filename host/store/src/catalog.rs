@@ -310,6 +310,7 @@ pub(crate) mod tests {
             architecture: arch.into(),
             os: "linux".into(),
             author: None,
+            variant: None,
         };
         let d = store.write_image(image).expect("image");
         if let Some(n) = name {

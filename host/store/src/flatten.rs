@@ -345,7 +345,7 @@ mod tests {
         let l1 = layer(&[("etc/a", Some("a1")), ("etc/.wh.gone", Some("")), ("opq/", None), ("opq/.wh..wh..opq", Some("")), ("opq/new", Some("n")), ("x", Some("now a file"))]);
         let layers = [l0, l1].iter().map(|l| store.ingest_layer(l.as_slice()).expect("layer")).collect();
         let digest = store
-            .write_image(NewImage { layers, config: RunConfig::default(), history: vec![], created: "2026-01-01T00:00:00Z".into(), architecture: "amd64".into(), os: "linux".into(), author: None })
+            .write_image(NewImage { layers, config: RunConfig::default(), history: vec![], created: "2026-01-01T00:00:00Z".into(), architecture: "amd64".into(), os: "linux".into(), author: None, variant: None })
             .expect("image");
         let image = store.image(&digest).expect("read");
         let tar = flatten_image(&store, &image, Vec::new()).expect("flatten");

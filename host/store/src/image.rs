@@ -90,6 +90,8 @@ pub struct NewImage {
     pub os: String,
     /// The image's `author` (Dockerfile `MAINTAINER`).
     pub author: Option<String>,
+    /// The platform's variant (`v7` of linux/arm/v7), if it has one.
+    pub variant: Option<String>,
 }
 
 /// A stored image, read back.
@@ -152,7 +154,12 @@ impl Store {
             config: image.config,
             rootfs: RootFs { kind: "layers".into(), diff_ids: image.layers.iter().map(|l| l.diff_id.clone()).collect() },
             history: image.history,
-            extra: image.author.into_iter().map(|a| ("author".to_string(), serde_json::Value::String(a))).collect(),
+            extra: image
+                .author
+                .map(|a| ("author".to_string(), serde_json::Value::String(a)))
+                .into_iter()
+                .chain(image.variant.map(|v| ("variant".to_string(), serde_json::Value::String(v))))
+                .collect(),
         };
         let config_bytes = serde_json::to_vec(&config).map_err(|e| StoreError::io("encoding config", e.into()))?;
         let config_digest = self.write_blob(&config_bytes)?;
@@ -241,6 +248,7 @@ mod tests {
                 architecture: "amd64".into(),
                 os: "linux".into(),
             author: None,
+            variant: None,
 
             })
             .expect("write");

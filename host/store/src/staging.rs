@@ -211,6 +211,7 @@ mod tests {
             architecture: "amd64".into(),
             os: "linux".into(),
             author: None,
+            variant: None,
         };
         let name: Reference = "a/b:c".parse().expect("ref");
         let digest = staging.commit(image, std::slice::from_ref(&name)).expect("commit");

@@ -46,6 +46,7 @@ pub fn commit(store: &Store, c: &Container, image: &ImageRecord, opts: CommitOpt
         architecture: image.config.architecture.clone(),
         os: image.config.os.clone(),
         author: opts.author,
+        variant: image.config.extra.get("variant").and_then(|v| v.as_str()).map(str::to_string),
     };
     Ok(staging.commit(new, &opts.names)?)
 }

@@ -71,6 +71,7 @@ fn new_image(layers: Vec<LayerInfo>) -> NewImage {
         architecture: "amd64".into(),
         os: "linux".into(),
         author: None,
+        variant: None,
     }
 }
 
