@@ -3,7 +3,11 @@
 //!
 //! The registration uses the `F` (fix binary) flag: the kernel opens the interpreter at
 //! registration time, in the agent's mount namespace, so the emulator also serves processes
-//! chrooted into an image's root where its path does not exist.
+//! chrooted into an image's root where its path does not exist; and `P` (preserve argv[0]), as
+//! Debian's qemu-user-static registers itself: without it a program exec'd under another
+//! name than its path loses that name (busybox's shell runs a pipeline's applets by exec'ing
+//! `/proc/self/exe` with the applet's name as argv[0]: `ls | wc -l` ran the wrong program).
+//! QEMU 5.2 and later read the flag from the auxiliary vector.
 
 use std::fs;
 use std::path::Path;
@@ -38,7 +42,7 @@ pub fn registration(name: &str, magic: &str, mask: &str, interpreter: &str) -> R
     if !interpreter.starts_with('/') || interpreter.contains(':') || interpreter.chars().any(char::is_whitespace) {
         return Err(Error::msg(format!("binfmt: bad interpreter path {interpreter:?}")));
     }
-    Ok(format!(":{name}:M:0:{magic}:{mask}:{interpreter}:F"))
+    Ok(format!(":{name}:M:0:{magic}:{mask}:{interpreter}:FP"))
 }
 
 pub fn register(name: &str, magic: &str, mask: &str, interpreter: &str) -> Result<()> {
@@ -68,7 +72,7 @@ mod tests {
     #[test]
     fn registration_lines_are_checked() {
         let line = registration("kiln-aarch64", "\\x7f\\x45", "\\xff\\xfe", "/run/kiln/emu/qemu-aarch64-static").expect("ok");
-        assert_eq!(line, ":kiln-aarch64:M:0:\\x7f\\x45:\\xff\\xfe:/run/kiln/emu/qemu-aarch64-static:F");
+        assert_eq!(line, ":kiln-aarch64:M:0:\\x7f\\x45:\\xff\\xfe:/run/kiln/emu/qemu-aarch64-static:FP");
         assert!(registration("a:b", "\\x7f", "\\xff", "/x").is_err());
         assert!(registration("a", "\\x7f:", "\\xff", "/x").is_err());
         assert!(registration("a", "\\x7f", "\\xff\\xff", "/x").is_err());

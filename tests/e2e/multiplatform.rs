@@ -48,7 +48,7 @@ const DOCKERFILE: &str = "FROM --platform=$BUILDPLATFORM scratch AS tool\n\
     FROM base\n\
     ARG TARGETARCH TARGETPLATFORM\n\
     COPY --from=tool /tool /tool\n\
-    RUN echo \"$(uname -m) $TARGETARCH $TARGETPLATFORM\" > /arch\n\
+    RUN echo \"$(uname -m) $TARGETARCH $TARGETPLATFORM\" | cat > /arch && ls /bin | grep -c busybox > /count\n\
     CMD [\"cat\", \"/arch\"]\n";
 
 #[test]
@@ -83,6 +83,8 @@ fn two_platforms_make_one_index_end_to_end() {
     // Each platform's RUN ran for that platform.
     assert_eq!(ok(&env.kiln(&["run", "--rm", "multi:1"])).trim(), "x86_64 amd64 linux/amd64");
     assert_eq!(ok(&env.kiln(&["run", "--rm", "--platform", "linux/arm64", "multi:1"])).trim(), "aarch64 arm64 linux/arm64");
+    // Pipelines work under emulation (busybox's shell execs its applets by name).
+    assert_eq!(ok(&env.kiln(&["run", "--rm", "--platform", "linux/arm64", "multi:1", "cat", "/count"])).trim(), "1");
     assert_eq!(ok(&env.kiln(&["run", "--rm", "--platform", "linux/arm64", "multi:1", "cat", "/tool"])).trim(), "built-once-on-x86_64");
 
     // -o type=local: one directory per platform (BuildKit's layout); the index in OCI archives.
