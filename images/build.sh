@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Assemble kiln's guest boot image.
 #
-# Output (default images/out/, override with KILN_GUEST_OUT=dir):
-#   kernel          the guest kernel (uncompressed PVH vmlinux, see below)
+# Output (default images/out/ for x86_64, images/out-arm64/ for arm64; override with
+# KILN_GUEST_OUT=dir):
+#   kernel          the guest kernel (x86_64: uncompressed PVH vmlinux, see below;
+#                   arm64: the uncompressed Image)
 #   initramfs.cpio  newc cpio, uncompressed: /init = static kiln-guest-agent,
 #                   plus empty /dev /proc /sys /tmp /run /mnt
-#   manifest.json   sha256 of kernel and initramfs, kernel cache key
+#   manifest.json   the guest's architecture, sha256 of kernel and initramfs, kernel cache key
 # The last line on stdout is the output directory; progress goes to stderr.
 #
 # Environment:
@@ -14,6 +16,9 @@
 #   KILN_GUEST_OUT=dir    output directory (default: <repo>/images/out)
 #   SOURCE_DATE_EPOCH     mtime of every initramfs entry (default: 0)
 #   KILN_CACHE_DIR        passed on to kernel-config/build.sh
+#   KILN_GUEST_ARCH       x86_64 (default) or arm64: the arm64 guest's kernel is cross-built
+#                         with aarch64-linux-gnu-gcc and its agent with Debian's rustc-web
+#                         (/usr/bin/rustc, /usr/bin/cargo) and libstd-rust-web-dev:arm64
 #
 # The initramfs is reproducible: same /init bytes -> same archive bytes
 # (entries sorted, mtimes fixed, uid/gid 0, fixed modes, cpio --reproducible).
@@ -42,7 +47,13 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-out="${KILN_GUEST_OUT:-$here/out}"
+arch="${KILN_GUEST_ARCH:-x86_64}"
+case "$arch" in
+    x86_64 | amd64) arch=x86_64; default_out="$here/out"; rust_target=x86_64-unknown-linux-gnu; elf_machine='X86-64' ;;
+    arm64 | aarch64) arch=arm64; default_out="$here/out-arm64"; rust_target=aarch64-unknown-linux-gnu; elf_machine='AArch64' ;;
+    *) printf 'images/build.sh: error: KILN_GUEST_ARCH=%s: expected x86_64 or arm64\n' "$arch" >&2; exit 1 ;;
+esac
+out="${KILN_GUEST_OUT:-$default_out}"
 epoch="${SOURCE_DATE_EPOCH:-0}"
 
 log() { printf 'images/build.sh: %s\n' "$*" >&2; }
@@ -56,12 +67,17 @@ done
 # --- kernel --------------------------------------------------------------------
 # Cached by kernel-config/build.sh; its stdout is the cache directory, whose name
 # is the cache key.
-kernel_dir="$("$repo/kernel-config/build.sh")" || die "kernel build failed"
+kernel_dir="$(KILN_GUEST_ARCH="$arch" "$repo/kernel-config/build.sh")" || die "kernel build failed"
 kernel_key="$(basename "$kernel_dir")"
-# vmlinux (PVH direct boot) beats bzImage under TCG: no real-mode setup, no
-# self-decompression and relocation (figures above).
-kernel_src="$kernel_dir/vmlinux"
-kernel_format="vmlinux-pvh"
+if [[ $arch == x86_64 ]]; then
+    # vmlinux (PVH direct boot) beats bzImage under TCG: no real-mode setup, no
+    # self-decompression and relocation (figures above).
+    kernel_src="$kernel_dir/vmlinux"
+    kernel_format="vmlinux-pvh"
+else
+    kernel_src="$kernel_dir/Image"
+    kernel_format="arm64-image"
+fi
 [[ -f "$kernel_src" ]] || die "$kernel_src missing"
 
 # --- guest agent (/init) -------------------------------------------------------
@@ -71,18 +87,33 @@ if [[ -n "${KILN_AGENT_BIN:-}" ]]; then
     log "using agent binary $agent"
 else
     command -v cargo >/dev/null 2>&1 || die "cargo not found (or set KILN_AGENT_BIN=/path/to/static/binary)"
-    log "building kiln-guest-agent (static, release)"
-    (
-        cd "$repo"
-        RUSTFLAGS="-C target-feature=+crt-static" \
-            cargo build --release --locked -p kiln-guest-agent --target x86_64-unknown-linux-gnu >&2
-    ) || die "cargo build of kiln-guest-agent failed"
-    agent="$repo/target/x86_64-unknown-linux-gnu/release/kiln-guest-agent"
+    log "building kiln-guest-agent (static, release, $rust_target)"
+    if [[ $arch == x86_64 ]]; then
+        (
+            cd "$repo"
+            RUSTFLAGS="-C target-feature=+crt-static" \
+                cargo build --release --locked -p kiln-guest-agent --target x86_64-unknown-linux-gnu >&2
+        ) || die "cargo build of kiln-guest-agent failed"
+        agent="$repo/target/x86_64-unknown-linux-gnu/release/kiln-guest-agent"
+    else
+        # Debian's toolchain has the aarch64 standard library (libstd-rust-web-dev:arm64);
+        # it builds in a target dir of its own, apart from rustup's artifacts.
+        [[ -x /usr/bin/rustc && -x /usr/bin/cargo ]] || die "Debian's rustc-web and cargo-web are needed for the arm64 agent (apt-get install rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu)"
+        command -v aarch64-linux-gnu-gcc >/dev/null || die "aarch64-linux-gnu-gcc not found (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)"
+        (
+            cd "$repo"
+            RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR="$repo/target/debian" \
+                CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+                RUSTFLAGS="-C target-feature=+crt-static" \
+                /usr/bin/cargo build --release --locked -p kiln-guest-agent --target aarch64-unknown-linux-gnu >&2
+        ) || die "cargo build of the arm64 kiln-guest-agent failed"
+        agent="$repo/target/debian/aarch64-unknown-linux-gnu/release/kiln-guest-agent"
+    fi
     [[ -f "$agent" ]] || die "cargo did not produce $agent"
 fi
 # The initramfs has no dynamic loader or libraries: /init must be static.
-readelf -h "$agent" 2>/dev/null | grep -q 'Machine:.*X86-64' ||
-    die "$agent is not an x86-64 ELF executable"
+readelf -h "$agent" 2>/dev/null | grep -q "Machine:.*$elf_machine" ||
+    die "$agent is not an $elf_machine ELF executable"
 if readelf -l "$agent" | grep -q 'Requesting program interpreter'; then
     die "$agent is dynamically linked; /init must be static (RUSTFLAGS=\"-C target-feature=+crt-static\")"
 fi
@@ -121,6 +152,7 @@ initramfs_sha="$(sha256sum "$out/.tmp.initramfs.cpio" | cut -d' ' -f1)"
 agent_sha="$(sha256sum "$agent" | cut -d' ' -f1)"
 cat >"$out/.tmp.manifest.json" <<EOF
 {
+  "arch": "$arch",
   "kernel": {
     "file": "kernel",
     "format": "$kernel_format",

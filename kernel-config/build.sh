@@ -2,14 +2,15 @@
 # Build (or fetch from cache) kiln's guest kernel.
 #
 # Source: Debian's linux-source-6.1 package (/usr/src/linux-source-6.1.tar.xz).
-# Config: `make tinyconfig` + kernel-config/kiln.config (merged with
-#         scripts/kconfig/merge_config.sh -m, then `make olddefconfig`).
+# Config: `make tinyconfig` + kernel-config/kiln.config + kernel-config/<arch>.config
+#         (merged with scripts/kconfig/merge_config.sh -m, then `make olddefconfig`).
 #
 # Result: ${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/kernel/<key>/
-#           vmlinux  - stripped ELF with the PVH note (qemu -M microvm -kernel)
-#           bzImage  - compressed image for the Linux boot protocol
-#           config   - the final .config
-#         where <key> = sha256(kiln.config + this script + tarball name/size).
+#           x86_64: vmlinux - stripped ELF with the PVH note (qemu -M microvm -kernel)
+#                   bzImage - compressed image for the Linux boot protocol
+#           arm64:  Image   - the uncompressed arm64 boot image (qemu -M virt -kernel)
+#           config  - the final .config
+#         where <key> = sha256(architecture + both fragments + this script + tarball name/size).
 #
 # stdout: exactly one line, the result directory.  Progress goes to stderr.
 # A cache hit returns immediately.  The build happens in a temp dir under the
@@ -20,10 +21,18 @@
 #   KILN_CACHE_DIR      cache root (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln)
 #   KILN_KERNEL_SOURCE  kernel tarball (default: /usr/src/linux-source-6.1.tar.xz)
 #   KILN_KERNEL_JOBS    make -j value (default: nproc)
+#   KILN_GUEST_ARCH     x86_64 (default) or arm64 (cross-built with aarch64-linux-gnu-gcc)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 fragment="$here/kiln.config"
+arch="${KILN_GUEST_ARCH:-x86_64}"
+case "$arch" in
+    x86_64 | amd64) arch=x86_64; karch=x86_64; cross=""; images=(vmlinux bzImage) ;;
+    arm64 | aarch64) arch=arm64; karch=arm64; cross=aarch64-linux-gnu-; images=(Image) ;;
+    *) printf 'kernel-config/build.sh: error: KILN_GUEST_ARCH=%s: expected x86_64 or arm64\n' "$arch" >&2; exit 1 ;;
+esac
+arch_fragment="$here/$arch.config"
 script="$here/$(basename "${BASH_SOURCE[0]}")"
 tarball="${KILN_KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}"
 cache_root="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
@@ -33,6 +42,7 @@ log() { printf 'kernel-config/build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [[ -f "$fragment" ]] || die "missing config fragment $fragment"
+[[ -f "$arch_fragment" ]] || die "missing config fragment $arch_fragment"
 [[ -f "$tarball" ]] || die "kernel source $tarball not found: install linux-source-6.1 (apt-get install linux-source-6.1)"
 
 # --- cache key ---------------------------------------------------------------
@@ -42,7 +52,9 @@ die() { log "error: $*"; exit 1; }
 tar_size="$(stat -c %s "$tarball")"
 key="$(
     {
+        printf 'arch %s\n' "$arch"
         printf 'fragment\n'; cat "$fragment"
+        printf 'arch fragment\n'; cat "$arch_fragment"
         printf 'script\n'; cat "$script"
         printf 'tarball %s %s\n' "$(basename "$tarball")" "$tar_size"
     } | sha256sum | cut -d' ' -f1
@@ -50,7 +62,10 @@ key="$(
 kernel_cache="$cache_root/kernel"
 dest="$kernel_cache/$key"
 
-have_result() { [[ -f "$1/vmlinux" && -f "$1/bzImage" && -f "$1/config" ]]; }
+have_result() {
+    local f
+    for f in "${images[@]}" config; do [[ -f "$1/$f" ]] || return 1; done
+}
 
 if have_result "$dest"; then
     printf '%s\n' "$dest"
@@ -58,7 +73,7 @@ if have_result "$dest"; then
 fi
 
 # --- tools -------------------------------------------------------------------
-for tool in make gcc ld flex bison bc xz tar perl strip sha256sum flock; do
+for tool in make gcc "${cross}gcc" "${cross}ld" "${cross}strip" flex bison bc xz tar perl sha256sum flock; do
     command -v "$tool" >/dev/null 2>&1 ||
         die "'$tool' not found: apt-get install build-essential flex bison bc libelf-dev libssl-dev xz-utils cpio"
 done
@@ -99,7 +114,7 @@ export KBUILD_BUILD_HOST=kiln
 export KBUILD_BUILD_VERSION=1
 export LC_ALL=C
 # ARCH=x86_64 (not x86): makes tinyconfig produce a 64-bit config.
-kmake() { make -C "$src" ARCH=x86_64 "$@" >>"$buildlog" 2>&1; }
+kmake() { make -C "$src" ARCH="$karch" CROSS_COMPILE="$cross" "$@" >>"$buildlog" 2>&1; }
 
 log "building kernel $key (takes a few minutes; log: $buildlog)"
 start=$SECONDS
@@ -109,9 +124,9 @@ tar -xJf "$tarball" -C "$work" || fail "cannot extract $tarball"
 src="$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'linux-*' | head -n1)"
 [[ -n "$src" && -f "$src/Makefile" ]] || fail "no linux-* source tree in $tarball"
 
-log "configuring (tinyconfig + $(basename "$fragment"))"
+log "configuring $arch (tinyconfig + $(basename "$fragment") + $(basename "$arch_fragment"))"
 kmake tinyconfig || fail "make tinyconfig failed"
-(cd "$src" && ./scripts/kconfig/merge_config.sh -m .config "$fragment") >>"$buildlog" 2>&1 ||
+(cd "$src" && ARCH="$karch" CROSS_COMPILE="$cross" ./scripts/kconfig/merge_config.sh -m .config "$fragment" "$arch_fragment") >>"$buildlog" 2>&1 ||
     fail "merge_config.sh failed"
 kmake olddefconfig || fail "make olddefconfig failed"
 
@@ -134,21 +149,25 @@ while IFS= read -r line; do
             bad=1
         fi
     fi
-done <"$fragment"
+done < <(cat "$fragment" "$arch_fragment")
 if [[ $bad -ne 0 ]]; then
-    log "error: kernel-config/kiln.config is not fully applied (see above): fix the option or add its dependencies"
+    log "error: kernel-config/kiln.config + $arch.config is not fully applied (see above): fix the option or add its dependencies"
     exit 1
 fi
 
 log "compiling with make -j$jobs"
-kmake -j"$jobs" vmlinux bzImage || fail "kernel build failed"
+kmake -j"$jobs" "${images[@]}" || fail "kernel build failed"
 
 out="$work/out"
 mkdir "$out"
-# Strip symbols (not needed to boot, ~30% of the file); the PVH ELF note is an
-# allocated note section and survives stripping.
-strip --strip-all -o "$out/vmlinux" "$src/vmlinux" || fail "strip failed"
-cp "$src/arch/x86/boot/bzImage" "$out/bzImage"
+if [[ $arch == x86_64 ]]; then
+    # Strip symbols (not needed to boot, ~30% of the file); the PVH ELF note is an
+    # allocated note section and survives stripping.
+    strip --strip-all -o "$out/vmlinux" "$src/vmlinux" || fail "strip failed"
+    cp "$src/arch/x86/boot/bzImage" "$out/bzImage"
+else
+    cp "$src/arch/arm64/boot/Image" "$out/Image"
+fi
 cp "$src/.config" "$out/config"
 cp "$buildlog" "$out/build.log"
 chmod 0644 "$out"/*

@@ -29,12 +29,32 @@ pub fn connect(transport: &Transport) -> Result<Connection> {
     }
 }
 
-fn open_port(path: &str) -> Result<Connection> {
+/// The port name the host gives the agent's virtio-serial port (`virtserialport,name=`).
+const PORT_NAME: &str = "kiln.agent";
+
+/// The device node of the port named [`PORT_NAME`], if the driver has probed it. Device
+/// numbers follow the order the transports are probed in, which differs between machines
+/// (`-M virt` probes its virtio-mmio slots from the top), so the name is what identifies it.
+fn named_port() -> Option<String> {
+    let ports = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    ports.flatten().find_map(|entry| {
+        let name = std::fs::read_to_string(entry.path().join("name")).ok()?;
+        (name.trim() == PORT_NAME).then(|| format!("/dev/{}", entry.file_name().to_string_lossy()))
+    })
+}
+
+fn open_port(given: &str) -> Result<Connection> {
     // The device node appears once the virtio-serial driver has probed the port; give udev-less
     // devtmpfs a moment rather than failing on a race with the driver.
     let mut attempts = 0;
+    let mut path = given.to_string();
     let file = loop {
-        match OpenOptions::new().read(true).write(true).open(path) {
+        if !std::path::Path::new(&path).exists() {
+            if let Some(found) = named_port() {
+                path = found;
+            }
+        }
+        match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => break f,
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 500 => {
                 attempts += 1;
@@ -43,6 +63,9 @@ fn open_port(path: &str) -> Result<Connection> {
             Err(e) => return Err(Error::io(format!("open virtio-serial port {path}"), e)),
         }
     };
+    if path != given {
+        info!("the agent's port is {path}");
+    }
     let reader = file.try_clone().ctx(|| format!("dup {path}"))?;
     Ok(Connection {
         reader: Box::new(PortReader { file: reader }),

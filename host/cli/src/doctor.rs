@@ -13,8 +13,12 @@ pub fn run(root: &Path) -> Result<()> {
     let cache = crate::paths::cache_dir()?;
     println!("kiln {}", env!("CARGO_PKG_VERSION"));
     line(true, "store", &root.display().to_string());
-    match GuestImage::locate() {
-        Ok(img) => line(true, "guest image", &format!("{} + {}", img.kernel.display(), img.initrd.display())),
+    let guest = GuestImage::locate();
+    match &guest {
+        Ok(img) => {
+            let how = if img.arch.is_host() { "native" } else { "full-system emulation: KILN_GUEST_ARCH" };
+            line(true, "guest image", &format!("{} guest ({how}): {} + {}", img.arch.name(), img.kernel.display(), img.initrd.display()));
+        }
         Err(e) => line(false, "guest image", &e.to_string()),
     }
     #[cfg(target_os = "linux")]
@@ -22,13 +26,14 @@ pub fn run(root: &Path) -> Result<()> {
         Ok(()) => line(true, "built-in VMM", "KVM can boot Linux guests here"),
         Err(why) => line(false, "built-in VMM", &why),
     }
-    let qemu = std::env::var("KILN_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    let arch = guest.as_ref().map_or(kiln_sandbox::GuestArch::X86_64, |g| g.arch);
+    let qemu = std::env::var("KILN_QEMU").unwrap_or_else(|_| kiln_sandbox::qemu_binary(arch).into());
     match std::process::Command::new(&qemu).arg("--version").output() {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
             line(true, "QEMU", text.lines().next().unwrap_or("").trim());
         }
-        _ => line(false, "QEMU", &format!("{qemu} not found (Debian: apt-get install qemu-system-x86)")),
+        _ => line(false, "QEMU", &format!("{qemu} not found (Debian: apt-get install qemu-system-x86 qemu-system-arm)")),
     }
     match kiln_sandbox::virtiofs::find(&cache) {
         Ok(Some(p)) => line(true, "shared directories (run -v)", &format!("virtiofs with {}", p.display())),
@@ -58,7 +63,7 @@ pub fn run(root: &Path) -> Result<()> {
     if missing.is_empty() {
         line(true, "build platforms", &format!("{native}, {} (user-mode emulation)", names(&ready)));
     } else if ready.is_empty() {
-        line(false, "build platforms", &format!("{native} only: no qemu-*-static emulators (Debian: apt-get install qemu-user-static)"));
+        line(false, "build platforms", &format!("{native} only (why not the others: below)"));
     } else {
         line(true, "build platforms", &format!("{native}, {} (user-mode emulation)", names(&ready)));
     }

@@ -16,15 +16,9 @@ use serde_json::Value;
 
 use crate::RuntimeError;
 
-/// The architecture this machine runs natively (OCI naming).
+/// The architecture the guest runs natively (OCI naming; see [`kiln_store::platform::native_arch`]).
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
+    kiln_store::platform::native_arch()
 }
 
 /// The platform a stored image is for.
@@ -76,6 +70,19 @@ pub fn find(platform: &Platform) -> Result<Option<Emulator>, RuntimeError> {
     }
     if platform.arch == host_arch() {
         return Ok(None);
+    }
+    // The emulators are this machine's binaries: they run in a guest of its own architecture.
+    let machine = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    if host_arch() != machine {
+        return Err(RuntimeError::Invalid(format!(
+            "platform {platform}: the {} guest runs {} binaries only (this machine's qemu-*-static emulators are {machine} binaries); use the {machine} guest (KILN_GUEST_ARCH) for other platforms",
+            host_arch(),
+            host_arch()
+        )));
     }
     let q = qemu_name(&platform.arch).ok_or_else(|| RuntimeError::Invalid(format!("platform {platform}: no emulator known for {}", platform.arch)))?;
     let dir = std::env::var_os("KILN_QEMU_USER_DIR").map(PathBuf::from);

@@ -65,6 +65,9 @@ fn vm_err(e: impl std::fmt::Display) -> SandboxError {
 
 impl Backend for BuiltinBackend {
     fn start(&self, image: &GuestImage, config: &VmConfig) -> Result<Box<dyn Vm>, SandboxError> {
+        if image.arch != crate::GuestArch::X86_64 {
+            return Err(SandboxError::BackendUnusable(format!("the built-in VMM runs the x86_64 guest only, not {} (use --backend qemu)", image.arch.name())));
+        }
         if !config.shares.is_empty() {
             return Err(SandboxError::BackendUnusable("the built-in VMM has no shared directories yet: run containers with -v under --backend qemu".into()));
         }

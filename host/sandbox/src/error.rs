@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("guest kernel not found (looked in {looked}); build it with images/build.sh or set KILN_GUEST_DIR")]
-    GuestMissing { looked: String },
-    #[error("{0} not found on PATH: install QEMU (Debian: apt-get install qemu-system-x86) or set KILN_QEMU")]
+    #[error("{arch} guest kernel not found (looked in {looked}); build it with `KILN_GUEST_ARCH={arch} images/build.sh` or set KILN_GUEST_DIR")]
+    GuestMissing { looked: String, arch: &'static str },
+    #[error("{0} not found on PATH: install QEMU (Debian: apt-get install qemu-system-x86, or qemu-system-arm for the arm64 guest) or set KILN_QEMU")]
     QemuMissing(String),
     #[error("QEMU exited before the guest agent answered ({status}){detail}")]
     QemuDied { status: String, detail: String },

@@ -13,6 +13,7 @@ pub mod children;
 pub mod error;
 pub mod guest;
 pub mod interactive;
+mod machine;
 pub mod qemu;
 pub mod virtiofs;
 pub mod watchdog;
@@ -24,7 +25,8 @@ pub use agent::{AgentClient, ExitStatus, GuestInfo};
 pub use interactive::{ProcessControl, ProcessIo, RunningProcess};
 pub use select::{choose_backend, BackendKind, ChosenLater};
 pub use error::SandboxError;
-pub use guest::GuestImage;
+pub use guest::{GuestArch, GuestImage};
+pub use machine::qemu_binary;
 
 /// Settings for starting a guest.
 #[derive(Debug, Clone)]

@@ -1,9 +1,11 @@
-//! The QEMU backend: `qemu-system-x86_64 -M microvm` with the agent on a virtio-serial port.
+//! The QEMU backend: `qemu-system-x86_64 -M microvm` (or `qemu-system-aarch64 -M virt` for the
+//! arm64 guest, see [`crate::machine`]) with the agent on a virtio-serial port.
 //!
 //! kiln listens on a Unix socket in a private temp dir and QEMU connects to it as a chardev
 //! client, so the host side of the port is connected before the guest boots. Acceleration:
 //! KVM when a real boot under KVM answers (tried once per kernel and host kernel, result cached
-//! in the cache dir), TCG otherwise; `KILN_QEMU_ACCEL=kvm|tcg` forces one.
+//! in the cache dir), TCG otherwise (always for a guest of another architecture than the
+//! host's); `KILN_QEMU_ACCEL=kvm|tcg` forces one.
 //! The QEMU process is killed and reaped whenever the [`QemuVm`] is dropped.
 
 use std::fs::{self, File};
@@ -28,12 +30,13 @@ const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(6);
 /// Starts guests with QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuBackend {
-    pub qemu: String,
+    /// The QEMU binary (`KILN_QEMU`); `None`: the one for the guest's architecture.
+    pub qemu: Option<String>,
 }
 
 impl Default for QemuBackend {
     fn default() -> Self {
-        Self { qemu: std::env::var("KILN_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()) }
+        Self { qemu: std::env::var("KILN_QEMU").ok().filter(|q| !q.is_empty()) }
     }
 }
 
@@ -107,27 +110,23 @@ const SLIRP_NETDEV: &str = "user,id=net0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,
 const SLIRP_GUEST: &str = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
 impl QemuBackend {
+    /// The QEMU binary for guests of `image`'s architecture.
+    fn binary(&self, image: &GuestImage) -> String {
+        self.qemu.clone().unwrap_or_else(|| crate::machine::qemu_binary(image.arch).to_string())
+    }
+
     /// QEMU's arguments for a VM of `config` whose per-VM files live in `dir`.
     fn args(&self, image: &GuestImage, config: &VmConfig, accel: Accel, dir: &Path, sock: &Path) -> Result<Vec<String>, SandboxError> {
         let utf8 = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| SandboxError::BadPath(p.to_path_buf(), "the path must be UTF-8".into()));
-        let console = if config.debug { "console=ttyS0" } else { "console=ttyS0 quiet" };
+        let tty = crate::machine::console(image.arch);
+        let console = if config.debug { format!("console={tty}") } else { format!("console={tty} quiet") };
         // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
         // reboot makes QEMU (started with -no-reboot) exit by itself.
         let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1 kiln.net={SLIRP_GUEST}");
-        if accel == Accel::Tcg {
-            // Under TCG the kernel often fails to calibrate the TSC and falls back to 10 ms
-            // jiffies; telling it the TSC is reliable, and its rate, keeps a precise clock.
-            append.push_str(" tsc=reliable");
-            if let Some(khz) = host_tsc_khz() {
-                append.push_str(&format!(" tsc_early_khz={khz}"));
-            }
-        }
-        // The PIT, PIC and RTC stay on: without the PIT/PIC a TCG guest hangs at boot, without
-        // the RTC it boots ~1 s slower and has no wall clock. acpi=off makes QEMU announce the
-        // virtio-mmio devices on the kernel command line (the guest kernel has no ACPI).
-        let mut args: Vec<String> = vec![
-            "-M".into(), "microvm,x-option-roms=off,isa-serial=on,acpi=off".into(),
-            "-accel".into(), accel.name().into(), "-cpu".into(), if accel == Accel::Kvm { "host" } else { "max" }.into(),
+        append.push_str(&crate::machine::kernel_args(image.arch, accel.name(), host_tsc_khz()));
+        let mut args: Vec<String> = crate::machine::board(image.arch, accel.name());
+        #[rustfmt::skip]
+        args.extend::<Vec<String>>(vec![
             "-m".into(), config.memory_mib.to_string(), "-smp".into(), config.cpus.to_string(),
             "-nodefaults".into(), "-no-user-config".into(), "-nographic".into(), "-no-reboot".into(), "-monitor".into(), "none".into(),
             "-serial".into(), if config.debug { "stdio".to_string() } else { format!("file:{}", utf8(&dir.join("console.log"))?) },
@@ -137,7 +136,7 @@ impl QemuBackend {
             "-chardev".into(), format!("socket,id=agent,path={}", utf8(sock)?),
             "-device".into(), "virtio-serial-device".into(), "-device".into(), "virtserialport,chardev=agent,name=kiln.agent".into(),
             "-netdev".into(), SLIRP_NETDEV.into(), "-device".into(), "virtio-net-device,netdev=net0".into(),
-        ];
+        ]);
         if config.shares.iter().any(|s| s.virtiofs) {
             // vhost-user: virtiofsd reads and writes the guest's memory, which must be shared.
             args.extend(["-object".into(), format!("memory-backend-memfd,id=mem,size={}M,share=on", config.memory_mib), "-machine".into(), "memory-backend=mem".into()]);
@@ -166,7 +165,7 @@ impl QemuBackend {
     /// The snapshot for VMs like this one: `args` (made with placeholder per-VM paths) with the
     /// shares' paths and the TSC rate (which only a boot reads) taken out.
     fn snapshot_for(&self, image: &GuestImage, config: &VmConfig, args: &[String]) -> Option<Snapshot> {
-        let qemu = find_on_path(&self.qemu)?;
+        let qemu = find_on_path(&self.binary(image))?;
         let shares: Vec<&str> = config.shares.iter().filter_map(|s| s.host_path.to_str()).collect();
         let mut shape: Vec<String> = args
             .iter()
@@ -187,8 +186,8 @@ impl QemuBackend {
         Some(Snapshot::for_vm(&config.cache_dir, &qemu, &image.kernel, &image.initrd, &shape))
     }
 
-    fn command(&self, args: &[String], config: &VmConfig, dir: &Path, launch: &Launch) -> Result<Command, SandboxError> {
-        let mut cmd = Command::new(&self.qemu);
+    fn command(&self, qemu: &str, args: &[String], config: &VmConfig, dir: &Path, launch: &Launch) -> Result<Command, SandboxError> {
+        let mut cmd = Command::new(qemu);
         cmd.args(args);
         if launch.qmp {
             cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()));
@@ -229,10 +228,11 @@ impl QemuBackend {
                 daemons.push(crate::virtiofs::Daemon::start(&binary, &share.host_path, share.readonly, &sock, &log)?);
             }
         }
-        let cmd = self.command(&args, config, dir.path(), launch)?;
+        let qemu = self.binary(image);
+        let cmd = self.command(&qemu, &args, config, dir.path(), launch)?;
         let child = children::spawn(cmd).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SandboxError::QemuMissing(self.qemu.clone()),
-            _ => SandboxError::io(format!("starting {}", self.qemu), e),
+            std::io::ErrorKind::NotFound => SandboxError::QemuMissing(qemu.clone()),
+            _ => SandboxError::io(format!("starting {qemu}"), e),
         })?;
         children::register(child.id());
         let mut vm = PartialVm { child: Some(child), dir: dir.path().to_path_buf() };
@@ -264,7 +264,8 @@ impl QemuBackend {
             }
             _ => {}
         }
-        if !kvm_usable() {
+        // KVM runs guests of the host's own architecture only.
+        if !kvm_usable() || !image.arch.is_host() {
             return Ok((Accel::Tcg, None));
         }
         let key = format!("{}-{}", image.fingerprint(), host_kernel());
@@ -418,8 +419,9 @@ fn stop(child: &mut Child) {
 
 impl Backend for QemuBackend {
     fn start(&self, image: &GuestImage, config: &VmConfig) -> Result<Box<dyn Vm>, SandboxError> {
-        if find_on_path(&self.qemu).is_none() {
-            return Err(SandboxError::QemuMissing(self.qemu.clone()));
+        let qemu = self.binary(image);
+        if find_on_path(&qemu).is_none() {
+            return Err(SandboxError::QemuMissing(qemu));
         }
         let (accel, probed) = self.choose_accel(image, config)?;
         if let Some(vm) = probed {

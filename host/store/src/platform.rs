@@ -40,17 +40,9 @@ impl Platform {
         Ok(Self { os: os.to_ascii_lowercase(), architecture, variant })
     }
 
-    /// This machine's platform (`linux/amd64` on x86-64): what Linux containers here are.
+    /// The platform that runs natively here: `linux/` + [`native_arch`].
     pub fn host() -> Self {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
+        let architecture = native_arch();
         let variant = (architecture == "arm64").then(|| "v8".to_string());
         Self { os: "linux".into(), architecture: architecture.into(), variant }
     }
@@ -73,6 +65,27 @@ impl Platform {
     /// (`linux_arm64`, `linux_arm_v7`).
     pub fn dir_name(&self) -> String {
         self.to_string().replace('/', "_")
+    }
+}
+
+/// The architecture kiln's guest runs natively (OCI naming): the guest's, which is
+/// `KILN_GUEST_ARCH` (`x86_64`/`amd64` or `arm64`/`aarch64`) when set, else this machine's.
+/// Images of this architecture run without emulation and are what an index offers by default.
+pub fn native_arch() -> &'static str {
+    match std::env::var("KILN_GUEST_ARCH").as_deref() {
+        Ok("x86_64" | "amd64") => return "amd64",
+        Ok("arm64" | "aarch64") => return "arm64",
+        _ => {}
+    }
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
     }
 }
 
