@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine to a real image built in a microVM:
 #   1. installs the Debian packages kiln and its tests need (apt; sudo when not root),
-#   2. builds the guest kernel (cached by config hash) and the guest image (kernel + initramfs
-#      with the static guest agent as /init) into images/out,
+#   2. builds the guest kernels (cached by config hash) and the guest images (kernel + initramfs
+#      with the static guest agent as /init) into images/out (x86_64) and images/out-arm64,
 #   3. builds kiln (release),
 #   4. builds examples/hello with kiln inside a QEMU microVM and prints where the image went.
 set -euo pipefail
@@ -28,6 +28,9 @@ packages=(
     zstd
     # building virtiofsd (host directories shared with containers; Debian 12 has no package)
     libseccomp-dev libcap-ng-dev
+    # the arm64 guest: its kernel (cross gcc), its static agent (Debian's rustc-web with the
+    # aarch64 standard library) and QEMU for it (-M virt)
+    qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross rustc-web cargo-web libstd-rust-web-dev:arm64
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -40,6 +43,8 @@ if ((${#missing[@]})); then
         command -v sudo >/dev/null || { echo "error: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
         sudo=(sudo)
     fi
+    # arm64 packages (the aarch64 Rust standard library) need the architecture in apt's lists.
+    dpkg --print-foreign-architectures | grep -qx arm64 || "${sudo[@]}" dpkg --add-architecture arm64
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -66,6 +71,8 @@ done
 
 say "building the guest image (kernel cached by config hash; first build takes ~5 minutes)"
 images/build.sh
+say "building the arm64 guest image (cross-built kernel cached by config hash; first build ~6 minutes)"
+KILN_GUEST_ARCH=arm64 images/build.sh
 
 # virtiofsd shares host directories with containers (`kiln run -v DIR:/x`) much faster than
 # 9p on many files; Debian 12 does not package it, so it is built once into kiln's cache dir,

@@ -11,10 +11,13 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 guest="${KILN_GUEST_DIR:-$repo/images/out}"
-if [[ ! -f "$guest/kernel" || ! -f "$guest/initramfs.cpio" ]]; then
-    echo "error: no guest image in $guest: run examples/setup-and-build.sh first" >&2
-    exit 1
-fi
+guest_arm64="${KILN_GUEST_DIR_ARM64:-$repo/images/out-arm64}"
+for dir in "$guest" "$guest_arm64"; do
+    if [[ ! -f "$dir/kernel" || ! -f "$dir/initramfs.cpio" ]]; then
+        echo "error: no guest image in $dir: run examples/setup-and-build.sh first" >&2
+        exit 1
+    fi
+done
 
 cargo build --locked -p kiln-cli
 if [[ $(id -u) -eq 0 ]]; then
@@ -22,9 +25,10 @@ if [[ $(id -u) -eq 0 ]]; then
     id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
     shared="$(mktemp -d /tmp/kiln-tests.XXXXXX)"
     trap 'rm -rf "$shared"' EXIT
-    mkdir -p "$shared/guest"
+    mkdir -p "$shared/guest" "$shared/guest-arm64"
     cp target/debug/kiln "$shared/kiln"
     cp "$guest/kernel" "$guest/initramfs.cpio" "$shared/guest/"
+    cp "$guest_arm64/kernel" "$guest_arm64/initramfs.cpio" "$guest_arm64/manifest.json" "$shared/guest-arm64/"
     # virtiofsd from the setup (PATH or kiln's cache dir), where the test user can run it.
     tools="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/tools/bin"
     vfsd="${KILN_VIRTIOFSD:-$(PATH="$PATH:$tools:/usr/libexec" command -v virtiofsd || true)}"
@@ -33,9 +37,9 @@ if [[ $(id -u) -eq 0 ]]; then
         export KILN_VIRTIOFSD="$shared/virtiofsd"
     fi
     chmod -R a+rX "$shared"
-    export KILN_TEST_BIN="$shared/kiln" KILN_GUEST_DIR="$shared/guest" KILN_TEST_USER="$user"
+    export KILN_TEST_BIN="$shared/kiln" KILN_GUEST_DIR="$shared/guest" KILN_GUEST_DIR_ARM64="$shared/guest-arm64" KILN_TEST_USER="$user"
 else
-    export KILN_GUEST_DIR="$guest"
+    export KILN_GUEST_DIR="$guest" KILN_GUEST_DIR_ARM64="$guest_arm64"
 fi
 status=0
 cargo test --locked --workspace --no-fail-fast "$@" || status=$?

@@ -125,8 +125,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let secrets = args.secrets.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?;
     let ssh = parse_ssh_all(&args.ssh, std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))?;
     // BUILDPLATFORM is this machine; the target defaults to it too (as with BuildKit).
-    let host = kiln_registry::manifest::Platform::host();
-    let host = kiln_frontend::graph::Platform { os: host.os, arch: host.architecture, variant: host.variant };
+    let host = frontend_platform(kiln_registry::manifest::Platform::host());
     let mut frontend = kiln_frontend::graph::BuildOptions {
         build_args,
         target: args.target.clone(),
@@ -234,14 +233,20 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// A platform as BuildKit normalises it for the build args: arm64's implied `v8` is dropped
+/// (`TARGETPLATFORM=linux/arm64`, `TARGETVARIANT` empty).
+fn frontend_platform(p: kiln_store::Platform) -> kiln_frontend::graph::Platform {
+    let variant = p.variant.filter(|v| !(p.architecture == "arm64" && v == "v8"));
+    kiln_frontend::graph::Platform { os: p.os, arch: p.architecture, variant }
+}
+
 /// `--platform a,b,...`: each parsed, checked to be buildable here (a linux platform whose
 /// foreign architecture has a user-mode emulator), duplicates refused, before anything runs.
 fn target_platforms(list: &str) -> Result<Vec<kiln_frontend::graph::Platform>> {
     let mut out: Vec<kiln_frontend::graph::Platform> = Vec::new();
     for item in list.split(',').map(str::trim) {
         // The store's parser validates each component; the frontend's type carries it on.
-        let checked = kiln_store::Platform::parse(item).map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
-        let p = kiln_frontend::graph::Platform { os: checked.os, arch: checked.architecture, variant: checked.variant };
+        let p = frontend_platform(kiln_store::Platform::parse(item).map_err(|e| anyhow::anyhow!("--platform: {e}"))?);
         kiln_runtime::emulate::find(&p).map_err(|e| anyhow::anyhow!("--platform {p}: cannot build here: {e}"))?;
         if out.iter().any(|o| o.os == p.os && o.arch == p.arch && o.variant == p.variant) {
             bail!("--platform: {p} is given twice");
