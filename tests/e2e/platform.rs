@@ -27,12 +27,18 @@ fn import_busybox(env: &TestEnv, binary: &Path, platform: &str, name: &str) {
     let out = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().expect("tar");
     assert!(out.status.success(), "{}", text(&out.stderr));
     env.give_to_user(&tar);
-    let out = env.kiln(&["import", "--platform", platform, tar.to_str().expect("utf8"), name]);
+    let out = kiln(&env, &["import", "--platform", platform, tar.to_str().expect("utf8"), name]);
     assert!(out.status.success(), "import: {}", text(&out.stderr));
 }
 
+/// kiln with user-mode emulation in the x86_64 guest even where the arm64 guest is there
+/// (`KILN_CROSS_GUEST=never`): these tests are about the emulation.
+fn kiln(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    env.kiln_with(args, &[("KILN_CROSS_GUEST", "never")])
+}
+
 fn architecture(env: &TestEnv, image: &str) -> String {
-    let out = env.kiln(&["inspect", image]);
+    let out = kiln(&env, &["inspect", image]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     format!("{}/{}", v[0]["Os"].as_str().unwrap_or("?"), v[0]["Architecture"].as_str().unwrap_or("?"))
@@ -54,7 +60,7 @@ fn arm64_stages_run_under_emulation() {
     fs::create_dir(&dest).expect("mkdir");
     env.give_to_user(&dest);
     let out_arg = format!("type=local,dest={}", dest.display());
-    let out = env.kiln(&["build", "--progress", "plain", "-t", "cross", "-o", &out_arg, ctx.to_str().expect("utf8")]);
+    let out = kiln(&env, &["build", "--progress", "plain", "-t", "cross", "-o", &out_arg, ctx.to_str().expect("utf8")]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("emulating linux/arm64"), "{stderr}");
@@ -64,7 +70,7 @@ fn arm64_stages_run_under_emulation() {
 
     // --platform makes arm64 the target of every stage, and of TARGETARCH.
     let ctx2 = env.context("ctx2", "FROM bb-arm64\nARG TARGETARCH\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $(/bin/busybox uname -m) $TARGETARCH > /arch\"]\n", &[], false);
-    let out = env.kiln(&["build", "--platform", "linux/arm64", "-t", "cross2", "-o", &out_arg, ctx2.to_str().expect("utf8")]);
+    let out = kiln(&env, &["build", "--platform", "linux/arm64", "-t", "cross2", "-o", &out_arg, ctx2.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(fs::read_to_string(dest.join("arch")).expect("arch").trim(), "aarch64 arm64");
     assert_eq!(architecture(&env, "cross2"), "linux/arm64");
@@ -72,7 +78,7 @@ fn arm64_stages_run_under_emulation() {
     // An amd64 image where arm64 is wanted: kiln tries the registry for the right platform
     // (there is none here) and fails cleanly.
     let bad = env.context("bad", "FROM --platform=linux/arm64 bb-amd64\nRUN true\n", &[], false);
-    harness::assert_clean_error(&env.kiln(&["build", bad.to_str().expect("utf8")]), "bb-amd64");
+    harness::assert_clean_error(&kiln(&env, &["build", bad.to_str().expect("utf8")]), "bb-amd64");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }
 
@@ -85,18 +91,18 @@ fn arm64_containers_run_under_emulation() {
     let env = TestEnv::new("platform-run");
     import_busybox(&env, &arm64_busybox(), "linux/arm64", "bb-arm64");
     import_busybox(&env, Path::new("/bin/busybox"), "linux/amd64", "bb-amd64");
-    let out = env.kiln(&["run", "--rm", "bb-arm64", "/bin/busybox", "uname", "-m"]);
+    let out = kiln(&env, &["run", "--rm", "bb-arm64", "/bin/busybox", "uname", "-m"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "aarch64\n");
     assert!(text(&out.stderr).contains("does not match the detected host platform"), "Docker's warning: {}", text(&out.stderr));
-    let out = env.kiln(&["run", "--rm", "--platform", "linux/arm64", "bb-arm64", "/bin/busybox", "uname", "-m"]);
+    let out = kiln(&env, &["run", "--rm", "--platform", "linux/arm64", "bb-arm64", "/bin/busybox", "uname", "-m"]);
     assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).contains("WARNING")), ("aarch64\n", false), "{}", text(&out.stderr));
-    let out = env.kiln(&["run", "-d", "--name", "arm", "bb-arm64", "/bin/busybox", "sleep", "300"]);
+    let out = kiln(&env, &["run", "-d", "--name", "arm", "bb-arm64", "/bin/busybox", "sleep", "300"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = env.kiln(&["exec", "arm", "/bin/busybox", "uname", "-m"]);
+    let out = kiln(&env, &["exec", "arm", "/bin/busybox", "uname", "-m"]);
     assert_eq!(text(&out.stdout), "aarch64\n", "exec runs under the same emulator: {}", text(&out.stderr));
-    assert!(env.kiln(&["rm", "-f", "arm"]).status.success());
-    harness::containers::assert_run_error(&env.kiln(&["run", "--rm", "--platform", "linux/arm64", "--pull", "never", "bb-amd64", "true"]), "is a linux/amd64 image, but linux/arm64 is wanted");
-    harness::containers::assert_run_error(&env.kiln(&["run", "--rm", "--platform", "linux/", "bb-amd64", "true"]), "invalid --platform");
+    assert!(kiln(&env, &["rm", "-f", "arm"]).status.success());
+    harness::containers::assert_run_error(&kiln(&env, &["run", "--rm", "--platform", "linux/arm64", "--pull", "never", "bb-amd64", "true"]), "is a linux/amd64 image, but linux/arm64 is wanted");
+    harness::containers::assert_run_error(&kiln(&env, &["run", "--rm", "--platform", "linux/", "bb-amd64", "true"]), "invalid --platform");
     assert!(env.vm_processes().is_empty(), "left-over VMs: {:?}", env.vm_processes());
 }

@@ -50,6 +50,10 @@ pub struct ChosenLater {
 
 impl Backend for ChosenLater {
     fn start(&self, image: &crate::GuestImage, config: &crate::VmConfig) -> Result<Box<dyn crate::Vm>, SandboxError> {
+        // The built-in VMM runs x86_64 guests on x86-64 hosts only; QEMU runs the others.
+        if self.kind == BackendKind::Auto && !(image.arch == crate::GuestArch::X86_64 && image.arch.is_host()) {
+            return QemuBackend::default().start(image, config);
+        }
         let (backend, _why) = choose_backend(self.kind, &self.cache_dir)?;
         backend.start(image, config)
     }

@@ -14,7 +14,8 @@ impl Build<'_> {
     /// Makes the guest able to run `platform`'s binaries (a no-op for the host's own).
     pub(crate) fn ensure_emulator(&self, session: &GuestSession, platform: &Platform, out: &Reporter) -> Result<(), BuildError> {
         let mut done = lock(&self.emulators);
-        if platform.arch == host_arch() || done.contains(&platform.arch) {
+        // A guest of the platform's own architecture runs it natively.
+        if platform.arch == session.arch.oci() || platform.arch == host_arch() || done.contains(&platform.arch) {
             return Ok(());
         }
         let Some(emu) = find(platform)? else { return Ok(()) };

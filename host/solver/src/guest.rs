@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use kiln_sandbox::agent::{AgentClient, Forward, Process, RunFile, RunMount};
-use kiln_sandbox::{Backend, GuestImage, SandboxError, Vm, VmConfig};
+use kiln_sandbox::{Backend, GuestArch, GuestImage, SandboxError, Vm, VmConfig};
 use kiln_runtime::layers::GuestLayers;
 use kiln_store::{Digest, LayerInfo, Staging};
 
@@ -38,6 +38,8 @@ pub fn cache_file(store_dir: &Path, id: &str) -> PathBuf {
 /// Shared by the stages of a build, which may run RUNs at the same time: the bookkeeping is
 /// behind a lock, the agent calls (each answered under its own id) are not.
 pub struct GuestSession {
+    /// What the guest runs natively.
+    pub arch: GuestArch,
     /// Only for the description and the shutdown (a Mutex: `Vm` is `Send`, not `Sync`).
     vm: Mutex<Box<dyn Vm>>,
     agent: AgentClient,
@@ -92,15 +94,20 @@ pub struct GuestBind {
 }
 
 impl GuestSession {
-    pub fn start(backend: &dyn Backend, config: &VmConfig, cache_store: &Path, out: &Reporter) -> Result<Self, BuildError> {
-        let image = GuestImage::locate()?;
-        out.info("starting the build VM");
+    /// Starts a guest of `arch` (the build's own guest, or the other architecture's).
+    pub fn start(backend: &dyn Backend, arch: GuestArch, config: &VmConfig, cache_store: &Path, out: &Reporter) -> Result<Self, BuildError> {
+        let image = GuestImage::locate_arch(arch)?;
+        if arch == GuestArch::wanted()? {
+            out.info("starting the build VM");
+        } else {
+            out.info(&format!("starting the {} build VM for the linux/{} stages", arch.name(), arch.oci()));
+        }
         let vm = backend.start(&image, config)?;
         out.info(&format!("VM ready: {}", vm.describe()));
         let agent = vm.agent().clone();
         agent.apply_host_access()?;
         let budget = kiln_runtime::budget::WriteBudget::for_store(cache_store)?;
-        Ok(Self { vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf(), budget })
+        Ok(Self { arch, vm: Mutex::new(vm), agent, state: Mutex::new(State::default()), cache_store: cache_store.to_path_buf(), budget })
     }
 
     /// The agent, for calls beyond layers and RUNs (e.g. registering an emulator).

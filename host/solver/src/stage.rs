@@ -76,8 +76,12 @@ pub struct Build<'a> {
     /// the target) run once, as BuildKit merges identical vertices.
     steps: Mutex<HashMap<CacheKey, Option<Cached>>>,
     step_done: Condvar,
-    /// Started by the first RUN that needs it; the lock is held only while starting it.
-    guest: Mutex<Option<Arc<GuestSession>>>,
+    /// The build's guests by architecture, each started by the first RUN that needs it (its
+    /// slot's lock is held while starting it): the build's own, and the other architecture's
+    /// for stages of that architecture when its image is there ([`Build::guest_for`]).
+    guests: Mutex<HashMap<GuestArch, GuestSlot>>,
+    /// Which guest runs each architecture's RUN steps, decided once per build.
+    guest_of_arch: Mutex<HashMap<String, GuestArch>>,
     pub indexes: Mutex<Indexes>,
     pub created: i64,
     pub created_text: String,
@@ -104,6 +108,10 @@ pub struct Build<'a> {
 }
 
 use kiln_runtime::emulate::{image_platform, same_platform};
+use kiln_sandbox::GuestArch;
+
+/// One architecture's guest, empty until first used.
+type GuestSlot = Arc<Mutex<Option<Arc<GuestSession>>>>;
 
 /// Locks, ignoring poisoning (a panicking stage thread fails the build anyway).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,7 +171,8 @@ impl<'a> Build<'a> {
             targets: targets_of(opts),
             steps: Mutex::new(HashMap::new()),
             step_done: Condvar::new(),
-            guest: Mutex::new(None),
+            guests: Mutex::new(HashMap::new()),
+            guest_of_arch: Mutex::new(HashMap::new()),
             indexes: Mutex::new(Indexes::default()),
             created,
             created_text: time::rfc3339(created),
@@ -185,22 +194,52 @@ impl<'a> Build<'a> {
         crate::steps::staged(&self.staging)
     }
 
-    /// The build's guest, started at first use.
-    pub fn guest(&self, out: &Reporter) -> Result<Arc<GuestSession>, BuildError> {
-        let mut guest = lock(&self.guest);
-        if let Some(g) = guest.as_ref() {
+    /// The guest that runs RUN steps of `platform`, started at first use: the build's own
+    /// guest, or the guest of `platform`'s architecture when there is one and
+    /// `KILN_CROSS_GUEST` allows (then the step runs natively rather than emulated).
+    pub fn guest_for(&self, platform: &Platform, out: &Reporter) -> Result<Arc<GuestSession>, BuildError> {
+        let arch = {
+            let mut chosen = lock(&self.guest_of_arch);
+            match chosen.get(&platform.arch) {
+                Some(a) => *a,
+                None => {
+                    let own = GuestArch::wanted()?;
+                    let arch = match GuestArch::parse(&platform.arch) {
+                        Some(a) if a != own && GuestArch::cross_guests_allowed()? && kiln_sandbox::GuestImage::available(a).is_some() => a,
+                        _ => own,
+                    };
+                    chosen.insert(platform.arch.clone(), arch);
+                    arch
+                }
+            }
+        };
+        let slot = lock(&self.guests).entry(arch).or_default().clone();
+        let mut slot = lock(&slot);
+        if let Some(g) = slot.as_ref() {
             return Ok(g.clone());
         }
-        let g = Arc::new(GuestSession::start(self.backend, &self.opts.vm, &self.store.root().join(crate::steps::CACHE_MOUNTS), out)?);
-        *guest = Some(g.clone());
+        let g = Arc::new(GuestSession::start(self.backend, arch, &self.opts.vm, &self.store.root().join(crate::steps::CACHE_MOUNTS), out)?);
+        *slot = Some(g.clone());
         Ok(g)
     }
 
-    /// Cuts the guest's connection, so RUN steps still running in other stages end now
-    /// (with an error nobody reports: the build already failed). The guest is not used again.
+    /// The guests started so far (leaving their slots empty).
+    fn take_guests(&self) -> Vec<Arc<GuestSession>> {
+        let slots: Vec<GuestSlot> = lock(&self.guests).drain().map(|(_, s)| s).collect();
+        slots.iter().filter_map(|s| lock(s).take()).collect()
+    }
+
+    /// Cuts the guests' connections, so RUN steps still running in other stages end now
+    /// (with an error nobody reports: the build already failed). The guests are not used again.
     pub fn abort_running_steps(&self) {
-        if let Some(g) = lock(&self.guest).as_ref() {
-            g.agent().close();
+        let slots: Vec<GuestSlot> = lock(&self.guests).values().cloned().collect();
+        for slot in slots {
+            // A slot being filled is skipped: its guest is closed when the build drops it.
+            if let Ok(g) = slot.try_lock() {
+                if let Some(g) = g.as_ref() {
+                    g.agent().close();
+                }
+            }
         }
     }
 
@@ -517,7 +556,7 @@ impl<'a> Build<'a> {
             return None;
         }
         let state = lock(&self.failed_state).take()?;
-        drop(lock(&self.guest).take());
+        drop(self.take_guests());
         let image = self.new_image(state);
         let manifest = self.staging.take()?.commit(image, &[]).ok()?;
         self.store.image(&manifest).ok().map(|i| i.config_digest)
@@ -525,12 +564,18 @@ impl<'a> Build<'a> {
 
     /// Commits the target stage as the build's image.
     pub fn finish(mut self, targets: &[usize], out: &Reporter) -> Result<BuildOutcome, BuildError> {
-        let guest = lock(&self.guest).take();
-        if let Some(g) = guest.as_ref() {
+        let guests = self.take_guests();
+        for g in &guests {
             g.save_caches(&self.store.root().join(crate::steps::CACHE_MOUNTS))?;
         }
-        let guest = guest.map(Arc::try_unwrap).transpose().map_err(|_| BuildError::Invalid("internal: the guest is still in use".into()))?;
-        let guest_desc = guest.map(|g| g.finish(out));
+        let mut descriptions = Vec::new();
+        for g in guests {
+            let g = Arc::try_unwrap(g).map_err(|_| BuildError::Invalid("internal: the guest is still in use".into()))?;
+            let arch = g.arch;
+            let desc = g.finish(out);
+            descriptions.push(if arch == GuestArch::wanted()? { desc } else { format!("{} guest: {desc}", arch.name()) });
+        }
+        let guest_desc = (!descriptions.is_empty()).then(|| descriptions.join("; "));
         let results = std::mem::take(&mut *lock(&self.results));
         let mut images = Vec::new();
         let mut layers = 0;

@@ -77,7 +77,7 @@ impl Build<'_> {
                 users::run_user(&view, &user)?
             };
             b.check_binds(&binds)?;
-            let session = b.guest(out)?;
+            let session = b.guest_for(&st.platform, out)?;
             b.ensure_emulator(&session, &st.platform, out)?;
             let mut guest_binds = Vec::new();
             for rb in &binds {
