@@ -16,7 +16,7 @@
 #   KILN_GUEST_OUT=dir    output directory (default: <repo>/images/out)
 #   SOURCE_DATE_EPOCH     mtime of every initramfs entry (default: 0)
 #   KILN_CACHE_DIR        passed on to kernel-config/build.sh
-#   KILN_GUEST_ARCH       x86_64 (default) or arm64: the arm64 guest's kernel is cross-built
+#   KILN_GUEST_ARCH       x86_64 or arm64 (default: this machine's): the arm64 guest's kernel is cross-built
 #                         with aarch64-linux-gnu-gcc and its agent with Debian's rustc-web
 #                         (/usr/bin/rustc, /usr/bin/cargo) and libstd-rust-web-dev:arm64
 #
@@ -47,7 +47,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-arch="${KILN_GUEST_ARCH:-x86_64}"
+arch="${KILN_GUEST_ARCH:-$(uname -m)}"
 case "$arch" in
     x86_64 | amd64) arch=x86_64; default_out="$here/out"; rust_target=x86_64-unknown-linux-gnu; elf_machine='X86-64' ;;
     arm64 | aarch64) arch=arm64; default_out="$here/out-arm64"; rust_target=aarch64-unknown-linux-gnu; elf_machine='AArch64' ;;

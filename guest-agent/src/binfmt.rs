@@ -7,7 +7,9 @@
 //! Debian's qemu-user-static registers itself: without it a program exec'd under another
 //! name than its path loses that name (busybox's shell runs a pipeline's applets by exec'ing
 //! `/proc/self/exe` with the applet's name as argv[0]: `ls | wc -l` ran the wrong program).
-//! QEMU 5.2 and later read the flag from the auxiliary vector.
+//! The emulator must read that flag from the auxiliary vector (`AT_FLAGS`), as Debian 12's
+//! QEMU 7.2 does (tests/e2e/multiplatform.rs runs a pipeline under it); an older one would see
+//! its arguments shifted by one, so emulators given with `KILN_QEMU_USER_DIR` must do too.
 
 use std::fs;
 use std::path::Path;

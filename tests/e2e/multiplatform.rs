@@ -189,6 +189,11 @@ fn a_failing_platform_stores_nothing_and_from_an_index_picks_the_build_platform(
     assert_eq!((arm[0]["Architecture"].as_str(), arm[0]["Variant"].as_str()), (Some("arm"), Some("v7")));
     assert_eq!(ok(&env.kiln(&["run", "--rm", "--platform", "linux/arm/v7", "v7", "/bin/busybox", "cat", "/arch"])).trim(), "armv7l v7");
 
+    // A final stage pinned to the build platform would make the same image for every target.
+    let pinned = context(&env, "pinned", "FROM --platform=$BUILDPLATFORM scratch\nCOPY busybox-amd64 /bin/busybox\n");
+    let out = env.kiln(&["build", "--platform", "linux/amd64,linux/arm64", p(&pinned)]);
+    harness::assert_clean_error(&out, "each platform of a multi-platform build must make its own");
+
     // Bad platform lists fail before anything runs.
     for (list, needle) in [
         ("linux/amd64,linux/amd64", "given twice"),

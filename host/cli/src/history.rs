@@ -41,6 +41,12 @@ pub fn run(root: &Path, args: HistoryArgs) -> Result<()> {
     let (_, digest) = store.lookup(&args.image)?;
     let platform = args.platform.as_deref().map(kiln_store::Platform::parse).transpose()?;
     let img = store.image_for(&digest, platform.as_ref()).with_context(|| format!("reading image {}", args.image))?;
+    // As Docker: a single-platform image of another platform than asked is an error.
+    if let Some(p) = &platform {
+        kiln_store::index::check_platform(&img, p).map_err(|_| {
+            anyhow::anyhow!("image {} is {}/{}, not {p}", args.image, img.config.os, img.config.architecture)
+        })?;
+    }
     let sizes: Vec<u64> = img.manifest.layers().iter().map(|l| l.size()).collect();
     // Images without history get one synthetic entry per layer.
     let history: Vec<History> = if img.config.history.is_empty() {

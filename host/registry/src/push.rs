@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use kiln_store::{Digest, ImageEntry, Reference, Store};
+use kiln_store::{Digest, Reference, Store};
 use ureq::http::{Method, Response};
 use ureq::Body;
 
@@ -64,11 +64,7 @@ fn mount_sources(store: &Store, reference: &Reference, blob: &Digest) -> Vec<Str
         if r.domain != reference.domain || r.path == reference.path || out.contains(&r.path) {
             continue;
         }
-        let images = match store.entry(&manifest) {
-            Ok(ImageEntry::Image(img)) => vec![*img],
-            Ok(ImageEntry::Index(index)) => index.entries.iter().filter_map(|e| store.image(&e.manifest).ok()).collect(),
-            Err(_) => vec![],
-        };
+        let images = store.platform_images(&manifest).unwrap_or_default();
         if images.iter().any(|img| img.layers.contains(blob) || img.config_digest == *blob) {
             out.insert(r.path);
         }
@@ -217,10 +213,7 @@ pub fn push(store: &Store, client: &Client, reference: &Reference, opts: &PushOp
     }
     let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
     let (_, top) = store.resolve(&reference.to_string())?;
-    let images = match store.entry(&top)? {
-        ImageEntry::Image(img) => vec![*img],
-        ImageEntry::Index(index) => index.entries.iter().map(|e| store.image(&e.manifest)).collect::<Result<Vec<_>, _>>()?,
-    };
+    let images = store.platform_images(&top)?;
     let is_index = images.len() != 1 || images[0].manifest_digest != top;
     for image in &images {
         for layer in image.layers.iter().rev() {

@@ -260,7 +260,8 @@ impl CacheIndex {
     fn image_layers(&self) -> std::io::Result<std::collections::BTreeSet<Digest>> {
         let mut used = std::collections::BTreeSet::new();
         for digest in self.store.image_digests().map_err(std::io::Error::other)? {
-            if let Ok(img) = self.store.image(&digest) {
+            // Every platform image of a multi-platform image uses its layers too.
+            for img in self.store.platform_images(&digest).unwrap_or_default() {
                 used.extend(img.layers);
             }
         }

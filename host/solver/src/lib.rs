@@ -172,6 +172,9 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &Re
             out.info(w);
         }
     }
+    if graphs.len() > 1 {
+        check_distinct_targets(&graphs, &build.targets)?;
+    }
     let planned: Vec<stage::PlannedStage<'_>> =
         graphs.iter().enumerate().flat_map(|(target, g)| g.stages.iter().map(move |stage| stage::PlannedStage { target, stage })).collect();
     let targets: Vec<usize> = graphs.iter().map(|g| g.target).collect();
@@ -184,6 +187,35 @@ pub fn build(store: &Store, backend: &dyn Backend, opts: &BuildOptions, out: &Re
         }
         Err(e) => Err(e),
     }
+}
+
+/// The platform a stage's image is for: a stage built on another stage is that stage's
+/// platform; otherwise its `FROM --platform`, else the build's target.
+fn stage_platform(graph: &kiln_frontend::graph::BuildGraph, index: usize, target: &kiln_frontend::graph::Platform) -> Result<kiln_frontend::graph::Platform, BuildError> {
+    let stage = graph.stage(index).ok_or_else(|| BuildError::Invalid(format!("internal: no stage {index}")))?;
+    match (&stage.base, &stage.platform) {
+        (kiln_frontend::graph::StageBase::Stage(j), _) if *j < index => stage_platform(graph, *j, target),
+        (_, Some(p)) => kiln_frontend::graph::Platform::parse(p).map_err(|m| kiln_frontend::ParseError::new(stage.line, m).into()),
+        (_, None) => Ok(target.clone()),
+    }
+}
+
+/// Before anything runs: each target of a multi-platform build must make an image of its own
+/// platform (a final stage pinned with `FROM --platform=$BUILDPLATFORM` would make the same
+/// platform's image for every target, which one index cannot hold).
+fn check_distinct_targets(graphs: &[kiln_frontend::graph::BuildGraph], targets: &[kiln_frontend::graph::BuildOptions]) -> Result<(), BuildError> {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (graph, target) in graphs.iter().zip(targets) {
+        let made = stage_platform(graph, graph.target, &target.target_platform)?.to_string();
+        if let Some((other, _)) = seen.iter().find(|(_, m)| *m == made) {
+            return Err(BuildError::Invalid(format!(
+                "--platform {other} and {}: the final stage makes a {made} image for both (is it pinned with FROM --platform?); each platform of a multi-platform build must make its own",
+                target.target_platform
+            )));
+        }
+        seen.push((target.target_platform.to_string(), made));
+    }
+    Ok(())
 }
 
 /// Locates the guest image; exposed so the CLI can report a missing guest before any work.

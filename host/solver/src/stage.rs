@@ -74,7 +74,7 @@ pub struct Build<'a> {
     /// Layer steps of this build by cache key: running (`None`) or done. Identical steps of
     /// different targets' stages (a `FROM --platform=$BUILDPLATFORM` stage that does not use
     /// the target) run once, as BuildKit merges identical vertices.
-    steps: Mutex<HashMap<CacheKey, Option<Cached>>>,
+    steps: Mutex<HashMap<CacheKey, StepState>>,
     step_done: Condvar,
     /// The build's guests by architecture, each started by the first RUN that needs it (its
     /// slot's lock is held while starting it): the build's own, and the other architecture's
@@ -109,6 +109,40 @@ pub struct Build<'a> {
 
 use kiln_runtime::emulate::{image_platform, same_platform};
 use kiln_sandbox::GuestArch;
+
+/// A layer step of this build, by cache key ([`Build::claim_step`]).
+#[derive(Clone)]
+enum StepState {
+    Running,
+    Done(Cached),
+    /// It failed: the build is failing, identical steps give up rather than run it again.
+    Failed,
+}
+
+/// A claimed step: released as failed unless [`StepClaim::done`] records its result, so a step
+/// that errors or panics never leaves identical steps waiting.
+struct StepClaim<'b, 'a> {
+    build: &'b Build<'a>,
+    key: CacheKey,
+    result: Option<Cached>,
+}
+
+impl StepClaim<'_, '_> {
+    fn done(mut self, result: &Cached) {
+        self.result = Some(result.clone());
+    }
+}
+
+impl Drop for StepClaim<'_, '_> {
+    fn drop(&mut self) {
+        let state = match self.result.take() {
+            Some(r) => StepState::Done(r),
+            None => StepState::Failed,
+        };
+        lock(&self.build.steps).insert(self.key.clone(), state);
+        self.build.step_done.notify_all();
+    }
+}
 
 /// One architecture's guest, empty until first used.
 type GuestSlot = Arc<Mutex<Option<Arc<GuestSession>>>>;
@@ -427,16 +461,17 @@ impl<'a> Build<'a> {
         make: impl FnOnce(&Self, &mut StageState, &Reporter) -> Result<LayerInfo, BuildError>,
     ) -> Result<(), BuildError> {
         let hit = if st.no_cache { None } else { self.cache.get(&key) };
-        let hit = match hit {
-            Some(h) => Some(h),
-            None => self.claim_step(&key)?,
+        let (hit, claim, merged) = match hit {
+            Some(h) => (Some(h), None, false),
+            None => match self.claim_step(&key)? {
+                Ok(claim) => (None, Some(claim), false),
+                Err(done) => (Some(done), None, true),
+            },
         };
-        let claimed = hit.is_none();
-        let made = self.step_result(st, hit, text, out, make);
-        if claimed {
-            self.release_step(&key, made.as_ref().ok());
+        let result = self.step_result(st, hit, text, out, make)?;
+        if let Some(claim) = claim {
+            claim.done(&result);
         }
-        let result = made?;
         match &result {
             Cached::Layer(layer) => {
                 st.layers.push(layer.clone());
@@ -457,7 +492,10 @@ impl<'a> Build<'a> {
             Cached::Empty => String::new(),
         };
         st.key = key.child(&["RESULT", &produced]);
-        lock(&self.results).push((key, result));
+        // A step merged with an identical one of this build is recorded once, by that one.
+        if !merged {
+            lock(&self.results).push((key, result));
+        }
         Ok(())
     }
 
@@ -492,10 +530,10 @@ impl<'a> Build<'a> {
         })
     }
 
-    /// The result of the same step done earlier in this build (waiting while another stage
-    /// runs it), or `None` after claiming the step for the caller, who must
-    /// [`Build::release_step`] it.
-    fn claim_step(&self, key: &CacheKey) -> Result<Option<Cached>, BuildError> {
+    /// Claims a layer step for the caller (`Ok`: run it; the claim records the result), or
+    /// yields the result of the identical step of this build (`Err`), waiting while another
+    /// stage runs it. A step that failed elsewhere is not run again: the build is failing.
+    fn claim_step(&self, key: &CacheKey) -> Result<Result<StepClaim<'_, 'a>, Cached>, BuildError> {
         let mut steps = lock(&self.steps);
         loop {
             if self.cancelled.load(Ordering::Relaxed) {
@@ -503,28 +541,14 @@ impl<'a> Build<'a> {
             }
             match steps.get(key) {
                 None => {
-                    steps.insert(key.clone(), None);
-                    return Ok(None);
+                    steps.insert(key.clone(), StepState::Running);
+                    return Ok(Ok(StepClaim { build: self, key: key.clone(), result: None }));
                 }
-                Some(Some(done)) => return Ok(Some(done.clone())),
-                Some(None) => steps = self.step_done.wait(steps).unwrap_or_else(|e| e.into_inner()),
+                Some(StepState::Done(done)) => return Ok(Err(done.clone())),
+                Some(StepState::Failed) => return Err(BuildError::Cancelled),
+                Some(StepState::Running) => steps = self.step_done.wait(steps).unwrap_or_else(|e| e.into_inner()),
             }
         }
-    }
-
-    /// Ends a claim: records the result for identical steps, or (on failure) frees the step.
-    fn release_step(&self, key: &CacheKey, result: Option<&Cached>) {
-        let mut steps = lock(&self.steps);
-        match result {
-            Some(r) => {
-                steps.insert(key.clone(), Some(r.clone()));
-            }
-            None => {
-                steps.remove(key);
-            }
-        }
-        drop(steps);
-        self.step_done.notify_all();
     }
 
     /// Wakes steps waiting for an identical one (the build was cancelled: they give up).

@@ -126,20 +126,22 @@ impl Store {
                 ImageEntry::Index(index) => {
                     let mut size = 0;
                     let mut seen = BTreeSet::new();
-                    let mut shown = None;
-                    let host = Platform::host();
-                    for e in &index.entries {
-                        let child = self.image(&e.manifest).map_err(unreadable)?;
+                    let children = self.platform_images(&digest).map_err(unreadable)?;
+                    for child in &children {
                         for l in child.manifest.layers() {
                             if seen.insert(l.digest().to_string()) {
                                 size += l.size();
                             }
                         }
-                        if shown.is_none() || host.matches(&e.platform) {
-                            shown = Some(child);
-                        }
                     }
-                    let shown = shown.ok_or_else(|| unreadable(StoreError::Conflict("the index lists no image".into())))?;
+                    // The one `run` would pick (this machine's platform), else the first.
+                    let pick = index.choose(&Platform::host()).map(|e| e.manifest.clone());
+                    let shown = children
+                        .iter()
+                        .find(|c| Some(&c.manifest_digest) == pick.as_ref())
+                        .or(children.first())
+                        .cloned()
+                        .ok_or_else(|| unreadable(StoreError::Conflict("the index lists no image".into())))?;
                     records.push((shown, Some(index), Some(size)));
                 }
             }
@@ -262,18 +264,19 @@ impl Store {
                 events.push(RemoveEvent::Untagged(name.clone()));
             }
         }
+        // Every layer of what goes (all platforms of an index), read while it is still there.
+        let mut layers: BTreeSet<Digest> = BTreeSet::new();
+        for s in &doomed {
+            for img in self.platform_images(s.digest())? {
+                layers.extend(img.layers);
+            }
+        }
         self.write_refs(&refs)?;
         for s in &doomed {
             self.forget_image(&lock, s.digest())?;
         }
         events.push(RemoveEvent::Deleted(summary.id().clone()));
         let gc = self.collect_garbage(&lock)?;
-        let mut layers: BTreeSet<Digest> = doomed.iter().flat_map(|s| s.record.layers.iter().cloned()).collect();
-        for index in doomed.iter().filter_map(|s| s.index.as_ref()) {
-            for e in &index.entries {
-                layers.extend(self.image(&e.manifest).map(|i| i.layers).unwrap_or_default());
-            }
-        }
         events.extend(gc.removed.into_iter().filter(|(d, _)| layers.contains(d)).map(|(d, _)| RemoveEvent::Deleted(d)));
         Ok(events)
     }

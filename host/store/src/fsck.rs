@@ -127,12 +127,7 @@ impl Store {
         for manifest in self.image_digests()? {
             report.images += 1;
             // An index is broken when any of its platform images is.
-            let images = match self.entry(&manifest) {
-                Ok(crate::ImageEntry::Image(img)) => Ok(vec![*img]),
-                Ok(crate::ImageEntry::Index(index)) => index.entries.iter().map(|e| self.image(&e.manifest)).collect(),
-                Err(e) => Err(e),
-            };
-            let why = match images {
+            let why = match self.platform_images(&manifest) {
                 Err(e) => Some(e.to_string()),
                 Ok(images) => images
                     .iter()

@@ -102,12 +102,7 @@ impl Store {
         let mut live = self.pinned_blobs();
         for digest in self.image_digests()? {
             let unreadable = |e: StoreError| StoreError::Conflict(format!("image {digest} is unreadable ({e}); run `kiln system check`"));
-            let manifests = match self.entry(&digest).map_err(unreadable)? {
-                crate::ImageEntry::Image(img) => vec![*img],
-                crate::ImageEntry::Index(index) => {
-                    index.entries.iter().map(|e| self.image(&e.manifest)).collect::<Result<Vec<_>, _>>().map_err(unreadable)?
-                }
-            };
+            let manifests = self.platform_images(&digest).map_err(unreadable)?;
             live.insert(digest);
             for img in manifests {
                 live.insert(img.manifest_digest);

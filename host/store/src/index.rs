@@ -16,6 +16,8 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Most entries an index may have (real ones have a handful; each costs a manifest check).
+pub const MAX_INDEX_ENTRIES: usize = 256;
 
 /// One platform manifest of an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,14 +120,34 @@ pub fn decode_index(digest: &Digest, bytes: &[u8]) -> Result<IndexRecord, StoreE
     if raw.schema_version != 2 {
         return Err(corrupt(digest, "schemaVersion is not 2"));
     }
-    let mut entries = Vec::new();
+    if raw.manifests.len() > MAX_INDEX_ENTRIES {
+        return Err(corrupt(digest, format!("{} entries: more than {MAX_INDEX_ENTRIES}", raw.manifests.len())));
+    }
+    let mut entries: Vec<IndexEntry> = Vec::new();
     for d in raw.manifests {
         let is_manifest = d.media_type.as_deref().is_none_or(|m| m == OCI_MANIFEST || m == DOCKER_MANIFEST);
         // BuildKit's attestation manifests say `unknown/unknown`: not an image to run.
         let Some(platform) = d.platform.filter(|p| is_manifest && p.os != "unknown") else { continue };
-        entries.push(IndexEntry { manifest: d.digest.parse()?, size: d.size, platform });
+        let manifest: Digest = d.digest.parse()?;
+        if entries.iter().any(|e| e.platform == platform || e.manifest == manifest) {
+            return Err(corrupt(digest, format!("{platform} or {manifest} is listed twice")));
+        }
+        entries.push(IndexEntry { manifest, size: d.size, platform });
     }
     Ok(IndexRecord { digest: digest.clone(), size: bytes.len() as u64, entries })
+}
+
+/// That `img` is an image of `platform` (os, architecture, and the variant when its config
+/// records one).
+pub fn check_platform(img: &ImageRecord, platform: &Platform) -> Result<(), StoreError> {
+    let (os, arch) = (&img.config.os, &img.config.architecture);
+    let variant = img.config.extra.get("variant").and_then(|v| v.as_str());
+    let variant_differs = variant.is_some() && platform.variant.is_some() && variant != platform.variant.as_deref();
+    if *os != platform.os || *arch != platform.architecture || variant_differs {
+        let have = Platform { os: os.clone(), architecture: arch.clone(), variant: variant.map(str::to_string) };
+        return Err(StoreError::Conflict(format!("manifest {} is a {have} image, not {platform}", img.manifest_digest)));
+    }
+    Ok(())
 }
 
 impl Store {
@@ -151,10 +173,7 @@ impl Store {
             if img.manifest_size != e.size {
                 return Err(corrupt(&e.manifest, "size differs from the manifest's"));
             }
-            let (os, arch) = (&img.config.os, &img.config.architecture);
-            if *os != e.platform.os || *arch != e.platform.architecture {
-                return Err(StoreError::Conflict(format!("manifest {} is a {os}/{arch} image, not {}", e.manifest, e.platform)));
-            }
+            check_platform(&img, &e.platform)?;
         }
         self.write_blob(&encode_index(entries)?)
     }
@@ -175,6 +194,15 @@ impl Store {
             return decode_index(digest, &bytes).map(ImageEntry::Index);
         }
         self.image(digest).map(|i| ImageEntry::Image(Box::new(i)))
+    }
+
+    /// Every image `digest` stands for: itself, or each platform image of an index (in the
+    /// index's order). What gc, push, save and the build cache walk.
+    pub fn platform_images(&self, digest: &Digest) -> Result<Vec<ImageRecord>, StoreError> {
+        match self.entry(digest)? {
+            ImageEntry::Image(img) => Ok(vec![*img]),
+            ImageEntry::Index(index) => index.entries.iter().map(|e| self.image(&e.manifest)).collect(),
+        }
     }
 
     /// The image `digest` names for `want` (default: this machine's platform). A
@@ -228,5 +256,27 @@ mod tests {
         wrong.size += 1;
         assert!(store.write_index(&[wrong]).is_err());
         assert!(store.write_index(&[]).is_err());
+    }
+
+    #[test]
+    fn hostile_index_documents_are_refused() {
+        let d = Digest::of(b"x");
+        let entry = |digest: &str, platform: &str| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":1,"platform":{platform}}}"#);
+        let doc = |entries: &[String]| format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#, entries.join(","));
+        let (a, b) = (Digest::of(b"a").to_string(), Digest::of(b"b").to_string());
+        let amd = r#"{"os":"linux","architecture":"amd64"}"#;
+        let ok = doc(&[entry(&a, amd), entry(&b, r#"{"os":"linux","architecture":"arm64"}"#)]);
+        assert_eq!(decode_index(&d, ok.as_bytes()).expect("fine").entries.len(), 2);
+        // The same platform or manifest twice, too many entries, and platforms that are not.
+        assert!(decode_index(&d, doc(&[entry(&a, amd), entry(&b, amd)]).as_bytes()).is_err());
+        assert!(decode_index(&d, doc(&[entry(&a, amd), entry(&a, r#"{"os":"linux","architecture":"arm64"}"#)]).as_bytes()).is_err());
+        let many: Vec<String> = (0..=MAX_INDEX_ENTRIES).map(|i| entry(&Digest::of(i.to_string().as_bytes()).to_string(), amd)).collect();
+        assert!(decode_index(&d, doc(&many).as_bytes()).is_err());
+        for bad in [r#"{"os":"linux","architecture":"amd64/x"}"#, r#"{"os":"linux[31m","architecture":"amd64"}"#, r#"{"os":"..","architecture":"amd64"}"#] {
+            assert!(decode_index(&d, doc(&[entry(&a, bad)]).as_bytes()).is_err(), "{bad}");
+        }
+        // Attestations (unknown/unknown) are not images.
+        let att = doc(&[entry(&a, amd), entry(&b, r#"{"os":"unknown","architecture":"unknown"}"#)]);
+        assert_eq!(decode_index(&d, att.as_bytes()).expect("fine").entries.len(), 1);
     }
 }

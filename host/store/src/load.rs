@@ -197,13 +197,23 @@ impl Loader<'_> {
                 let (child, child_member) = self.blob(desc)?;
                 let part = self.manifest(&child, &self.read_member(child_member)?, Vec::new())?;
                 let config = self.config(self.members.get(&format!("blobs/sha256/{}", part.blobs[0].hex()))?)?;
-                if config.os != entry.platform.os || config.architecture != entry.platform.architecture {
+                let variant = config.extra.get("variant").and_then(|v| v.as_str());
+                let variant_differs = variant.is_some() && entry.platform.variant.is_some() && variant != entry.platform.variant.as_deref();
+                if config.os != entry.platform.os || config.architecture != entry.platform.architecture || variant_differs {
                     return Err(bad(format!("index {digest} lists {child} as {}, but it is a {}/{} image", entry.platform, config.os, config.architecture)));
                 }
                 blobs.push(child);
                 blobs.extend(part.blobs);
             }
-            out.push(StagedImage { manifest: digest, blobs, names });
+            // Entries that are not platform images (attestations, nested indexes) are not kept:
+            // the stored index must name only blobs the store has, so it is written anew
+            // without them (and gets a digest of its own).
+            let manifest = if record.entries.len() == inner.manifests.len() {
+                digest
+            } else {
+                self.stage().write_blob(&crate::index::encode_index(&record.entries)?)?
+            };
+            out.push(StagedImage { manifest, blobs, names });
         }
         Ok(())
     }

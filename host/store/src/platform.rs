@@ -7,13 +7,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
-/// An OCI platform (`os`, `architecture`, optional `variant`).
+/// An OCI platform (`os`, `architecture`, optional `variant`). Read from JSON (indexes of
+/// archives and registries), each component is validated as [`Platform::parse`] does.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawPlatform")]
 pub struct Platform {
     pub os: String,
     pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+/// A platform as JSON has it, before validation.
+#[derive(Deserialize)]
+struct RawPlatform {
+    os: String,
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl TryFrom<RawPlatform> for Platform {
+    type Error = StoreError;
+
+    fn try_from(raw: RawPlatform) -> Result<Self, StoreError> {
+        if [&raw.os, &raw.architecture].into_iter().chain(&raw.variant).any(|c| c.contains('/')) {
+            return Err(StoreError::BadPlatform(format!("{:?}/{:?}: a component contains '/'", raw.os, raw.architecture)));
+        }
+        let text = match &raw.variant {
+            Some(v) => format!("{}/{}/{v}", raw.os, raw.architecture),
+            None => format!("{}/{}", raw.os, raw.architecture),
+        };
+        Platform::parse(&text)
+    }
 }
 
 impl Platform {

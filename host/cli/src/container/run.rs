@@ -142,8 +142,9 @@ pub fn image_for(store: &Store, name: &str, pull: &str, platform: Option<&Platfo
                 let wrong = platform.is_some_and(|want| !same_platform(&have, want));
                 (Ok((r, img.manifest_digest)), Some(have.to_string()), wrong)
             }
-            // Another platform's image is wanted: pulled for it, or (--pull never) an error.
-            Err(kiln_store::StoreError::NoPlatform { available, .. }) if platform.is_some() => (Ok((r, d)), Some(available), true),
+            // The index has no image for the platform (asked for, or this machine's): pulled for
+            // it, or (--pull never) an error.
+            Err(kiln_store::StoreError::NoPlatform { available, .. }) => (Ok((r, d)), Some(available), true),
             Err(e) => return Err(e.into()),
         },
         Err(e) => (Err(e), None, false),
@@ -165,7 +166,8 @@ pub fn image_for(store: &Store, name: &str, pull: &str, platform: Option<&Platfo
         let pulled = kiln_registry::pull_image(store, &reference, &opts, &|_| {}).with_context(|| format!("pulling {reference}"))?;
         pulled.image
     } else {
-        if let (true, Some(want), Some(have)) = (wrong_platform, platform, &local_platform) {
+        if let (true, Some(have)) = (wrong_platform, &local_platform) {
+            let want = platform.map_or_else(|| kiln_store::Platform::host().to_string(), |p| p.to_string());
             bail!("{name} is a {have} image, but {want} is wanted (pull it with `kiln pull --platform {want} {name}`)");
         }
         local.map(|(_, d)| d).with_context(|| format!("no such image: {name}"))?

@@ -183,7 +183,8 @@ fn layer_media_type(store: &Store, digest: &Digest) -> Result<&'static str, Tran
 /// [`crate::BuildOutcome::cache_keys`]) that the store still has, chosen by `mode`
 /// (`image`: the build's manifest digest, whose layers [`ExportMode::Min`] keeps).
 pub fn collect(store: &Store, keys: &[crate::CacheKey], mode: ExportMode, image: &Digest) -> Result<CacheArtifact, TransferError> {
-    let final_layers: BTreeSet<Digest> = store.image(image)?.layers.into_iter().collect();
+    // A multi-platform build's image is an index: the layers of all its platforms count.
+    let final_layers: BTreeSet<Digest> = store.platform_images(image)?.into_iter().flat_map(|i| i.layers).collect();
     let cache = CacheIndex::new(store);
     let mut seen = BTreeSet::new();
     let mut layers: Vec<Descriptor> = Vec::new();
