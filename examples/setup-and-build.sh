@@ -31,6 +31,9 @@ packages=(
     # the arm64 guest: its kernel (cross gcc), its static agent (Debian's rustc-web with the
     # aarch64 standard library) and QEMU for it (-M virt)
     qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross rustc-web cargo-web libstd-rust-web-dev:arm64
+    # type-checking the portable host crates for Windows and macOS (tests/cross-check.sh):
+    # the standard library's source for -Zbuild-std, and mingw-w64 for C parts (ring)
+    rust-web-src gcc-mingw-w64-x86-64
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -27,7 +27,7 @@ fn import_busybox(env: &TestEnv, binary: &Path, platform: &str, name: &str) {
     let out = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().expect("tar");
     assert!(out.status.success(), "{}", text(&out.stderr));
     env.give_to_user(&tar);
-    let out = kiln(&env, &["import", "--platform", platform, tar.to_str().expect("utf8"), name]);
+    let out = kiln(env, &["import", "--platform", platform, tar.to_str().expect("utf8"), name]);
     assert!(out.status.success(), "import: {}", text(&out.stderr));
 }
 
@@ -38,7 +38,7 @@ fn kiln(env: &TestEnv, args: &[&str]) -> std::process::Output {
 }
 
 fn architecture(env: &TestEnv, image: &str) -> String {
-    let out = kiln(&env, &["inspect", image]);
+    let out = kiln(env, &["inspect", image]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     format!("{}/{}", v[0]["Os"].as_str().unwrap_or("?"), v[0]["Architecture"].as_str().unwrap_or("?"))

@@ -3,23 +3,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
 
 pub trait Duplex: Read + Write + Send + Sized + 'static {
     /// A second handle on the connection, for the other direction's thread.
     fn dup(&self) -> io::Result<Self>;
     /// Ends the writing direction (the peer reads EOF), keeping the reading one.
     fn shut_write(&self);
-}
-
-impl Duplex for UnixStream {
-    fn dup(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-
-    fn shut_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
 }
 
 impl Duplex for TcpStream {
@@ -29,5 +18,23 @@ impl Duplex for TcpStream {
 
     fn shut_write(&self) {
         let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// Unix sockets exist only on unix hosts (and in the guest).
+#[cfg(unix)]
+mod unix {
+    use std::io;
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+
+    impl super::Duplex for UnixStream {
+        fn dup(&self) -> io::Result<Self> {
+            self.try_clone()
+        }
+
+        fn shut_write(&self) {
+            let _ = self.shutdown(Shutdown::Write);
+        }
     }
 }

@@ -478,5 +478,6 @@ impl Drop for StreamWriter {
     }
 }
 
-#[cfg(test)]
+// The tests pair two muxes over a unix socket pair.
+#[cfg(all(test, unix))]
 mod tests;

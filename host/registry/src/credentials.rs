@@ -306,7 +306,8 @@ fn helper_run(helper: &str, verb: &str, input: &str) -> Result<Vec<u8>, Registry
     Ok(out.stdout)
 }
 
-#[cfg(test)]
+// The tests check unix file modes and run a shell-script credential helper.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

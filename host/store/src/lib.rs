@@ -38,6 +38,7 @@ pub mod resolve;
 pub mod rootfs;
 mod staging;
 mod store;
+mod sys;
 pub mod time;
 mod units;
 

@@ -8,7 +8,6 @@
 //! answers each lookup.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Symlinks followed while resolving one path before giving up (Linux's `MAXSYMLINKS`).
@@ -50,7 +49,7 @@ pub fn resolve_in_root(path: &str, follow_last: bool, look: impl Fn(&Path) -> En
     let mut hops = 0;
     let mut parents_exist = true;
     while let Some(name) = todo.pop() {
-        match name.as_bytes() {
+        match name.as_encoded_bytes() {
             b"" | b"." => continue,
             b".." => {
                 cur.pop(); // At the root, stays there.
@@ -90,13 +89,15 @@ pub fn resolve_in_root(path: &str, follow_last: bool, look: impl Fn(&Path) -> En
 /// Pushes `path`'s components, last first; a trailing `/` adds a `.` so the last real
 /// component is walked through (followed if a symlink).
 fn push_components(todo: &mut Vec<OsString>, path: &Path) {
-    let bytes = path.as_os_str().as_bytes();
+    let bytes = path.as_os_str().as_encoded_bytes();
     if bytes.len() > 1 && bytes.ends_with(b"/") {
         todo.push(".".into());
     }
     for part in bytes.split(|b| *b == b'/').rev() {
         if !part.is_empty() {
-            todo.push(std::ffi::OsStr::from_bytes(part).to_os_string());
+            // SAFETY: `part` comes from `as_encoded_bytes` of an OsStr and is split only at
+            // the ASCII byte '/', which the encoding allows (a boundary next to valid UTF-8).
+            todo.push(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(part) }.to_os_string());
         }
     }
 }

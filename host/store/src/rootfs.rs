@@ -13,7 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::flatten::{flatten_layers, hostile, is_regular, normalise, OpenBlob};
@@ -253,7 +252,7 @@ impl Read for Slice<'_> {
         if want == 0 {
             return Ok(0);
         }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        let n = crate::sys::read_at(self.file, &mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the flattened tar ends inside a file"));
         }

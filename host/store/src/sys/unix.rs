@@ -1,0 +1,10 @@
+//! Unix: positional reads with `pread` (the file's own offset is left alone).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Reads into `buf` from `offset`, as many bytes as one read gives.
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    file.read_at(buf, offset)
+}
