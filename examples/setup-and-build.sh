@@ -34,6 +34,8 @@ packages=(
     # type-checking the portable host crates for Windows and macOS (tests/cross-check.sh):
     # the standard library's source for -Zbuild-std, and mingw-w64 for C parts (ring)
     rust-web-src gcc-mingw-w64-x86-64
+    # running those crates' unit tests as Windows executables (tests/wine-tests.sh)
+    wine64
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -45,6 +45,8 @@ status=0
 cargo test --locked --workspace --no-fail-fast "$@" || status=$?
 # The portable host crates type-check for Windows and macOS (issue 15).
 tests/cross-check.sh || status=$?
+# The portable crates' unit tests, built for Windows, under Wine (issue 15).
+tests/wine-tests.sh || status=$?
 # The fuzz targets, each for KILN_FUZZ_SECONDS (default 20); KILN_FUZZ_SECONDS=0 skips them.
 if [[ ${KILN_FUZZ_SECONDS:-20} != 0 ]]; then
     tests/fuzz/run.sh || status=$?

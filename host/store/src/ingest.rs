@@ -3,7 +3,7 @@
 //! Dropping an [`Ingest`] without committing removes its temp file, so an error or an early
 //! return leaves nothing behind; a crash leaves only a stray temp file that no reader looks at.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ impl Write for Ingest {
 
 /// fsyncs a directory so a rename into it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("syncing {}", dir.display()))
+    crate::sys::sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
 }
 
 /// Writes `bytes` to `path` atomically (temp file in the same dir, fsync, rename).

@@ -53,7 +53,11 @@ fn view(layers: &[&[E<'_>]]) -> RootFs {
     let (dir, store, digests) = stored(layers);
     let ingest = dir.path().join("ingest");
     let fs = RootFs::from_layers_in(&|d| store.open_blob(d), &digests, &ingest).expect("rootfs");
-    assert_eq!(std::fs::read_dir(&ingest).expect("ls").count(), 0, "the temp file has no name");
+    // On unix the flattened tar's temp file is unlinked at once; Windows keeps the name of an
+    // open delete-on-close file until it is closed.
+    if cfg!(unix) {
+        assert_eq!(std::fs::read_dir(&ingest).expect("ls").count(), 0, "the temp file has no name");
+    }
     fs
 }
 

