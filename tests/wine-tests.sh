@@ -6,11 +6,6 @@
 # here with mingw-w64) sits next to the executables. Skipped, with the reason:
 #   kiln-registry client::tests::an_unknown_host_fails_fast: it times the host's resolver
 #   failing on an unknown name (< 5 s); Wine's resolver in a machine without DNS takes ~7.5 s.
-#   kiln-store rootfs::tests::{implicit_parent_dirs_exist, symlinks_resolve_inside_the_root,
-#   whiteouts_and_opaque_dirs_across_layers}: a known Windows defect these tests found: the
-#   store's view of an image's files joins image paths with the host's separator (`a\b`), where
-#   image paths are always `/`-separated. Open in issue 15 (an image-path type instead of
-#   PathBuf in kiln_store::rootfs and resolve); until then they fail on Windows and are skipped.
 # A missing prerequisite is reported on stderr and fails under CI=true.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,8 +48,6 @@ while read -r name exe; do
     cp "$work/bcryptprimitives.dll" "$(dirname "$exe")/"
     skip=()
     [[ $name == kiln_registry ]] && skip=(--skip client::tests::an_unknown_host_fails_fast)
-    [[ $name == kiln_store ]] && skip=(--skip rootfs::tests::implicit_parent_dirs_exist
-        --skip rootfs::tests::symlinks_resolve_inside_the_root --skip rootfs::tests::whiteouts_and_opaque_dirs_across_layers)
     echo "tests/wine-tests.sh: $name under Wine" >&2
     if ! timeout 600 "$wine" "$exe" "${skip[@]}" >"$work/$name.log" 2>&1; then
         status=1

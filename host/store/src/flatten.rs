@@ -78,7 +78,10 @@ impl Shadow {
 
 /// Drops `.` components (layer paths are checked to hold no `..` or root).
 pub(crate) fn normalise(path: &Path) -> PathBuf {
-    path.components().filter(|c| !matches!(c, Component::CurDir)).collect()
+    // Joined with `/` on every host (collecting components would use `\` on Windows).
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .fold(PathBuf::new(), |dir, c| crate::resolve::join_image_path(&dir, c.as_os_str()))
 }
 
 pub(crate) fn hostile(e: impl std::fmt::Display) -> StoreError {

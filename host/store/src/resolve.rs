@@ -57,7 +57,7 @@ pub fn resolve_in_root(path: &str, follow_last: bool, look: impl Fn(&Path) -> En
             }
             _ => {}
         }
-        let next = cur.join(&name);
+        let next = join_image_path(&cur, &name);
         let last = todo.is_empty();
         match look(&next) {
             Entry::Dir => cur = next,
@@ -84,6 +84,21 @@ pub fn resolve_in_root(path: &str, follow_last: bool, look: impl Fn(&Path) -> En
         }
     }
     Ok(Resolved { path: cur, parents_exist })
+}
+
+/// `dir/name` for paths inside an image, which are `/`-separated on every host (`Path::join`
+/// would use `\` on Windows; Windows paths accept `/` too, so the result still works as a
+/// `Path` there).
+pub(crate) fn join_image_path(dir: &Path, name: impl AsRef<std::ffi::OsStr>) -> PathBuf {
+    if dir.as_os_str().is_empty() {
+        return PathBuf::from(name.as_ref());
+    }
+    let mut joined = dir.as_os_str().to_os_string();
+    if !dir.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        joined.push("/");
+    }
+    joined.push(name.as_ref());
+    PathBuf::from(joined)
 }
 
 /// Pushes `path`'s components, last first; a trailing `/` adds a `.` so the last real

@@ -208,7 +208,7 @@ impl RootFs {
         let Some(names) = self.tree.kids.get(&dir) else {
             return Vec::new();
         };
-        names.iter().filter_map(|n| self.tree.nodes.get(&dir.join(n))).collect()
+        names.iter().filter_map(|n| self.tree.nodes.get(&crate::resolve::join_image_path(&dir, n))).collect()
     }
 
     /// A reader of a regular file's bytes (a hardlink reads its target's bytes). An error for
