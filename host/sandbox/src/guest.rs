@@ -133,9 +133,11 @@ impl GuestImage {
         Self::locate_arch(GuestArch::wanted()?)
     }
 
-    /// The guest image of `arch` if there is one: the other architecture's guest, which a
-    /// build may use for its stages of that architecture instead of emulating them.
+    /// The guest image of `arch` if there is one and QEMU can run it here: the other
+    /// architecture's guest, which a build may use for its stages of that architecture instead
+    /// of emulating them (without it, or without its QEMU, they stay emulated).
     pub fn available(arch: GuestArch) -> Option<Self> {
+        crate::qemu::find_on_path(crate::machine::qemu_binary(arch))?;
         Self::locate_arch(arch).ok()
     }
 

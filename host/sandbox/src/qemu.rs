@@ -80,7 +80,7 @@ struct Launch {
 /// How long a restored guest may take to answer before kiln boots instead.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn find_on_path(prog: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(prog: &str) -> Option<PathBuf> {
     if prog.contains('/') {
         return Path::new(prog).is_file().then(|| PathBuf::from(prog));
     }
@@ -110,9 +110,13 @@ const SLIRP_NETDEV: &str = "user,id=net0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,
 const SLIRP_GUEST: &str = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
 impl QemuBackend {
-    /// The QEMU binary for guests of `image`'s architecture.
+    /// The QEMU binary for guests of `image`'s architecture. `KILN_QEMU` names the one for
+    /// the build's own guest; the other architecture's guest always uses its standard binary.
     fn binary(&self, image: &GuestImage) -> String {
-        self.qemu.clone().unwrap_or_else(|| crate::machine::qemu_binary(image.arch).to_string())
+        match &self.qemu {
+            Some(q) if crate::GuestArch::wanted().ok() == Some(image.arch) => q.clone(),
+            _ => crate::machine::qemu_binary(image.arch).to_string(),
+        }
     }
 
     /// QEMU's arguments for a VM of `config` whose per-VM files live in `dir`.
