@@ -72,11 +72,7 @@ pub fn find(platform: &Platform) -> Result<Option<Emulator>, RuntimeError> {
         return Ok(None);
     }
     // The emulators are this machine's binaries: they run in a guest of its own architecture.
-    let machine = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let machine = kiln_store::platform::machine_arch();
     if host_arch() != machine {
         return Err(RuntimeError::Invalid(format!(
             "platform {platform}: the {} guest runs {} binaries only (this machine's qemu-*-static emulators are {machine} binaries); use the {machine} guest (KILN_GUEST_ARCH) for other platforms",

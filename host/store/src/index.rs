@@ -140,14 +140,17 @@ pub fn decode_index(digest: &Digest, bytes: &[u8]) -> Result<IndexRecord, StoreE
 /// That `img` is an image of `platform` (os, architecture, and the variant when its config
 /// records one).
 pub fn check_platform(img: &ImageRecord, platform: &Platform) -> Result<(), StoreError> {
-    let (os, arch) = (&img.config.os, &img.config.architecture);
-    let variant = img.config.extra.get("variant").and_then(|v| v.as_str());
+    config_platform_differs(&img.config, platform)
+        .map_or(Ok(()), |have| Err(StoreError::Conflict(format!("manifest {} is a {have} image, not {platform}", img.manifest_digest))))
+}
+
+/// The platform an image config records, when it is not `platform` (os, architecture, and the
+/// variant when both name one).
+pub(crate) fn config_platform_differs(config: &crate::image::ImageConfig, platform: &Platform) -> Option<Platform> {
+    let variant = config.extra.get("variant").and_then(|v| v.as_str());
     let variant_differs = variant.is_some() && platform.variant.is_some() && variant != platform.variant.as_deref();
-    if *os != platform.os || *arch != platform.architecture || variant_differs {
-        let have = Platform { os: os.clone(), architecture: arch.clone(), variant: variant.map(str::to_string) };
-        return Err(StoreError::Conflict(format!("manifest {} is a {have} image, not {platform}", img.manifest_digest)));
-    }
-    Ok(())
+    (config.os != platform.os || config.architecture != platform.architecture || variant_differs)
+        .then(|| Platform { os: config.os.clone(), architecture: config.architecture.clone(), variant: variant.map(str::to_string) })
 }
 
 impl Store {

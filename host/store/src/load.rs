@@ -197,10 +197,8 @@ impl Loader<'_> {
                 let (child, child_member) = self.blob(desc)?;
                 let part = self.manifest(&child, &self.read_member(child_member)?, Vec::new())?;
                 let config = self.config(self.members.get(&format!("blobs/sha256/{}", part.blobs[0].hex()))?)?;
-                let variant = config.extra.get("variant").and_then(|v| v.as_str());
-                let variant_differs = variant.is_some() && entry.platform.variant.is_some() && variant != entry.platform.variant.as_deref();
-                if config.os != entry.platform.os || config.architecture != entry.platform.architecture || variant_differs {
-                    return Err(bad(format!("index {digest} lists {child} as {}, but it is a {}/{} image", entry.platform, config.os, config.architecture)));
+                if let Some(have) = crate::index::config_platform_differs(&config, &entry.platform) {
+                    return Err(bad(format!("index {digest} lists {child} as {}, but it is a {have} image", entry.platform)));
                 }
                 blobs.push(child);
                 blobs.extend(part.blobs);

@@ -103,6 +103,12 @@ pub fn native_arch() -> &'static str {
         Ok("arm64" | "aarch64") => return "arm64",
         _ => {}
     }
+    machine_arch()
+}
+
+/// This machine's own architecture (OCI naming), whatever guest kiln runs: what its binaries
+/// (the host's `qemu-*-static` emulators among them) are built for.
+pub fn machine_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
