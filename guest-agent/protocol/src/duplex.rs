@@ -38,3 +38,22 @@ mod unix {
         }
     }
 }
+
+/// Windows hosts reach the agent over AF_UNIX through `uds_windows`.
+#[cfg(windows)]
+mod windows {
+    use std::io;
+    use std::net::Shutdown;
+
+    use uds_windows::UnixStream;
+
+    impl super::Duplex for UnixStream {
+        fn dup(&self) -> io::Result<Self> {
+            self.try_clone()
+        }
+
+        fn shut_write(&self) {
+            let _ = self.shutdown(Shutdown::Write);
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod duplex;
 pub mod frame;
 pub mod messages;
 pub mod mux;
+pub mod signal;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_PAYLOAD};
 pub use messages::{CopyUp, Network, Request, Response, RunFile, RunMount, RunSpec, TtySize, PROTOCOL_VERSION};

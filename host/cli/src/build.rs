@@ -307,7 +307,7 @@ fn parse_ssh_all(specs: &[String], auth_sock: Option<PathBuf>) -> Result<std::co
             },
         };
         let meta = std::fs::metadata(&socket).with_context(|| format!("--ssh {id}: {}", socket.display()))?;
-        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        if !kiln_sys::fs::is_socket(&meta.file_type()) {
             bail!("--ssh {id}: {} is not a socket (kiln forwards an SSH agent's socket; key files are not supported)", socket.display());
         }
         if out.insert(id.to_string(), socket).is_some() {

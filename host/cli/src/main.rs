@@ -207,12 +207,11 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 /// On SIGINT/SIGTERM/SIGHUP: stop every VM at once (the build then fails on its dead agent
 /// connection and unwinds, removing its temp files), and exit if unwinding takes too long.
 fn install_signal_handler() {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+    let Some(events) = kiln_sys::signals::watch(true, false) else {
         return; // Without a handler the default action still ends kiln; PDEATHSIG ends QEMU.
     };
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if events.recv().is_ok() {
             kiln_sandbox::children::kill_all();
             std::thread::sleep(std::time::Duration::from_secs(3));
             eprintln!("kiln: interrupted");

@@ -200,11 +200,7 @@ fn bar(done: u64, total: u64, width: usize) -> String {
 
 /// Columns and rows of the terminal on stdout.
 fn terminal_size() -> Option<(usize, usize)> {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which points to a live,
-    // properly aligned `winsize` on this stack frame; fd 1 is only read, never closed.
-    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((usize::from(ws.ws_col), usize::from(ws.ws_row)))
+    kiln_sys::term::size(kiln_sys::term::Stream::Stdout).map(|(rows, cols)| (usize::from(cols), usize::from(rows)))
 }
 
 #[cfg(test)]

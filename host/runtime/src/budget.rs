@@ -27,16 +27,7 @@ pub struct WriteBudget {
 /// Free bytes for an unprivileged user on the filesystem holding `path` (or, when it does not
 /// exist yet, its nearest existing parent).
 fn free_space(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = path.ancestors().find(|p| p.exists()).unwrap_or(path);
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `statvfs` is plain data filled in by the kernel.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a buffer we own.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    Ok(kiln_sys::fs::space_near(path)?.available)
 }
 
 impl WriteBudget {

@@ -5,13 +5,13 @@
 //! and stream buffers are bounded.
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use kiln_protocol::{Mux, Request, Response, RunSpec, StreamReader, StreamWriter, MAX_PAYLOAD, PROTOCOL_VERSION};
 
+use kiln_sys::net::UnixStream;
 use crate::SandboxError;
 
 /// Mounts and files of a [`Process`]: the protocol's own types (see their docs for the rules).

@@ -1,7 +1,8 @@
 //! Keeping track of VM processes so none outlives kiln.
 //!
-//! Three layers of defence: each VM process gets `PR_SET_PDEATHSIG(SIGKILL)` (it dies if kiln
-//! dies, even by SIGKILL); [`Drop`] of a VM kills and reaps it; and the CLI's signal thread
+//! Three layers of defence: each VM process dies if kiln dies, even by SIGKILL
+//! (`PR_SET_PDEATHSIG` on Linux, a kqueue watcher on macOS, a kill-on-close Job Object on
+//! Windows: `kiln_sys::process`); [`Drop`] of a VM kills and reaps it; and the CLI's signal thread
 //! calls [`kill_all`] on Ctrl-C/SIGTERM, which makes the build's agent connection fail so the
 //! build unwinds normally (temp files removed, store untouched).
 //!
@@ -9,7 +10,6 @@
 //! and build stages run on threads that end before the build does. So VM processes are
 //! forked by one spawner thread that lives as long as kiln ([`spawn`]).
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -25,7 +25,15 @@ pub fn spawn(cmd: Command) -> std::io::Result<Child> {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         let started = std::thread::Builder::new().name("kiln-vm-spawner".into()).spawn(move || {
             for (mut cmd, reply) in rx {
-                let _ = reply.send(cmd.spawn());
+                let child = cmd.spawn().and_then(|mut child| match kiln_sys::process::adopt(&child) {
+                    Ok(()) => Ok(child),
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        Err(e)
+                    }
+                });
+                let _ = reply.send(child);
             }
         });
         if let Err(e) = started {
@@ -42,7 +50,7 @@ pub fn spawn(cmd: Command) -> std::io::Result<Child> {
     reply_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("the VM spawner thread is gone")))
 }
 
-static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// In-process VMs (the built-in VMM): how to cut each one's agent connection.
 type Stopper = Box<dyn Fn() + Send>;
 static STOPPERS: Mutex<Vec<(u64, Stopper)>> = Mutex::new(Vec::new());
@@ -61,37 +69,20 @@ pub fn unregister_stopper(id: u64) {
 }
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group (so
-/// Ctrl-C reaches kiln first, and kiln stops the VM in order).
+/// Makes `cmd`'s process die with kiln and keeps it out of the terminal's Ctrl-C (per OS).
 pub fn harden(cmd: &mut Command) {
-    cmd.process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
-    // getppid(2), both async-signal-safe; it touches no memory shared with the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() == 1 {
-                return Err(std::io::Error::other("parent exited"));
-            }
-            Ok(())
-        });
-    }
+    kiln_sys::process::harden(cmd);
 }
 
 /// Records a live VM process.
 pub fn register(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-    }
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
 }
 
 /// Forgets a VM process that has been reaped.
 pub fn unregister(pid: u32) {
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    live.retain(|p| i64::from(*p) != i64::from(pid));
+    live.retain(|p| *p != pid);
 }
 
 /// Kills every live VM process (from the signal thread), cuts in-process VMs' connections,
@@ -103,11 +94,7 @@ pub fn kill_all() {
     }
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     for pid in live.iter() {
-        // SAFETY: kill(2) with a pid we spawned and have not reaped yet (unregister runs only
-        // after wait), so the pid cannot have been reused by another process.
-        unsafe {
-            libc::kill(*pid, libc::SIGKILL);
-        }
+        kiln_sys::process::kill(*pid);
     }
 }
 

@@ -10,14 +10,13 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::AsFd;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_protocol::Mux;
 
+use kiln_sys::net::{UnixListener, UnixStream};
 use crate::agent::{AgentClient, GuestInfo};
 use crate::snapshot::{self, Snapshot};
 use crate::{children, Backend, GuestImage, SandboxError, Vm, VmConfig};
@@ -202,8 +201,7 @@ impl QemuBackend {
         cmd.stdin(Stdio::null());
         if config.debug {
             // The serial console goes to kiln's stderr.
-            let fd = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| SandboxError::io("duplicating stderr", e))?;
-            cmd.stdout(Stdio::from(fd));
+            cmd.stdout(kiln_sys::process::console().map_err(|e| SandboxError::io("duplicating stderr", e))?);
         } else {
             cmd.stdout(Stdio::null());
         }

@@ -3,12 +3,12 @@
 //! skipped. Every wait is bounded.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use kiln_sys::net::UnixStream;
 use crate::SandboxError;
 
 pub struct Qmp {

@@ -138,9 +138,9 @@ pub struct Snapshot {
 }
 
 fn file_stamp(path: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
+    let modified = |m: &fs::Metadata| m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
     match fs::metadata(path) {
-        Ok(m) => format!("{}:{}:{}:{}", path.display(), m.len(), m.mtime(), m.mtime_nsec()),
+        Ok(m) => format!("{}:{}:{}:{}", path.display(), m.len(), modified(&m).as_secs(), modified(&m).subsec_nanos()),
         Err(_) => format!("{}:missing", path.display()),
     }
 }

@@ -55,8 +55,9 @@ pub fn download(fetch: Option<&crate::Fetcher>, url: &str, checksum: Option<&str
             return Err(BuildError::Invalid(format!("ADD {url}: digest mismatch: expected {want}, got {digest}")));
         }
     }
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
+    // Docker gives a URL's file mode 0600 (read back by the copy; Windows files have no modes,
+    // so there it is copied as 0755: see kiln_sys::fs::mode_of).
+    kiln_sys::fs::set_private(&path).map_err(io)?;
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified.and_then(|m| u64::try_from(m).ok()).unwrap_or(0));
     file.set_modified(when).map_err(io)?;
     Ok(Downloaded { dir, name, digest })

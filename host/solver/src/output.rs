@@ -207,15 +207,7 @@ fn clear(live: &mut Live) {
 }
 
 fn terminal_width() -> usize {
-    // SAFETY: winsize is plain old data; all-zero is a valid value.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ fills the winsize we own; fd 2 is stderr (or the call just fails).
-    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 0 {
-        usize::from(ws.ws_col)
-    } else {
-        80
-    }
+    kiln_sys::term::size(kiln_sys::term::Stream::Stderr).map_or(80, |(_, cols)| usize::from(cols))
 }
 
 fn cut(line: &str, width: usize) -> String {

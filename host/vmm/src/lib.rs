@@ -43,12 +43,22 @@
 // Tests unwrap freely: a failed unwrap there is a failed test, not a guest-triggered panic.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+// The VMM itself runs on x86_64 Linux (KVM) only; on every other host the crate is just its
+// [`probe`], which says why not and what to use instead.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod boot;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod bus;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod hypervisor;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod legacy;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod machine;
 pub mod probe;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod serial;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod vcpu;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod virtio;

@@ -3,6 +3,7 @@
 //! These need a usable /dev/kvm (tests run as root here and in CI). On the nested PVM KVM of
 //! kiln's CI machines, ring-0 guest code is emulated (slow) and ring-3 code runs natively; both
 //! kinds are covered.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))] // the VMM runs on x86_64 Linux only
 #![allow(clippy::unwrap_used)]
 
 mod common;

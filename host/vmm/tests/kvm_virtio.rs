@@ -1,6 +1,7 @@
 //! A hand-made ring-0 guest on real KVM drives a virtio-mmio block device: it negotiates
 //! features, sets up a queue whose descriptors it wrote itself, notifies, and prints the sector
 //! it read and the request status on the serial port.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))] // the VMM runs on x86_64 Linux only
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -3,6 +3,7 @@
 //!
 //! The boot test runs only when the probe says Linux guests can boot here; otherwise it prints
 //! "skipped: <reason>" (never a silent pass). On kiln's CI machines (nested PVM KVM) it skips.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))] // the VMM runs on x86_64 Linux only
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

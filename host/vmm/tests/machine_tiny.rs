@@ -5,6 +5,7 @@
 //! Each kernel checks the register its boot protocol promises (PVH: `ebx` = start_info;
 //! 64-bit Linux protocol: `rsi` = zero page), prints "hello" on COM1 if it holds, and resets
 //! the machine by triple-faulting (`ud2` with no IDT), as a guest booted with `reboot=t` does.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))] // the VMM runs on x86_64 Linux only
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -314,18 +314,7 @@ fn default_cache_max(root: &Path) -> u64 {
 
 /// Size of the filesystem holding `path`.
 fn filesystem_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated path and `st` points to memory for one statvfs, which
-    // the call only writes.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    Some(st.f_blocks.saturating_mul(st.f_frsize))
+    kiln_sys::fs::space(path).ok().map(|s| s.total)
 }
 
 /// Keeps the build cache within its bound (see the module docs). Problems are warnings: the

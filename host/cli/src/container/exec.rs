@@ -87,9 +87,9 @@ fn exec(root: &Path, args: ExecArgs) -> Result<i32> {
 
 /// Sends the terminal's new size on every SIGWINCH.
 pub(super) fn watch_resizes(resizer: ResizeSlot) {
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH]) else { return };
+    let Some(events) = kiln_sys::signals::watch(false, true) else { return };
     std::thread::spawn(move || {
-        for _ in signals.forever() {
+        for _ in events {
             if let Some(f) = resizer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 let (rows, cols) = terminal::current_size();
                 f(rows, cols);

@@ -107,10 +107,9 @@ pub fn backend(flags: &VmFlags, vm: &VmConfig) -> Result<Box<dyn kiln_sandbox::B
 /// process and its terminal) and waits until the container runs.
 pub fn spawn_supervisor(root: &Path, containers: &Containers, c: &Container, flags: &VmFlags) -> Result<()> {
     let exe = std::env::current_exe().context("finding kiln's own binary")?;
-    let log = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(c.dir.join("supervisor.log")).context("creating the supervisor's log")?
-    };
+    let log = kiln_sys::fs::private(std::fs::File::options().write(true).create(true).truncate(true))
+        .open(c.dir.join("supervisor.log"))
+        .context("creating the supervisor's log")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__supervise").arg(&c.config.id).env("KILN_ROOT", root).env("KILN_BACKEND", &flags.backend);
     if let Some(m) = &flags.memory {
@@ -120,16 +119,7 @@ pub fn spawn_supervisor(root: &Path, containers: &Containers, c: &Container, fla
         cmd.args(["--cpus", n]);
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone().context("supervisor log")?).stderr(log);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
+    kiln_sys::process::detach(&mut cmd);
     let last_start = c.state.started_at.clone();
     let mut child = cmd.spawn().context("starting the container's supervisor")?;
     let deadline = Instant::now() + Duration::from_secs(600);

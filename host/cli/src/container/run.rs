@@ -305,23 +305,19 @@ fn foreground(store: &Store, containers: &Containers, c: &Container, backend: &d
 /// SIGINT/SIGTERM/SIGHUP go to the container's process (Docker's --sig-proxy); the second one
 /// stops the VM. With a terminal, SIGWINCH sends the new size.
 fn forward_signals(control: Arc<Mutex<Option<ProcessControl>>>, tty: bool, abort: Box<dyn Fn() + Send>) {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
-    let mut wanted = vec![SIGINT, SIGTERM, SIGHUP];
-    if tty {
-        wanted.push(SIGWINCH);
-    }
-    let Ok(mut signals) = signal_hook::iterator::Signals::new(&wanted) else { return };
+    use kiln_sys::signals::Event;
+    let Some(events) = kiln_sys::signals::watch(true, tty) else { return };
     std::thread::spawn(move || {
         let mut stops = 0;
-        for sig in signals.forever() {
+        for event in events {
             let ctl = control.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if sig == SIGWINCH {
+            let Event::Stop(sig) = event else {
                 if let Some(ctl) = ctl {
                     let (rows, cols) = terminal::current_size();
                     let _ = ctl.resize(rows, cols);
                 }
                 continue;
-            }
+            };
             stops += 1;
             match ctl {
                 Some(ctl) if stops == 1 => {

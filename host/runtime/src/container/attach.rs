@@ -8,9 +8,9 @@
 //! the container's output never blocks on an attached terminal.
 
 use std::io::{self, Write};
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use kiln_sys::net::UnixStream;
 use kiln_sandbox::ProcessControl;
 
 use super::exec::{read_frame, write_frame, EXIT, RESIZE, STDERR, STDIN, STDOUT};

@@ -15,9 +15,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -25,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use kiln_sandbox::ProcessControl;
+use kiln_sys::net::UnixStream;
 
 use crate::RuntimeError;
 
@@ -57,13 +55,6 @@ pub enum ControlRequest {
 pub struct ControlAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// A short path to `name` in `dir`, valid while the returned handle is open.
-fn short_path(dir: &Path, name: &str) -> Result<(File, PathBuf), RuntimeError> {
-    let handle = File::open(dir).map_err(|e| RuntimeError::io(format!("opening {}", dir.display()), e))?;
-    let path = PathBuf::from(format!("/proc/self/fd/{}/{name}", handle.as_raw_fd()));
-    Ok((handle, path))
 }
 
 /// Serves the socket until dropped.
@@ -101,11 +92,7 @@ pub struct Handlers {
 pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, handlers: Handlers) -> Result<Server, RuntimeError> {
     let handlers = Arc::new(handlers);
     let _ = std::fs::remove_file(dir.join(SOCKET));
-    let (handle, path) = short_path(dir, SOCKET)?;
-    let listener = UnixListener::bind(&path).map_err(|e| RuntimeError::io("creating the container's control socket", e))?;
-    drop(handle);
-    std::fs::set_permissions(dir.join(SOCKET), std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| RuntimeError::io("securing the container's control socket", e))?;
+    let listener = kiln_sys::net::bind_in(dir, SOCKET).map_err(|e| RuntimeError::io("creating the container's control socket", e))?;
     std::thread::Builder::new()
         .name("kiln-ctr-control".into())
         .spawn(move || {
@@ -150,7 +137,7 @@ fn answer(conn: UnixStream, control: &ProcessControl, stop_signal: i32, finished
         Ok(ControlRequest::Stop { timeout }) => {
             let _ = control.signal(stop_signal);
             if !finished.wait(Duration::from_secs(timeout)) {
-                let _ = control.signal(libc::SIGKILL);
+                let _ = control.signal(kiln_protocol::signal::SIGKILL);
             }
             (!finished.wait(RECORD_GRACE)).then(|| "the container did not stop".to_string())
         }
@@ -182,9 +169,7 @@ impl<R: BufRead> TakeLine for R {
 
 /// Connects to the control socket of the container whose directory is `dir` and sends `req`.
 fn open(dir: &Path, req: &ControlRequest) -> Result<UnixStream, RuntimeError> {
-    let (handle, path) = short_path(dir, SOCKET)?;
-    let mut conn = UnixStream::connect(&path).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
-    drop(handle);
+    let mut conn = kiln_sys::net::connect_in(dir, SOCKET).map_err(|e| RuntimeError::io("reaching the container's supervisor", e))?;
     let mut bytes = serde_json::to_vec(req).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
     conn.write_all(&bytes).map_err(|e| RuntimeError::io("talking to the container's supervisor", e))?;

@@ -3,7 +3,6 @@
 //! `/etc/passwd` and `/etc/group`, read from its layers, never from the host), its stop signal
 //! and its layers. Nothing runs here.
 
-use std::str::FromStr;
 
 use kiln_store::rootfs::RootFs;
 use kiln_store::{Digest, ImageRecord, Store};
@@ -38,13 +37,7 @@ pub struct CreateOptions {
 
 /// A signal's number from `SIGTERM`, `TERM` or `15`.
 pub fn signal_number(s: &str) -> Result<i32, RuntimeError> {
-    let bad = || RuntimeError::Invalid(format!("invalid signal: {s}"));
-    if let Ok(n) = s.parse::<i32>() {
-        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    nix::sys::signal::Signal::from_str(&name).map(|sig| sig as i32).map_err(|_| bad())
+    kiln_protocol::signal::number(s).ok_or_else(|| RuntimeError::Invalid(format!("invalid signal: {s}")))
 }
 
 /// A Docker-style name (`adjective_noun`) for a container not given one.
@@ -82,7 +75,7 @@ pub fn create(store: &Store, containers: &Containers, image_name: &str, image: &
     let (uid, gid, groups) = user_ids(store, image, &spec.user)?;
     let stop_signal = match opts.stop_signal.as_deref().or(image.config.config.stop_signal.as_deref()) {
         Some(s) => signal_number(s)?,
-        None => libc::SIGTERM,
+        None => kiln_protocol::signal::SIGTERM,
     };
     let mut ports = opts.publish.clone();
     if opts.publish_all {
@@ -142,8 +135,8 @@ mod tests {
 
     #[test]
     fn signals_by_name_and_number() {
-        assert_eq!(signal_number("SIGTERM").expect("term"), libc::SIGTERM);
-        assert_eq!(signal_number("kill").expect("kill"), libc::SIGKILL);
+        assert_eq!(signal_number("SIGTERM").expect("term"), kiln_protocol::signal::SIGTERM);
+        assert_eq!(signal_number("kill").expect("kill"), kiln_protocol::signal::SIGKILL);
         assert_eq!(signal_number("2").expect("2"), 2);
         assert!(signal_number("SIGNOPE").is_err() && signal_number("0").is_err() && signal_number("99").is_err());
     }

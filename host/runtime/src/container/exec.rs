@@ -8,11 +8,11 @@
 //! socket's permissions (it is the container's own user).
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use kiln_sys::net::UnixStream;
 use kiln_sandbox::agent::Process;
 use kiln_sandbox::{AgentClient, ProcessIo};
 

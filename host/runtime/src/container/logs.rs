@@ -31,8 +31,7 @@ const MAX_PARTIAL: usize = 16 * 1024;
 impl JsonLog {
     /// Opens (appending to) the log at `path`.
     pub fn open(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = File::options().create(true).append(true).mode(0o600).open(path)?;
+        let file = kiln_sys::fs::private(File::options().create(true).append(true)).open(path)?;
         Ok(Self { file: Arc::new(Mutex::new(file)) })
     }
 

@@ -9,7 +9,6 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -160,7 +159,7 @@ pub struct Containers {
 }
 
 /// Holds `containers/.lock` until dropped.
-pub struct ContainersLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+pub struct ContainersLock(#[allow(dead_code)] File);
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let c = context.into();
@@ -194,11 +193,10 @@ impl Containers {
     /// Takes the lock that every change holds.
     pub fn lock(&self) -> Result<ContainersLock, RuntimeError> {
         // Only the user enters: logs, writable layers and the control sockets are private.
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
+        kiln_sys::fs::private_dir(std::fs::DirBuilder::new().recursive(true)).create(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
         let f = File::create(self.dir.join(".lock")).map_err(io("opening the containers lock"))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| RuntimeError::io("locking the containers", std::io::Error::from(e)))?;
-        Ok(ContainersLock(lock))
+        f.lock().map_err(|e| RuntimeError::io("locking the containers", e))?;
+        Ok(ContainersLock(f))
     }
 
     /// Records a new container; its name must be unused.
@@ -211,7 +209,7 @@ impl Containers {
             )));
         }
         let dir = self.dir.join(&config.id);
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        kiln_sys::fs::private_dir(&mut std::fs::DirBuilder::new()).create(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let written = serde_json::to_vec_pretty(config)
             .map_err(|e| RuntimeError::Invalid(e.to_string()))
             .and_then(|b| write_atomic(&dir.join("config.json"), &b))

@@ -9,7 +9,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kiln_frontend::dockerignore::Dockerignore;
@@ -99,10 +98,10 @@ impl SourceFs for ContextFs<'_> {
         let link = if kind == Kind::Symlink { Some(fs::read_link(self.root.join(rel))?) } else { None };
         Ok(SrcMeta {
             kind,
-            mode: m.permissions().mode() & 0o7777,
+            mode: kiln_sys::fs::mode_of(&m),
             uid: 0,
             gid: 0,
-            mtime: u64::try_from(m.mtime()).unwrap_or(0),
+            mtime: m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs()),
             size: m.len(),
             link,
         })

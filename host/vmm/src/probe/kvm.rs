@@ -1,6 +1,4 @@
-//! Can this host boot a Linux guest under kiln's VMM? Answers with a reason either way.
-//!
-//! Three checks, cheapest first: `/dev/kvm` opens and has what kiln needs; the KVM module is
+//! The KVM probe (x86_64 Linux): `/dev/kvm` opens and has what kiln needs; the KVM module is
 //! not the nested PVM implementation (`kvm_pvm`, which runs guest ring 3 natively but emulates
 //! ring 0, so an unmodified kernel cannot boot); and a tiny ring-0 guest loop runs at hardware
 //! speed. The timing guest also measures VMM start to first guest instruction.
@@ -12,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::ProbeReport;
 use crate::boot::cpu;
 use crate::hypervisor::{self, Regs};
 use crate::vcpu::{run_vcpu, Buses, RunLimits, RunOutcome, Unclaimed};
@@ -20,18 +19,6 @@ use crate::vcpu::{run_vcpu, Buses, RunLimits, RunOutcome, Unclaimed};
 const LOOP_ITERATIONS: u32 = 200_000;
 /// Above this the ring-0 loop was emulated, not run on hardware.
 const NATIVE_BOUND: Duration = Duration::from_millis(100);
-
-/// What the probe found.
-#[derive(Debug, Clone)]
-pub struct ProbeReport {
-    /// `Ok(())` if Linux guests can boot, else the one-line reason.
-    pub linux_boot: Result<(), String>,
-    /// From opening the hypervisor to the guest's first instruction's exit (an `out`), when
-    /// the timing guest ran.
-    pub start_to_first_instruction: Option<Duration>,
-    /// Time of the ring-0 loop, when it ran.
-    pub ring0_loop: Option<Duration>,
-}
 
 /// Runs the probe (a few milliseconds on a capable host; bounded at a few seconds otherwise).
 pub fn probe() -> ProbeReport {

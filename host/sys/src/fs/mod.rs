@@ -1,0 +1,45 @@
+//! Files: private files and directories (0600/0700 on unix; on Windows the per-user profile's
+//! inherited ACLs already keep them private), free space, and the unix bits of a host file.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
+
+/// Sizes of the filesystem holding a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Its whole size.
+    pub total: u64,
+    /// What an unprivileged user may still write.
+    pub available: u64,
+}
+
+/// [`space`] of `path`, or, when it does not exist yet, of its nearest existing parent.
+pub fn space_near(path: &std::path::Path) -> std::io::Result<Space> {
+    space(path.ancestors().find(|p| p.exists()).unwrap_or(path))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_temp_dir_has_some_space_and_a_private_file_is_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let space = super::space_near(&dir.path().join("not/yet")).expect("space");
+        assert!(space.total > 0 && space.available <= space.total, "{space:?}");
+        let path = dir.path().join("f");
+        super::private(std::fs::File::options().write(true).create(true)).open(&path).expect("create");
+        super::private_dir(std::fs::DirBuilder::new().recursive(true)).create(dir.path().join("d/e")).expect("mkdir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(dir.path().join("d/e")).expect("meta").permissions().mode() & 0o777, 0o700);
+        }
+    }
+}

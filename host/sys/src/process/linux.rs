@@ -1,0 +1,26 @@
+//! Linux: the child gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with kiln even when kiln is
+//! SIGKILLed. (It fires when the *thread* that forked the child ends: callers spawn from a
+//! thread that lives as long as kiln, see kiln-sandbox's `children::spawn`.)
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group (so
+/// Ctrl-C reaches kiln first, and kiln stops the VM in order).
+pub fn harden(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
+    // getppid(2), both async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+}

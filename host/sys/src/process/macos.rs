@@ -1,0 +1,70 @@
+//! macOS (experimental: type-checked in CI, not yet run on a Mac): macOS has no parent-death
+//! signal, so between fork and exec the VM process forks a tiny watcher. The watcher closes
+//! every descriptor it inherited, waits with kqueue (`EVFILT_PROC`/`NOTE_EXIT`) for kiln or the
+//! VM process to end, and SIGKILLs the VM process if kiln ended first. It never runs anything
+//! else and holds nothing of kiln's.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group.
+pub fn harden(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec. It calls only getppid,
+    // fork, and in the watcher close, kqueue, kevent, kill and _exit: system calls that take no
+    // locks and allocate nothing, and it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            let kiln = libc::getppid();
+            if kiln == 1 {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            match libc::fork() {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => watch(kiln),
+                _ => Ok(()),
+            }
+        });
+    }
+}
+
+/// The watcher: its parent is the VM process (about to exec). Never returns.
+///
+/// # Safety
+/// Only in a freshly forked child: it closes every descriptor and ends with `_exit`.
+unsafe fn watch(kiln: libc::pid_t) -> ! {
+    // SAFETY: plain system calls on values this function owns; see `harden`.
+    unsafe {
+        let vm = libc::getppid();
+        let max = libc::getdtablesize();
+        for fd in 0..max {
+            libc::close(fd);
+        }
+        let kq = libc::kqueue();
+        if kq < 0 {
+            libc::_exit(1);
+        }
+        let watch_pid = |pid: libc::pid_t| libc::kevent {
+            ident: pid as libc::uintptr_t,
+            filter: libc::EVFILT_PROC,
+            flags: libc::EV_ADD | libc::EV_ONESHOT,
+            fflags: libc::NOTE_EXIT,
+            data: 0,
+            udata: std::ptr::null_mut(),
+        };
+        let changes = [watch_pid(kiln), watch_pid(vm)];
+        let mut fired: libc::kevent = std::mem::zeroed();
+        // Registering a process that is already gone fails with ESRCH: kiln died first.
+        let kiln_gone = libc::kevent(kq, changes.as_ptr(), 1, std::ptr::null_mut(), 0, std::ptr::null()) < 0;
+        if !kiln_gone {
+            if libc::kevent(kq, changes[1..].as_ptr(), 1, std::ptr::null_mut(), 0, std::ptr::null()) < 0 {
+                libc::_exit(0); // the VM process is already gone
+            }
+            if libc::kevent(kq, std::ptr::null(), 0, &mut fired, 1, std::ptr::null()) != 1 || fired.ident != kiln as libc::uintptr_t {
+                libc::_exit(0); // the VM process ended first (or the wait failed): nothing to do
+            }
+        }
+        libc::kill(vm, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
