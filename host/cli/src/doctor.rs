@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use kiln_sandbox::{choose_backend, BackendKind, GuestImage};
+use kiln_sandbox::accel::{self, Accel, HostOs};
+use kiln_sandbox::{choose_backend, BackendKind, GuestArch, GuestImage};
+use kiln_sys::hv::Native;
 
 fn line(ok: bool, what: &str, detail: &str) {
     println!("{} {what}: {detail}", if ok { "[ok]  " } else { "[--]  " });
@@ -21,19 +23,16 @@ pub fn run(root: &Path) -> Result<()> {
         }
         Err(e) => line(false, "guest image", &e.to_string()),
     }
-    #[cfg(target_os = "linux")]
-    match kiln_sandbox::builtin::can_boot_linux(&cache) {
-        Ok(()) => line(true, "built-in VMM", "KVM can boot Linux guests here"),
-        Err(why) => line(false, "built-in VMM", &why),
-    }
-    let arch = guest.as_ref().map_or(kiln_sandbox::GuestArch::X86_64, |g| g.arch);
+    let arch = guest.as_ref().map_or(GuestArch::of_host().unwrap_or(GuestArch::X86_64), |g| g.arch);
     let qemu = std::env::var("KILN_QEMU").unwrap_or_else(|_| kiln_sandbox::qemu_binary(arch).into());
-    match std::process::Command::new(&qemu).arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            line(true, "QEMU", text.lines().next().unwrap_or("").trim());
-        }
-        _ => line(false, "QEMU", &format!("{qemu} not found (Debian: apt-get install qemu-system-x86 qemu-system-arm)")),
+    let qemu_version = match std::process::Command::new(&qemu).arg("--version").output() {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string()),
+        _ => None,
+    };
+    let forced = std::env::var("KILN_QEMU_ACCEL").ok().and_then(|a| Accel::parse(&a));
+    let probe = Probe { os: HostOs::current(), host_arch: GuestArch::of_host(), native: kiln_sys::hv::native(), builtin: kiln_sandbox::builtin_status(&cache) };
+    for (ok, what, detail) in backend_lines(&probe, arch, &qemu, qemu_version.as_deref(), forced) {
+        line(ok, what, &detail);
     }
     match kiln_sandbox::virtiofs::find(&cache) {
         Ok(Some(p)) => line(true, "shared directories (run -v)", &format!("virtiofs with {}", p.display())),
@@ -81,4 +80,78 @@ pub fn run(root: &Path) -> Result<()> {
         Err(e) => println!("\nno usable backend: {e}"),
     }
     Ok(())
+}
+
+/// What the host offers for running guests (probed, or simulated in tests).
+struct Probe {
+    os: HostOs,
+    host_arch: Option<GuestArch>,
+    native: Native,
+    builtin: Result<(), String>,
+}
+
+/// How to install QEMU on `os`.
+fn qemu_install_hint(os: HostOs) -> &'static str {
+    match os {
+        HostOs::MacOs => "Homebrew: brew install qemu",
+        HostOs::Windows => "winget install SoftwareFreedomConservancy.QEMU, then add its folder to PATH",
+        HostOs::Linux | HostOs::Other => "Debian: apt-get install qemu-system-x86 qemu-system-arm",
+    }
+}
+
+/// The doctor's lines about backends: the built-in VMM, QEMU, and QEMU's accelerator for the
+/// `guest` architecture's guest.
+fn backend_lines(p: &Probe, guest: GuestArch, qemu: &str, qemu_version: Option<&str>, forced: Option<Accel>) -> Vec<(bool, &'static str, String)> {
+    let mut lines = vec![match &p.builtin {
+        Ok(()) => (true, "built-in VMM", "KVM can boot Linux guests here".to_string()),
+        Err(why) => (false, "built-in VMM", why.clone()),
+    }];
+    lines.push(match qemu_version {
+        Some(v) => (true, "QEMU", v.to_string()),
+        None => (false, "QEMU", format!("{qemu} not found ({})", qemu_install_hint(p.os))),
+    });
+    let plan = accel::plan(p.os, p.host_arch, &p.native, guest, forced);
+    lines.push((plan.accel.is_native(), "QEMU accelerator", plan.why));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(lines: &[(bool, &str, String)]) -> String {
+        lines.iter().map(|(ok, what, d)| format!("{} {what}: {d}\n", if *ok { "[ok]" } else { "[--]" })).collect()
+    }
+
+    #[test]
+    fn an_apple_silicon_mac_without_qemu_is_told_what_to_install_and_what_runs_where() {
+        let mac = Probe {
+            os: HostOs::MacOs,
+            host_arch: Some(GuestArch::Arm64),
+            native: Native::Available,
+            builtin: Err("kiln's built-in VMM is not available on this host: its Hypervisor.framework seam is not implemented yet; use --backend qemu (QEMU with -accel hvf)".into()),
+        };
+        let text = render(&backend_lines(&mac, GuestArch::Arm64, "qemu-system-aarch64", None, None));
+        assert_eq!(
+            text,
+            "[--] built-in VMM: kiln's built-in VMM is not available on this host: its Hypervisor.framework seam is not implemented yet; use --backend qemu (QEMU with -accel hvf)\n\
+             [--] QEMU: qemu-system-aarch64 not found (Homebrew: brew install qemu)\n\
+             [ok] QEMU accelerator: hvf (one boot confirms it, then cached); experimental: not yet run on real hardware, KILN_QEMU_ACCEL=tcg avoids it\n"
+        );
+    }
+
+    #[test]
+    fn a_windows_host_without_the_hypervisor_platform_runs_under_tcg_and_says_why() {
+        let windows = Probe {
+            os: HostOs::Windows,
+            host_arch: Some(GuestArch::X86_64),
+            native: Native::Unavailable("the Windows Hypervisor Platform is not enabled".into()),
+            builtin: Err("not here".into()),
+        };
+        let lines = backend_lines(&windows, GuestArch::X86_64, "qemu-system-x86_64", Some("QEMU emulator version 9.2.0"), None);
+        assert_eq!(lines[1], (true, "QEMU", "QEMU emulator version 9.2.0".to_string()));
+        assert_eq!(lines[2], (false, "QEMU accelerator", "tcg (about 10x slower), because the Windows Hypervisor Platform is not enabled".to_string()));
+        let missing = backend_lines(&windows, GuestArch::X86_64, "qemu-system-x86_64", None, None);
+        assert!(missing[1].2.contains("winget install"), "{:?}", missing[1]);
+    }
 }

@@ -6,8 +6,10 @@
 //! nothing of Dockerfiles or images: it boots, connects, and tears down — always, including on
 //! errors and Ctrl-C ([`children`]).
 
+pub mod accel;
 pub mod agent;
-#[cfg(target_os = "linux")]
+// The built-in VMM runs on x86_64 Linux only (kiln-vmm is its probe elsewhere).
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod builtin;
 pub mod children;
 pub mod error;
@@ -23,7 +25,7 @@ mod select;
 
 pub use agent::{AgentClient, ExitStatus, GuestInfo};
 pub use interactive::{ProcessControl, ProcessIo, RunningProcess};
-pub use select::{choose_backend, BackendKind, ChosenLater};
+pub use select::{builtin_status, choose_backend, BackendKind, ChosenLater};
 pub use error::SandboxError;
 pub use guest::{GuestArch, GuestImage};
 pub use machine::qemu_binary;

@@ -3,6 +3,7 @@
 //! the agent's virtio-serial port, the network, shares) is the same on both: `-M microvm` and
 //! `-M virt` both take virtio-mmio devices. Pure; never starts anything.
 
+use crate::accel::Accel;
 use crate::guest::GuestArch;
 
 /// QEMU's binary for guests of `arch` (`KILN_QEMU` overrides it).
@@ -21,9 +22,9 @@ pub fn console(arch: GuestArch) -> &'static str {
     }
 }
 
-/// `-M`, `-accel` and `-cpu` for `arch` under `accel` (`kvm`, `hvf`, `tcg`).
-pub fn board(arch: GuestArch, accel: &str) -> Vec<String> {
-    let native = accel != "tcg";
+/// `-M`, `-accel` and `-cpu` for `arch` under `accel`.
+pub fn board(arch: GuestArch, accel: Accel) -> Vec<String> {
+    let native = accel.is_native();
     let (machine, cpu) = match arch {
         // The PIT, PIC and RTC stay on: without the PIT/PIC a TCG guest hangs at boot, without
         // the RTC it boots ~1 s slower and has no wall clock. acpi=off makes QEMU announce the
@@ -34,15 +35,15 @@ pub fn board(arch: GuestArch, accel: &str) -> Vec<String> {
         // has everything the guest's binaries use; a native accelerator takes the host's.
         GuestArch::Arm64 => ("virt,gic-version=max", if native { "host" } else { "cortex-a72" }),
     };
-    ["-M", machine, "-accel", accel, "-cpu", cpu].into_iter().map(str::to_string).collect()
+    vec!["-M".into(), machine.into(), "-accel".into(), accel.qemu_arg(arch), "-cpu".into(), cpu.into()]
 }
 
 /// Kernel arguments only one architecture understands, for a boot under `accel`.
-pub fn kernel_args(arch: GuestArch, accel: &str, tsc_khz: Option<u64>) -> String {
+pub fn kernel_args(arch: GuestArch, accel: Accel, tsc_khz: Option<u64>) -> String {
     match arch {
         // Under TCG the kernel often fails to calibrate the TSC and falls back to 10 ms
         // jiffies; telling it the TSC is reliable, and its rate, keeps a precise clock.
-        GuestArch::X86_64 if accel == "tcg" => match tsc_khz {
+        GuestArch::X86_64 if !accel.is_native() => match tsc_khz {
             Some(khz) => format!(" tsc=reliable tsc_early_khz={khz}"),
             None => " tsc=reliable".to_string(),
         },
@@ -56,12 +57,13 @@ mod tests {
 
     #[test]
     fn boards_per_architecture() {
-        assert_eq!(board(GuestArch::X86_64, "tcg"), ["-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off", "-accel", "tcg", "-cpu", "max"]);
-        assert_eq!(board(GuestArch::Arm64, "hvf")[5], "host");
-        assert_eq!(board(GuestArch::Arm64, "tcg")[1], "virt,gic-version=max");
+        assert_eq!(board(GuestArch::X86_64, Accel::Tcg), ["-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off", "-accel", "tcg", "-cpu", "max"]);
+        assert_eq!(board(GuestArch::Arm64, Accel::Hvf)[3..], ["hvf", "-cpu", "host"]);
+        assert_eq!(board(GuestArch::X86_64, Accel::Whpx)[3..], ["whpx,kernel-irqchip=off", "-cpu", "host"]);
+        assert_eq!(board(GuestArch::Arm64, Accel::Tcg)[1], "virt,gic-version=max");
         assert_eq!((qemu_binary(GuestArch::Arm64), console(GuestArch::Arm64)), ("qemu-system-aarch64", "ttyAMA0"));
-        assert_eq!(kernel_args(GuestArch::X86_64, "tcg", Some(2_600_000)), " tsc=reliable tsc_early_khz=2600000");
-        assert_eq!(kernel_args(GuestArch::X86_64, "kvm", Some(1)), "");
-        assert_eq!(kernel_args(GuestArch::Arm64, "tcg", None), "");
+        assert_eq!(kernel_args(GuestArch::X86_64, Accel::Tcg, Some(2_600_000)), " tsc=reliable tsc_early_khz=2600000");
+        assert_eq!(kernel_args(GuestArch::X86_64, Accel::Kvm, Some(1)), "");
+        assert_eq!(kernel_args(GuestArch::Arm64, Accel::Tcg, None), "");
     }
 }

@@ -2,10 +2,11 @@
 //! arm64 guest, see [`crate::machine`]) with the agent on a virtio-serial port.
 //!
 //! kiln listens on a Unix socket in a private temp dir and QEMU connects to it as a chardev
-//! client, so the host side of the port is connected before the guest boots. Acceleration:
-//! KVM when a real boot under KVM answers (tried once per kernel and host kernel, result cached
-//! in the cache dir), TCG otherwise (always for a guest of another architecture than the
-//! host's); `KILN_QEMU_ACCEL=kvm|tcg` forces one.
+//! client, so the host side of the port is connected before the guest boots. Acceleration
+//! ([`crate::accel`]): the host's hypervisor (KVM, HVF, WHPX) for a guest of the host's
+//! architecture when one real boot under it answers (tried once per kernel and host kernel,
+//! result cached in the cache dir), TCG otherwise; `KILN_QEMU_ACCEL=kvm|hvf|whpx|tcg` forces
+//! one.
 //! The QEMU process is killed and reaped whenever the [`QemuVm`] is dropped.
 
 use std::fs::{self, File};
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use kiln_protocol::Mux;
 
 use kiln_sys::net::{UnixListener, UnixStream};
+
+use crate::accel::{self, Accel, HostOs};
 use crate::agent::{AgentClient, GuestInfo};
 use crate::snapshot::{self, Snapshot};
 use crate::{children, Backend, GuestImage, SandboxError, Vm, VmConfig};
@@ -36,21 +39,6 @@ pub struct QemuBackend {
 impl Default for QemuBackend {
     fn default() -> Self {
         Self { qemu: std::env::var("KILN_QEMU").ok().filter(|q| !q.is_empty()) }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    fn name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
     }
 }
 
@@ -97,10 +85,6 @@ fn tail_of(path: &Path, max: usize) -> String {
     lines[start..].join("\n")
 }
 
-fn kvm_usable() -> bool {
-    fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
-}
-
 /// RUN steps reach the network through QEMU's user-mode NAT (slirp): no root, no tap device.
 /// The host is 10.0.2.2 in the guest (its loopback services included, as Docker Desktop's
 /// `host.docker.internal`), 10.0.2.3 forwards DNS to the host's resolver.
@@ -126,8 +110,8 @@ impl QemuBackend {
         // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
         // reboot makes QEMU (started with -no-reboot) exit by itself.
         let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1 kiln.net={SLIRP_GUEST}");
-        append.push_str(&crate::machine::kernel_args(image.arch, accel.name(), host_tsc_khz()));
-        let mut args: Vec<String> = crate::machine::board(image.arch, accel.name());
+        append.push_str(&crate::machine::kernel_args(image.arch, accel, host_tsc_khz()));
+        let mut args: Vec<String> = crate::machine::board(image.arch, accel);
         #[rustfmt::skip]
         args.extend::<Vec<String>>(vec![
             "-m".into(), config.memory_mib.to_string(), "-smp".into(), config.cpus.to_string(),
@@ -180,7 +164,7 @@ impl QemuBackend {
                 a.split(' ').filter(|w| !w.starts_with("tsc_early_khz=")).collect::<Vec<_>>().join(" ")
             })
             .collect();
-        if args.iter().any(|a| a == "kvm") {
+        if args.windows(2).any(|w| w[0] == "-accel" && w[1] != "tcg") {
             // `-cpu host`: a snapshot is only good for a host CPU like the one it was made on.
             let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             let field = |name: &str| info.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
@@ -256,27 +240,36 @@ impl QemuBackend {
         Ok(QemuVm { child: vm.child.take(), agent, accel, info, boot_time: started.elapsed(), restored: launch.incoming.is_some(), _daemons: daemons, dir })
     }
 
-    /// KVM or TCG: a cached answer, or a real probe boot under KVM.
+    /// The host's hypervisor or TCG ([`accel::plan`]): a cached answer, or a real probe boot
+    /// under the hypervisor.
     fn choose_accel(&self, image: &GuestImage, config: &VmConfig) -> Result<(Accel, Option<QemuVm>), SandboxError> {
-        match std::env::var("KILN_QEMU_ACCEL").as_deref() {
-            Ok("kvm") => return Ok((Accel::Kvm, None)),
-            Ok("tcg") => return Ok((Accel::Tcg, None)),
-            Ok(other) if !other.is_empty() => {
-                return Err(SandboxError::BadSetting { name: "KILN_QEMU_ACCEL", value: other.into(), why: "expected kvm or tcg" })
-            }
-            _ => {}
-        }
-        // KVM runs guests of the host's own architecture only.
-        if !kvm_usable() || !image.arch.is_host() {
-            return Ok((Accel::Tcg, None));
+        let forced = match std::env::var("KILN_QEMU_ACCEL").as_deref() {
+            Ok("") | Err(_) => None,
+            Ok(name) => Some(Accel::parse(name).ok_or_else(|| SandboxError::BadSetting {
+                name: "KILN_QEMU_ACCEL",
+                value: name.into(),
+                why: "expected kvm, hvf, whpx or tcg",
+            })?),
+        };
+        let plan = accel::plan(HostOs::current(), crate::GuestArch::of_host(), &kiln_sys::hv::native(), image.arch, forced);
+        if !plan.confirm {
+            return Ok((plan.accel, None));
         }
         let key = format!("{}-{}", image.fingerprint(), host_kernel());
         let cache = config.cache_dir.join("qemu-accel").join(key);
         if let Ok(text) = fs::read_to_string(&cache) {
-            return Ok((if text.trim() == "kvm" { Accel::Kvm } else { Accel::Tcg }, None));
+            return Ok((Accel::parse(text.trim()).unwrap_or(Accel::Tcg), None));
         }
-        let probe = self.boot(image, config, Accel::Kvm, KVM_PROBE_TIMEOUT, &Launch::default());
-        let accel = if probe.is_ok() { Accel::Kvm } else { Accel::Tcg };
+        let probe = self.boot(image, config, plan.accel, KVM_PROBE_TIMEOUT, &Launch::default());
+        let accel = match &probe {
+            Ok(_) => plan.accel,
+            Err(e) => {
+                if plan.accel.is_experimental() {
+                    eprintln!("kiln: notice: QEMU with -accel {} failed ({e}); using TCG (set KILN_QEMU_ACCEL to choose)", plan.accel.name());
+                }
+                Accel::Tcg
+            }
+        };
         if let Some(parent) = cache.parent() {
             let _ = fs::create_dir_all(parent);
             let _ = fs::write(&cache, accel.name());
@@ -429,11 +422,11 @@ impl Backend for QemuBackend {
         if let Some(vm) = probed {
             return Ok(Box::new(vm));
         }
-        match self.start_from_snapshot(image, config, accel, if accel == Accel::Kvm { KVM_PROBE_TIMEOUT * 5 } else { TCG_READY_TIMEOUT }) {
+        match self.start_from_snapshot(image, config, accel, if accel.is_native() { KVM_PROBE_TIMEOUT * 5 } else { TCG_READY_TIMEOUT }) {
             Ok(vm) => Ok(Box::new(vm)),
-            Err(e) if accel == Accel::Kvm && std::env::var_os("KILN_QEMU_ACCEL").is_none() => {
-                // A cached "kvm" that no longer holds: fall back rather than fail the build.
-                eprintln!("kiln: KVM boot failed ({e}); falling back to TCG");
+            Err(e) if accel.is_native() && std::env::var_os("KILN_QEMU_ACCEL").is_none() => {
+                // A cached hypervisor answer that no longer holds: fall back rather than fail.
+                eprintln!("kiln: QEMU boot with -accel {} failed ({e}); falling back to TCG", accel.name());
                 Ok(Box::new(self.start_from_snapshot(image, config, Accel::Tcg, TCG_READY_TIMEOUT)?))
             }
             Err(e) => Err(e),

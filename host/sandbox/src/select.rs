@@ -59,15 +59,21 @@ impl Backend for ChosenLater {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// Whether the built-in VMM can boot Linux guests here (`kiln doctor`): `Ok`, or the one-line
+/// reason, which on hosts it does not run on yet says so and names the backend to use.
+pub fn builtin_status(cache_dir: &Path) -> Result<(), String> {
+    builtin_verdict(cache_dir).map(|_| ())
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn builtin_verdict(cache_dir: &Path) -> Result<Box<dyn Backend>, String> {
     crate::builtin::can_boot_linux(cache_dir)?;
     Ok(Box::new(crate::builtin::BuiltinBackend))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn builtin_verdict(_cache_dir: &Path) -> Result<Box<dyn Backend>, String> {
-    Err("the built-in VMM needs KVM (Linux); Hypervisor.framework support is not written yet".into())
+    Err(kiln_vmm::probe::probe().linux_boot.err().unwrap_or_else(|| "the built-in VMM is not built for this host".into()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! kiln-sys: everything kiln's host crates need from the host OS, behind one set of names.
 //!
-//! One module per concern ([`fs`], [`net`], [`process`], [`term`], [`signals`]), and inside each
+//! One module per concern ([`fs`], [`hv`], [`net`], [`process`], [`term`], [`signals`]), and inside each
 //! one file per OS, chosen by `cfg` at that module boundary and nowhere else. Linux is what runs
 //! kiln today; macOS and Windows compile in CI (and the Windows build's unit tests run under
 //! Wine), and their code says "experimental" in its docs until it has run on those systems.
@@ -9,6 +9,7 @@
 //! the OS, with a `// SAFETY:` note on every `unsafe` block.
 
 pub mod fs;
+pub mod hv;
 pub mod net;
 pub mod process;
 pub mod signals;
