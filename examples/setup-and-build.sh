@@ -31,10 +31,11 @@ packages=(
     # the arm64 guest: its kernel (cross gcc), its static agent (Debian's rustc-web with the
     # aarch64 standard library) and QEMU for it (-M virt)
     qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross rustc-web cargo-web libstd-rust-web-dev:arm64
-    # type-checking the portable host crates for Windows and macOS (tests/cross-check.sh):
-    # the standard library's source for -Zbuild-std, and mingw-w64 for C parts (ring)
-    rust-web-src gcc-mingw-w64-x86-64
-    # running those crates' unit tests as Windows executables (tests/wine-tests.sh)
+    # type-checking the host crates for Windows and macOS (tests/cross-check.sh): the standard
+    # library's source for -Zbuild-std, mingw-w64 for C parts (ring) on Windows, clang and
+    # llvm-ar for them on macOS
+    rust-web-src gcc-mingw-w64-x86-64 clang llvm
+    # running those crates' unit tests and kiln.exe as Windows executables (tests/wine-tests.sh)
     wine64
 )
 missing=()

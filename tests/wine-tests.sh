@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Portability (issue 15): the unit tests of the portable host crates (protocol, frontend, store,
-# registry), built for x86_64-pc-windows-gnu and run under Debian's Wine 8.0. Built with
+# Portability (issue 15): the unit tests of the host crates (protocol, sys, frontend, store,
+# registry, sandbox, runtime, solver), built for x86_64-pc-windows-gnu and run under Debian's
+# Wine 8.0; then kiln.exe itself (tests/wine-kiln.sh: doctor, a COPY-only build, save, and
+# the one-line failure of a run without QEMU). Built with
 # Debian's rustc-web and -Zbuild-std (as tests/cross-check.sh); Wine 8.0 lacks ProcessPrng,
 # which Rust's std calls, so a small bcryptprimitives.dll (tests/wine/processprng.c, built
 # here with mingw-w64) sits next to the executables. Skipped, with the reason:
@@ -28,7 +30,8 @@ trap 'rm -rf "$work"' EXIT
 echo "tests/wine-tests.sh: building the unit tests for $target" >&2
 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$repo/target/cross" \
     /usr/bin/cargo test --no-run --quiet --locked -Zbuild-std --target "$target" \
-    -p kiln-protocol -p kiln-frontend -p kiln-store -p kiln-registry --lib --message-format=json 2>"$work/build.log" |
+    -p kiln-protocol -p kiln-sys -p kiln-frontend -p kiln-store -p kiln-registry -p kiln-sandbox -p kiln-runtime -p kiln-solver \
+    --lib --message-format=json 2>"$work/build.log" |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -55,4 +58,12 @@ while read -r name exe; do
     fi
     grep "^test result" "$work/$name.log" >&2 || { echo "tests/wine-tests.sh: $name did not run" >&2; status=1; }
 done <"$work/tests"
+
+echo "tests/wine-tests.sh: building kiln.exe" >&2
+RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$repo/target/cross" \
+    /usr/bin/cargo build --quiet --locked -Zbuild-std --target "$target" -p kiln-cli --bin kiln 2>"$work/build-kiln.log" ||
+    { cat "$work/build-kiln.log" >&2; exit 1; }
+mkdir -p "$work/bin"
+cp "$repo/target/cross/$target/debug/kiln.exe" "$work/bcryptprimitives.dll" "$work/bin/"
+bash tests/wine-kiln.sh "$wine" "$work/bin/kiln.exe" || status=1
 exit "$status"

@@ -35,6 +35,8 @@ pub fn run(root: &Path) -> Result<()> {
         line(ok, what, &detail);
     }
     match kiln_sandbox::virtiofs::find(&cache) {
+        _ if HostOs::current() == HostOs::Windows => line(false, "shared directories (run -v)", kiln_sandbox::qemu::NO_SHARES_ON_WINDOWS),
+        Ok(None) if HostOs::current() == HostOs::MacOs => line(true, "shared directories (run -v)", "virtio-9p (virtiofsd runs on Linux only)"),
         Ok(Some(p)) => line(true, "shared directories (run -v)", &format!("virtiofs with {}", p.display())),
         Ok(None) => line(false, "shared directories (run -v)", "virtio-9p (slow on many files): no virtiofsd (examples/setup-and-build.sh builds one, or set KILN_VIRTIOFSD)"),
         Err(e) => line(false, "shared directories (run -v)", &e.to_string()),
@@ -90,15 +92,6 @@ struct Probe {
     builtin: Result<(), String>,
 }
 
-/// How to install QEMU on `os`.
-fn qemu_install_hint(os: HostOs) -> &'static str {
-    match os {
-        HostOs::MacOs => "Homebrew: brew install qemu",
-        HostOs::Windows => "winget install SoftwareFreedomConservancy.QEMU, then add its folder to PATH",
-        HostOs::Linux | HostOs::Other => "Debian: apt-get install qemu-system-x86 qemu-system-arm",
-    }
-}
-
 /// The doctor's lines about backends: the built-in VMM, QEMU, and QEMU's accelerator for the
 /// `guest` architecture's guest.
 fn backend_lines(p: &Probe, guest: GuestArch, qemu: &str, qemu_version: Option<&str>, forced: Option<Accel>) -> Vec<(bool, &'static str, String)> {
@@ -108,7 +101,7 @@ fn backend_lines(p: &Probe, guest: GuestArch, qemu: &str, qemu_version: Option<&
     }];
     lines.push(match qemu_version {
         Some(v) => (true, "QEMU", v.to_string()),
-        None => (false, "QEMU", format!("{qemu} not found ({})", qemu_install_hint(p.os))),
+        None => (false, "QEMU", format!("{qemu} not found ({})", p.os.qemu_install_hint())),
     });
     let plan = accel::plan(p.os, p.host_arch, &p.native, guest, forced);
     lines.push((plan.accel.is_native(), "QEMU accelerator", plan.why));

@@ -77,6 +77,15 @@ impl HostOs {
         }
     }
 
+    /// How to install QEMU here.
+    pub fn qemu_install_hint(self) -> &'static str {
+        match self {
+            Self::MacOs => "Homebrew: brew install qemu",
+            Self::Windows => "winget install SoftwareFreedomConservancy.QEMU, then add its folder to PATH",
+            Self::Linux | Self::Other => "Debian: apt-get install qemu-system-x86, or qemu-system-arm for the arm64 guest",
+        }
+    }
+
     /// The hypervisor QEMU can use here.
     pub fn accel(self) -> Option<Accel> {
         match self {

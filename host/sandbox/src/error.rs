@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum SandboxError {
     #[error("{arch} guest kernel not found (looked in {looked}); build it with `KILN_GUEST_ARCH={arch} images/build.sh` or set KILN_GUEST_DIR")]
     GuestMissing { looked: String, arch: &'static str },
-    #[error("{0} not found on PATH: install QEMU (Debian: apt-get install qemu-system-x86, or qemu-system-arm for the arm64 guest) or set KILN_QEMU")]
+    #[error("{0} not found on PATH: install QEMU ({hint}) or set KILN_QEMU", hint = crate::accel::HostOs::current().qemu_install_hint())]
     QemuMissing(String),
     #[error("QEMU exited before the guest agent answered ({status}){detail}")]
     QemuDied { status: String, detail: String },

@@ -64,6 +64,10 @@ struct Launch {
     incoming: Option<String>,
 }
 
+/// Why `-v` and volumes fail on Windows hosts.
+pub const NO_SHARES_ON_WINDOWS: &str =
+    "not supported on Windows hosts yet: QEMU for Windows has neither virtio-9p nor virtiofs (run containers without -v or volumes)";
+
 /// How long a restored guest may take to answer before kiln boots instead.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -111,6 +115,9 @@ impl QemuBackend {
         // reboot makes QEMU (started with -no-reboot) exit by itself.
         let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1 kiln.net={SLIRP_GUEST}");
         append.push_str(&crate::machine::kernel_args(image.arch, accel, host_tsc_khz()));
+        if !config.shares.is_empty() && HostOs::current() == HostOs::Windows {
+            return Err(SandboxError::BackendUnusable(format!("shared directories and volumes are {NO_SHARES_ON_WINDOWS}")));
+        }
         let mut args: Vec<String> = crate::machine::board(image.arch, accel);
         #[rustfmt::skip]
         args.extend::<Vec<String>>(vec![

@@ -128,7 +128,8 @@ impl Build<'_> {
     }
 }
 
-#[cfg(test)]
+// Unix only: the tests make symlinks and check modes, which Windows files do not have.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::fs;

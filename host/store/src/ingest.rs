@@ -62,7 +62,7 @@ impl Write for Ingest {
 
 /// fsyncs a directory so a rename into it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    crate::sys::sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
+    kiln_sys::fs::sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
 }
 
 /// Writes `bytes` to `path` atomically (temp file in the same dir, fsync, rename).

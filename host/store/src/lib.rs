@@ -38,7 +38,6 @@ pub mod resolve;
 pub mod rootfs;
 mod staging;
 mod store;
-mod sys;
 pub mod time;
 mod units;
 

@@ -252,7 +252,7 @@ impl Read for Slice<'_> {
         if want == 0 {
             return Ok(0);
         }
-        let n = crate::sys::read_at(self.file, &mut buf[..want], self.pos)?;
+        let n = kiln_sys::fs::read_at(self.file, &mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the flattened tar ends inside a file"));
         }

@@ -372,17 +372,10 @@ impl Containers {
     }
 }
 
-/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it runs (a zombie,
-/// dead but not yet reaped by its parent, does not).
+/// When process `pid` started (an opaque per-OS stamp), if it runs: with the pid, it names one
+/// process even after the pid is reused.
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X" | "x")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    kiln_sys::process::start_time(pid)
 }
 
 fn owner_alive(state: &ContainerState) -> bool {

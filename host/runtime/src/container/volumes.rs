@@ -128,8 +128,21 @@ fn clean_target(path: &str) -> String {
 
 /// Parses `-v SOURCE:TARGET[:ro|rw]` or `-v TARGET` (an anonymous volume); a named volume is
 /// made if it does not exist, a host directory must exist.
+/// `spec`'s colon-separated fields; on a Windows host (`windows`) a leading drive (`C:\src`,
+/// `C:/src`) keeps its colon, as Docker on Windows reads `-v C:\src:/data`.
+fn fields(spec: &str, windows: bool) -> Vec<&str> {
+    let b = spec.as_bytes();
+    let drive = windows && b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/');
+    if !drive {
+        return spec.split(':').collect();
+    }
+    let mut parts: Vec<&str> = spec[2..].split(':').collect();
+    parts[0] = &spec[..2 + parts[0].len()];
+    parts
+}
+
 pub fn parse_volume(root: &Path, spec: &str) -> Result<VolumeMount, RuntimeError> {
-    let parts: Vec<&str> = spec.split(':').collect();
+    let parts = fields(spec, cfg!(windows));
     let (source, target, readonly) = match parts.as_slice() {
         [t] => {
             check_target(spec, t)?;
@@ -142,7 +155,7 @@ pub fn parse_volume(root: &Path, spec: &str) -> Result<VolumeMount, RuntimeError
         _ => return Err(bad(spec, "expected SOURCE:TARGET[:ro|rw] or TARGET")),
     };
     check_target(spec, target)?;
-    if source.starts_with('/') {
+    if source.starts_with('/') || Path::new(source).is_absolute() {
         let path = fs::canonicalize(source).map_err(|e| bad(spec, &format!("{source}: {e}")))?;
         if !path.is_dir() {
             return Err(bad(spec, &format!("{source} is not a directory (only directories can be shared)")));
@@ -170,6 +183,15 @@ pub fn parse_tmpfs(spec: &str) -> Result<VolumeMount, RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_windows_drive_keeps_its_colon_only_on_windows() {
+        assert_eq!(fields("C:\\src:/data:ro", true), ["C:\\src", "/data", "ro"]);
+        assert_eq!(fields("d:/src:/data", true), ["d:/src", "/data"]);
+        assert_eq!(fields("c:/data", false), ["c", "/data"]);
+        assert_eq!(fields("cache:/var/cache", true), ["cache", "/var/cache"]);
+        assert_eq!(fields("/data", true), ["/data"]);
+    }
 
     #[test]
     fn volume_forms() {

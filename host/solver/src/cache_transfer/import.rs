@@ -141,5 +141,5 @@ fn move_blob(staging: &Staging, store: &Store, digest: &Digest) -> Result<(), Tr
 /// fsyncs the directory holding `path`, so renames into it survive a crash.
 fn sync_parent(path: &std::path::Path) -> Result<(), TransferError> {
     let Some(dir) = path.parent() else { return Ok(()) };
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| TransferError::io(format!("syncing {}", dir.display()), e))
+    kiln_sys::fs::sync_dir(dir).map_err(|e| TransferError::io(format!("syncing {}", dir.display()), e))
 }

@@ -1,5 +1,6 @@
 //! Files: private files and directories (0600/0700 on unix; on Windows the per-user profile's
-//! inherited ACLs already keep them private), free space, and the unix bits of a host file.
+//! inherited ACLs already keep them private), free space, the unix bits of a host file,
+//! positional reads and durable directory entries.
 
 #[cfg(unix)]
 mod unix;
@@ -10,6 +11,19 @@ pub use unix::*;
 mod windows;
 #[cfg(windows)]
 pub use windows::*;
+
+// Positional reads of a file (`pread` on unix, `seek_read` on Windows) and making a
+// directory's entries durable (fsync of the directory on unix; on Windows a directory cannot be
+// opened as a file, and NTFS journals its entries itself).
+#[cfg(unix)]
+mod durable_unix;
+#[cfg(unix)]
+pub use durable_unix::{read_at, sync_dir};
+
+#[cfg(windows)]
+mod durable_windows;
+#[cfg(windows)]
+pub use durable_windows::{read_at, sync_dir};
 
 /// Sizes of the filesystem holding a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

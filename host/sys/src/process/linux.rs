@@ -3,6 +3,19 @@
 //! thread that lives as long as kiln, see kiln-sandbox's `children::spawn`.)
 
 use std::os::unix::process::CommandExt;
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot),
+/// if it runs (a zombie, dead but not yet reaped by its parent, does not).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
 use std::process::Command;
 
 /// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group (so

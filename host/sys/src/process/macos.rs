@@ -5,6 +5,21 @@
 //! else and holds nothing of kiln's.
 
 use std::os::unix::process::CommandExt;
+
+/// The start time of process `pid` (microseconds since the epoch, from `proc_pidinfo`), if it
+/// runs (not a zombie).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let pid = i32::try_from(pid).ok()?;
+    // SAFETY: all-zero is a valid proc_bsdinfo (plain integers and byte arrays).
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: the buffer is ours and `size` bytes long; the call writes at most that.
+    let got = unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
+    if got != size || info.pbi_status == libc::SZOMB {
+        return None;
+    }
+    Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
+}
 use std::process::Command;
 
 /// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group.

@@ -9,12 +9,15 @@ use std::os::windows::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+use windows_sys::Win32::Foundation::{CloseHandle, FILETIME, HANDLE};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation, SetInformationJobObject,
     JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
-use windows_sys::Win32::System::Threading::{OpenProcess, TerminateProcess, CREATE_NEW_PROCESS_GROUP, DETACHED_PROCESS, PROCESS_TERMINATE};
+use windows_sys::Win32::System::Threading::{
+    GetExitCodeProcess, GetProcessTimes, OpenProcess, TerminateProcess, CREATE_NEW_PROCESS_GROUP, DETACHED_PROCESS,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
+};
 
 /// Keeps `cmd`'s process out of the console's Ctrl-C group; [`adopt`] ties its life to kiln's.
 pub fn harden(cmd: &mut Command) {
@@ -56,6 +59,29 @@ pub fn adopt(child: &Child) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The creation time of process `pid` (100 ns units since 1601, `GetProcessTimes`), if it
+/// still runs.
+pub fn start_time(pid: u32) -> Option<u64> {
+    /// `GetExitCodeProcess`'s code for a process that has not exited.
+    const STILL_ACTIVE: u32 = 259;
+    // SAFETY: OpenProcess returns a new handle or null; it is closed below. The FILETIMEs and
+    // the exit code are plain integers we own.
+    unsafe {
+        let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if handle.is_null() {
+            return None;
+        }
+        let zero = FILETIME { dwLowDateTime: 0, dwHighDateTime: 0 };
+        let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+        let mut code = 0u32;
+        let ok = GetProcessTimes(handle, &mut created, &mut exited, &mut kernel, &mut user) != 0
+            && GetExitCodeProcess(handle, &mut code) != 0
+            && code == STILL_ACTIVE;
+        CloseHandle(handle);
+        ok.then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+    }
 }
 
 /// Terminates `pid`, a VM process kiln spawned and has not reaped.

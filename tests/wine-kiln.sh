@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# kiln.exe (the Windows build) under Wine, through its real commands (issue 15). No VM can run
+# under Wine, so this covers what needs none, on a store in %LOCALAPPDATA%\kiln (the default
+# Windows location): `kiln doctor` names the Windows backends and why not; a COPY-only build
+# runs without a VM and stores an image; `kiln save` writes an archive that skopeo and umoci
+# (Linux-side, independent) read back with the context's bytes; `kiln run` without QEMU fails
+# with one line and exit 125 and leaves no container. Called by tests/wine-tests.sh with
+# WINEPREFIX and the ProcessPrng shim set up.
+# Usage: tests/wine-kiln.sh WINE KILN_EXE
+set -euo pipefail
+wine="$1" exe="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+fail() { echo "tests/wine-kiln.sh: FAILED: $*" >&2; exit 1; }
+kiln() { timeout 300 "$wine" "$exe" "$@"; }
+
+for tool in skopeo umoci; do
+    command -v "$tool" >/dev/null || { echo "tests/wine-kiln.sh: skipped: $tool missing" >&2; [[ ${CI:-} == true ]] && exit 1; exit 0; }
+done
+# A fresh profile: the store must land in its %LOCALAPPDATA%.
+export WINEPREFIX="$work/prefix"
+
+kiln --version | grep -q '^kiln ' || fail "kiln --version"
+kiln doctor >"$work/doctor" 2>&1 || fail "kiln doctor exited non-zero: $(cat "$work/doctor")"
+grep -q 'store: C:\\users\\.*\\AppData\\Local\\kiln$' "$work/doctor" || fail "the store is not in %LOCALAPPDATA%: $(grep store: "$work/doctor")"
+grep -q 'built-in VMM: .*WHPX seam is not implemented yet; use --backend qemu' "$work/doctor" || fail "doctor's built-in VMM line: $(cat "$work/doctor")"
+grep -q 'QEMU accelerator: ' "$work/doctor" || fail "doctor has no accelerator line"
+grep -q 'shared directories (run -v): not supported on Windows hosts' "$work/doctor" || fail "doctor's shares line"
+
+mkdir -p "$work/ctx/sub"
+printf 'FROM scratch\nCOPY hello.txt /hello.txt\nCOPY sub/ /sub/\nLABEL made=wine\n' >"$work/ctx/Dockerfile"
+echo "hello from kiln.exe" >"$work/ctx/hello.txt"
+echo "nested" >"$work/ctx/sub/a"
+kiln build -t wine/img "$work/ctx" >"$work/build" 2>&1 || fail "build: $(cat "$work/build")"
+grep -q 'no VM needed' "$work/build" || fail "the COPY-only build wanted a VM: $(cat "$work/build")"
+kiln images | grep -q '^wine/img ' || fail "images does not list wine/img"
+kiln save -o "$work/img.tar" wine/img || fail "save"
+skopeo inspect --config "docker-archive:$work/img.tar" >"$work/config.json" || fail "skopeo cannot read the saved archive"
+grep -q '"made": "wine"' "$work/config.json" || fail "the label is not in the config: $(cat "$work/config.json")"
+mkdir -p "$work/oci" && tar -xf "$work/img.tar" -C "$work/oci"
+umoci unpack --rootless --image "$work/oci:latest" "$work/bundle" >/dev/null 2>&1 ||
+    umoci unpack --rootless --image "$work/oci" "$work/bundle" >/dev/null || fail "umoci cannot unpack the saved layout"
+[[ $(cat "$work/bundle/rootfs/hello.txt") == "hello from kiln.exe" && $(cat "$work/bundle/rootfs/sub/a") == nested ]] ||
+    fail "the unpacked image lacks the context's files"
+
+set +e
+kiln run wine/img true >"$work/run.out" 2>"$work/run.err"
+rc=$?
+set -e
+[[ $rc == 125 ]] || fail "run without QEMU exited $rc, not 125"
+[[ $(grep -c . "$work/run.err") == 1 ]] && grep -q 'not found on PATH: install QEMU (winget install' "$work/run.err" ||
+    fail "run without QEMU should fail with one line naming winget: $(cat "$work/run.err")"
+[[ -z $(kiln ps -a -q) ]] || fail "a failed run left a container"
+echo "tests/wine-kiln.sh: kiln.exe: doctor, a COPY-only build, save (read by skopeo and umoci) and a clean run failure all work under Wine" >&2
