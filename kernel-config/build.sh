@@ -130,26 +130,33 @@ kmake tinyconfig || fail "make tinyconfig failed"
     fail "merge_config.sh failed"
 kmake olddefconfig || fail "make olddefconfig failed"
 
-# Every option the fragment sets must be in the final config with exactly that
-# value, and every option it unsets must stay unset.  Kconfig silently drops an
-# option whose dependencies are not met; this turns that into an error.
-bad=0
+# Every option the fragments set must be in the final config with exactly that
+# value, and every option they unset must stay unset.  Kconfig silently drops an
+# option whose dependencies are not met; this turns that into an error.  As in
+# merge_config.sh, the architecture's fragment overrides the common one.
+declare -A want=()
+order=()
 while IFS= read -r line; do
-    if [[ "$line" =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
+    if [[ "$line" =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ || "$line" =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
         opt="${BASH_REMATCH[1]}"
-        if ! grep -qxF -- "$line" "$src/.config"; then
-            got="$(grep -E "^(# )?$opt[= ]" "$src/.config" || true)"
-            log "error: $line did not stick (final config: ${got:-absent, option unknown or dependencies unmet})"
-            bad=1
-        fi
-    elif [[ "$line" =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
-        opt="${BASH_REMATCH[1]}"
+        [[ -n "${want[$opt]+set}" ]] || order+=("$opt")
+        want[$opt]="$line"
+    fi
+done < <(cat "$fragment" "$arch_fragment")
+bad=0
+for opt in "${order[@]}"; do
+    line="${want[$opt]}"
+    if [[ "$line" == "# $opt is not set" ]]; then
         if grep -qE "^$opt=" "$src/.config"; then
             log "error: $opt should be unset but is $(grep -E "^$opt=" "$src/.config")"
             bad=1
         fi
+    elif ! grep -qxF -- "$line" "$src/.config"; then
+        got="$(grep -E "^(# )?$opt[= ]" "$src/.config" || true)"
+        log "error: $line did not stick (final config: ${got:-absent, option unknown or dependencies unmet})"
+        bad=1
     fi
-done < <(cat "$fragment" "$arch_fragment")
+done
 if [[ $bad -ne 0 ]]; then
     log "error: kernel-config/kiln.config + $arch.config is not fully applied (see above): fix the option or add its dependencies"
     exit 1

@@ -4,11 +4,15 @@
 # Windows location): `kiln doctor` names the Windows backends and why not; a COPY-only build
 # runs without a VM and stores an image; `kiln save` writes an archive that skopeo and umoci
 # (Linux-side, independent) read back with the context's bytes; `kiln run` without QEMU fails
-# with one line and exit 125 and leaves no container. Called by tests/wine-tests.sh with
+# with one line and exit 125 and leaves no container; and the Windows archive that
+# images/package.sh lays out finds its guest image with no environment variables. Called by
+# tests/wine-tests.sh with
 # WINEPREFIX and the ProcessPrng shim set up.
 # Usage: tests/wine-kiln.sh WINE KILN_EXE
 set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 wine="$1" exe="$2"
+unset KILN_GUEST_DIR KILN_GUEST_DIR_X86_64 KILN_GUEST_DIR_ARM64 KILN_ROOT KILN_CACHE_DIR
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 fail() { echo "tests/wine-kiln.sh: FAILED: $*" >&2; exit 1; }
@@ -51,4 +55,16 @@ set -e
 [[ $(grep -c . "$work/run.err") == 1 ]] && grep -q 'not found on PATH: install QEMU (winget install' "$work/run.err" ||
     fail "run without QEMU should fail with one line naming winget: $(cat "$work/run.err")"
 [[ -z $(kiln ps -a -q) ]] || fail "a failed run left a container"
-echo "tests/wine-kiln.sh: kiln.exe: doctor, a COPY-only build, save (read by skopeo and umoci) and a clean run failure all work under Wine" >&2
+if [[ -f $repo/images/out/kernel ]]; then
+    zip="$(bash "$repo/images/package.sh" windows-x86_64 --kiln "$exe" --out "$work/dist")"
+    [[ -f $zip ]] || fail "images/package.sh made no archive"
+    mkdir -p "$work/unzipped" && (cd "$work/unzipped" && python3 -m zipfile -e "$zip" .)
+    cp "$(dirname "$exe")/bcryptprimitives.dll" "$work/unzipped/kiln-windows-x86_64/bin/"
+    timeout 300 "$wine" "$work/unzipped/kiln-windows-x86_64/bin/kiln.exe" doctor >"$work/doctor-pkg" 2>&1 || fail "the packaged kiln.exe doctor failed"
+    grep -qE 'guest image: x86_64 guest \(native\): .*kiln-windows-x86_64.bin.*share.kiln.guest.kernel' "$work/doctor-pkg" ||
+        fail "the packaged kiln.exe does not find its own guest: $(grep 'guest image' "$work/doctor-pkg")"
+else
+    echo "tests/wine-kiln.sh: the packaging check needs images/out (images/build.sh)" >&2
+    [[ ${CI:-} == true ]] && fail "images/out is missing"
+fi
+echo "tests/wine-kiln.sh: kiln.exe: doctor, a COPY-only build, save (read by skopeo and umoci), a clean run failure and the packaged archive all work under Wine" >&2

@@ -80,7 +80,7 @@ pub struct BuildArgs {
     /// Show the guest's console
     #[arg(long, env = "KILN_DEBUG")]
     debug: bool,
-    /// Where RUN steps execute: auto (built-in VMM when KVM can boot Linux here, else QEMU), vm, qemu
+    /// Where RUN steps execute: auto (built-in VMM when KVM can boot Linux here, else QEMU; on a Mac without QEMU, vz), vm, qemu, vz (macOS Virtualization.framework, experimental)
     #[arg(long, env = "KILN_BACKEND", default_value = "auto")]
     backend: String,
     /// Build context directory

@@ -22,6 +22,7 @@ pub mod watchdog;
 mod qmp;
 pub mod snapshot;
 mod select;
+pub mod vz;
 
 pub use agent::{AgentClient, ExitStatus, GuestInfo};
 pub use interactive::{ProcessControl, ProcessIo, RunningProcess};

@@ -1,9 +1,11 @@
-//! Choosing a backend: `auto` (the built-in VMM when it can boot Linux here, else QEMU),
-//! `vm` (the built-in VMM, or a clear error saying why not) or `qemu`.
+//! Choosing a backend: `auto` (the built-in VMM when it can boot Linux here, else QEMU; on a
+//! Mac without QEMU, Virtualization.framework), `vm` (the built-in VMM, or a clear error saying
+//! why not), `qemu`, or `vz` (Virtualization.framework, macOS only, experimental).
 
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::accel::HostOs;
 use crate::qemu::QemuBackend;
 use crate::{Backend, SandboxError};
 
@@ -14,6 +16,7 @@ pub enum BackendKind {
     Auto,
     Vm,
     Qemu,
+    Vz,
 }
 
 impl FromStr for BackendKind {
@@ -24,7 +27,8 @@ impl FromStr for BackendKind {
             "auto" | "" => Ok(Self::Auto),
             "vm" => Ok(Self::Vm),
             "qemu" => Ok(Self::Qemu),
-            other => Err(SandboxError::BadSetting { name: "backend", value: other.into(), why: "expected auto, vm or qemu" }),
+            "vz" => Ok(Self::Vz),
+            other => Err(SandboxError::BadSetting { name: "backend", value: other.into(), why: "expected auto, vm, qemu or vz" }),
         }
     }
 }
@@ -33,12 +37,34 @@ impl FromStr for BackendKind {
 pub fn choose_backend(kind: BackendKind, cache_dir: &Path) -> Result<(Box<dyn Backend>, String), SandboxError> {
     match kind {
         BackendKind::Qemu => Ok((Box::new(QemuBackend::default()), "qemu (asked for)".into())),
+        BackendKind::Vz => match crate::vz::backend() {
+            Ok(backend) => Ok((backend, "vz: Virtualization.framework (asked for; experimental)".into())),
+            Err(why) => Err(SandboxError::BackendUnusable(format!("--backend vz: {why}; use --backend qemu"))),
+        },
         BackendKind::Vm | BackendKind::Auto => match builtin_verdict(cache_dir) {
             Ok(backend) => Ok((backend, "built-in VMM (KVM can boot Linux guests here)".into())),
             Err(why) if kind == BackendKind::Vm => Err(SandboxError::BackendUnusable(format!("--backend vm: the built-in VMM cannot be used here: {why}"))),
-            Err(why) => Ok((Box::new(QemuBackend::default()), format!("qemu, because the built-in VMM cannot be used: {why}"))),
+            Err(why) => {
+                if prefer_vz(HostOs::current(), qemu_installed()) {
+                    if let Ok(backend) = crate::vz::backend() {
+                        return Ok((backend, "vz: Virtualization.framework (experimental), because QEMU is not installed".into()));
+                    }
+                }
+                Ok((Box::new(QemuBackend::default()), format!("qemu, because the built-in VMM cannot be used: {why}")))
+            }
         },
     }
+}
+
+/// On a Mac, `auto` takes QEMU (with HVF) when it is installed, else Virtualization.framework,
+/// so a Mac needs nothing installed; elsewhere it never takes vz.
+fn prefer_vz(os: HostOs, qemu_installed: bool) -> bool {
+    os == HostOs::MacOs && !qemu_installed
+}
+
+fn qemu_installed() -> bool {
+    let arch = crate::GuestArch::wanted().unwrap_or(crate::GuestArch::X86_64);
+    crate::qemu::find_on_path(crate::machine::qemu_binary(arch)).is_some()
 }
 
 /// A backend that makes the choice only when a guest is first needed, so a build that needs
@@ -50,8 +76,9 @@ pub struct ChosenLater {
 
 impl Backend for ChosenLater {
     fn start(&self, image: &crate::GuestImage, config: &crate::VmConfig) -> Result<Box<dyn crate::Vm>, SandboxError> {
-        // The built-in VMM runs x86_64 guests on x86-64 hosts only; QEMU runs the others.
-        if self.kind == BackendKind::Auto && !(image.arch == crate::GuestArch::X86_64 && image.arch.is_host()) {
+        // The built-in VMM runs x86_64 guests on x86-64 hosts only; QEMU runs the others (and
+        // on a Mac, Virtualization.framework may: choose_backend decides).
+        if self.kind == BackendKind::Auto && HostOs::current() != HostOs::MacOs && !(image.arch == crate::GuestArch::X86_64 && image.arch.is_host()) {
             return QemuBackend::default().start(image, config);
         }
         let (backend, _why) = choose_backend(self.kind, &self.cache_dir)?;
@@ -85,6 +112,24 @@ mod tests {
         assert_eq!("auto".parse::<BackendKind>().expect("ok"), BackendKind::Auto);
         assert_eq!("vm".parse::<BackendKind>().expect("ok"), BackendKind::Vm);
         assert_eq!("qemu".parse::<BackendKind>().expect("ok"), BackendKind::Qemu);
+        assert_eq!("vz".parse::<BackendKind>().expect("ok"), BackendKind::Vz);
         assert!("firecracker".parse::<BackendKind>().is_err());
+    }
+
+    #[test]
+    fn auto_takes_virtualization_framework_only_on_a_mac_without_qemu() {
+        assert!(prefer_vz(HostOs::MacOs, false));
+        assert!(!prefer_vz(HostOs::MacOs, true));
+        assert!(!prefer_vz(HostOs::Linux, false) && !prefer_vz(HostOs::Windows, false));
+    }
+
+    #[test]
+    fn vz_elsewhere_than_macos_is_one_clear_error() {
+        if cfg!(target_os = "macos") {
+            return;
+        }
+        let err = choose_backend(BackendKind::Vz, std::path::Path::new("/nonexistent")).err().expect("not on this host");
+        assert_eq!(err.to_string().lines().count(), 1);
+        assert!(err.to_string().contains("--backend vz: Virtualization.framework exists only on macOS; use --backend qemu"), "{err}");
     }
 }
