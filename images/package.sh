@@ -19,10 +19,11 @@
 # images/build.sh (KILN_GUEST_ARCH=arm64 for the second) first.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 fail() { echo "images/package.sh: error: $*" >&2; exit 1; }
 
 host="${1:-}"; shift || true
-kiln="" out="$repo/target/dist"
+kiln="" out="$target_dir/dist"
 while (($#)); do
     case "$1" in
         --kiln) kiln="${2:?--kiln needs a path}"; shift 2 ;;
@@ -46,15 +47,15 @@ if [[ -z $kiln ]]; then
     case "$host" in
         linux-x86_64)
             (cd "$repo" && cargo build --release --locked -p kiln-cli) >&2
-            kiln="$repo/target/release/kiln" ;;
+            kiln="$target_dir/release/kiln" ;;
         windows-x86_64)
-            (cd "$repo" && RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$repo/target/cross" \
+            (cd "$repo" && RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target_dir/cross" \
                 /usr/bin/cargo build --release --locked -Zbuild-std --target x86_64-pc-windows-gnu -p kiln-cli --bin kiln) >&2
-            kiln="$repo/target/cross/x86_64-pc-windows-gnu/release/kiln.exe" ;;
+            kiln="$target_dir/cross/x86_64-pc-windows-gnu/release/kiln.exe" ;;
         macos-*)
             [[ $(uname -s) == Darwin ]] || fail "a macOS kiln is built on a Mac (it links Apple's frameworks): run this there, or pass --kiln"
             (cd "$repo" && cargo build --release --locked -p kiln-cli) >&2
-            kiln="$repo/target/release/kiln" ;;
+            kiln="$target_dir/release/kiln" ;;
     esac
 fi
 [[ -f $kiln ]] || fail "$kiln does not exist"
@@ -65,8 +66,14 @@ rm -rf "$stage" "$stage.tmp"
 mkdir -p "$stage.tmp/bin" "$stage.tmp/share/kiln/$guest_dir"
 cp "$kiln" "$stage.tmp/bin/$exe"
 cp "$src/kernel" "$src/initramfs.cpio" "$src/manifest.json" "$stage.tmp/share/kiln/$guest_dir/"
-if [[ $host == macos-* && $(uname -s) == Darwin ]]; then
-    codesign --force --sign - --entitlements "$repo/images/macos/kiln.entitlements" "$stage.tmp/bin/$exe"
+unsigned=""
+if [[ $host == macos-* ]]; then
+    if [[ $(uname -s) == Darwin ]]; then
+        codesign --force --sign - --entitlements "$repo/images/macos/kiln.entitlements" "$stage.tmp/bin/$exe"
+    else
+        unsigned=yes
+        echo "images/package.sh: warning: bin/kiln is NOT signed (codesign runs on a Mac only): --backend vz will be refused until it is signed with images/macos/kiln.entitlements" >&2
+    fi
 fi
 
 case "$host" in
@@ -81,15 +88,19 @@ Run bin\kiln.exe doctor to see what kiln found. The store lives in %LOCALAPPDATA
 Not yet on Windows: shared directories and volumes (kiln run -v).
 TXT
     ;;
-    macos-*) cat >"$stage.tmp/README.txt" <<'TXT'
+    macos-*) { [[ -z $unsigned ]] || printf 'WARNING: bin/kiln is not signed yet; before using --backend vz run\n  codesign --force --sign - --entitlements kiln.entitlements bin/kiln\n\n'
+        cat <<'TXT'
 kiln for macOS - EXPERIMENTAL: type-checked in CI, not yet run on a Mac.
 
 Backends: QEMU with Hypervisor.framework (brew install qemu; kiln uses -accel hvf), or with
 no QEMU installed, Virtualization.framework (--backend vz; bin/kiln must keep its
 com.apple.security.virtualization entitlement, which images/package.sh signs in on a Mac).
 Run bin/kiln doctor to see what kiln found. The store lives in
-~/Library/Application Support/kiln. On Apple silicon kiln runs the arm64 guest natively.
+~/Library/Application Support/kiln. On Apple silicon kiln runs the arm64 guest natively;
+Virtualization.framework runs only that guest, so Intel Macs use QEMU with HVF.
 TXT
+    } >"$stage.tmp/README.txt"
+    [[ -z $unsigned ]] || cp "$repo/images/macos/kiln.entitlements" "$stage.tmp/"
     ;;
     linux-*) cat >"$stage.tmp/README.txt" <<'TXT'
 kiln for Linux (x86_64). Install QEMU (Debian: apt-get install qemu-system-x86); kiln uses KVM

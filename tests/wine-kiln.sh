@@ -47,6 +47,35 @@ umoci unpack --rootless --image "$work/oci:latest" "$work/bundle" >/dev/null 2>&
 [[ $(cat "$work/bundle/rootfs/hello.txt") == "hello from kiln.exe" && $(cat "$work/bundle/rootfs/sub/a") == nested ]] ||
     fail "the unpacked image lacks the context's files"
 
+# An image with a file Windows would read as a device: loadable (it is a fine Linux image),
+# but exporting it to this host's files is refused whole, in one line, before anything is written.
+python3 - "$work/devname.tar" <<'PY'
+import hashlib, io, json, sys, tarfile
+def tar_bytes(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files:
+            info = tarfile.TarInfo(name); info.size = len(data); info.mode = 0o644
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+layer = tar_bytes([("ok.txt", b"fine\n"), ("dev/CON", b"a device on Windows\n")])
+diff = "sha256:" + hashlib.sha256(layer).hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [diff]}}).encode()
+cfg = hashlib.sha256(config).hexdigest() + ".json"
+manifest = json.dumps([{"Config": cfg, "RepoTags": ["wine/devname:latest"], "Layers": ["layer.tar"]}]).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(tar_bytes([("layer.tar", layer), (cfg, config), ("manifest.json", manifest)]))
+PY
+kiln load -i "$work/devname.tar" >/dev/null 2>"$work/load.err" || fail "load of a plain image failed: $(cat "$work/load.err")"
+printf 'FROM wine/devname\nLABEL exported=1\n' >"$work/ctx/Dockerfile.dev"
+set +e
+kiln build -f "$work/ctx/Dockerfile.dev" -o "type=local,dest=$work/exported" "$work/ctx" >"$work/export.out" 2>"$work/export.err"
+rc=$?
+set -e
+[[ $rc != 0 ]] || fail "exporting a file named CON to Windows files succeeded"
+grep -q 'names a Windows device' "$work/export.err" || fail "the refusal does not say why: $(cat "$work/export.err")"
+[[ ! -e $work/exported || -z $(ls -A "$work/exported") ]] || fail "the refused export wrote files: $(ls -R "$work/exported")"
+
 set +e
 kiln run wine/img true >"$work/run.out" 2>"$work/run.err"
 rc=$?
@@ -54,7 +83,8 @@ set -e
 [[ $rc == 125 ]] || fail "run without QEMU exited $rc, not 125"
 [[ $(grep -c . "$work/run.err") == 1 ]] && grep -q 'not found on PATH: install QEMU (winget install' "$work/run.err" ||
     fail "run without QEMU should fail with one line naming winget: $(cat "$work/run.err")"
-[[ -z $(kiln ps -a -q) ]] || fail "a failed run left a container"
+left="$(kiln ps -a -q)" || fail "kiln ps failed"
+[[ -z $left ]] || fail "a failed run left a container: $left"
 if [[ -f $repo/images/out/kernel ]]; then
     zip="$(bash "$repo/images/package.sh" windows-x86_64 --kiln "$exe" --out "$work/dist")"
     [[ -f $zip ]] || fail "images/package.sh made no archive"
@@ -67,4 +97,4 @@ else
     echo "tests/wine-kiln.sh: the packaging check needs images/out (images/build.sh)" >&2
     [[ ${CI:-} == true ]] && fail "images/out is missing"
 fi
-echo "tests/wine-kiln.sh: kiln.exe: doctor, a COPY-only build, save (read by skopeo and umoci), a clean run failure and the packaged archive all work under Wine" >&2
+echo "tests/wine-kiln.sh: kiln.exe: doctor, a COPY-only build, save (read by skopeo and umoci), an export refused for a Windows device name, a clean run failure and the packaged archive all work under Wine" >&2

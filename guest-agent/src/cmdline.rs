@@ -26,8 +26,9 @@ pub struct Options {
     /// `kiln.time=SECONDS`: the host's wall clock at VM start. The guest has no RTC, so
     /// without it files made by RUN steps would be dated 1970.
     pub host_time: Option<i64>,
-    /// `kiln.net=ADDR/PREFIX,GATEWAY,DNS`: the guest's network (see [`crate::net`]).
-    pub net: Option<crate::net::NetConfig>,
+    /// `kiln.net=ADDR/PREFIX,GATEWAY,DNS` or `kiln.net=dhcp`: the guest's network (see
+    /// [`crate::net`]).
+    pub net: Option<crate::net::NetSetting>,
 }
 
 /// Parses the whole command line. Unknown words are ignored; a malformed `kiln.transport=`
@@ -50,7 +51,7 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
         } else if let Some(value) = word.strip_prefix("kiln.time=") {
             opts.host_time = Some(value.parse().map_err(|_| format!("kiln.time={value}: expected whole seconds"))?);
         } else if let Some(value) = word.strip_prefix("kiln.net=") {
-            opts.net = Some(crate::net::NetConfig::parse(value)?);
+            opts.net = Some(crate::net::NetSetting::parse(value)?);
         } else if word == "kiln.debug" {
             opts.debug = true;
         }

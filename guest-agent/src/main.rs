@@ -11,6 +11,7 @@
 
 mod binfmt;
 mod cmdline;
+mod dhcp;
 mod copyup;
 mod diff;
 mod error;

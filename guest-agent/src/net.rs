@@ -2,8 +2,9 @@
 //! `/etc/resolv.conf` every Run gets.
 //!
 //! The host passes the addresses of its user-mode NAT on the command line
-//! (`kiln.net=ADDR/PREFIX,GATEWAY,DNS`, QEMU's slirp: `10.0.2.15/24,10.0.2.2,10.0.2.3`). The
-//! agent configures the first non-loopback interface with ioctls (address, netmask, up,
+//! (`kiln.net=ADDR/PREFIX,GATEWAY,DNS`, QEMU's slirp: `10.0.2.15/24,10.0.2.2,10.0.2.3`), or
+//! `kiln.net=dhcp` where the NAT assigns them (Virtualization.framework; see [`crate::dhcp`]).
+//! The agent configures the first non-loopback interface with ioctls (address, netmask, up,
 //! default route). Without `kiln.net=` (or without a network device) the guest has loopback
 //! only and a RUN that needs the network fails as it would offline.
 //!
@@ -59,6 +60,28 @@ impl NetConfig {
     }
 }
 
+/// What `kiln.net=` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetSetting {
+    /// `ADDR/PREFIX,GATEWAY,DNS`.
+    Static(NetConfig),
+    /// `dhcp`: a lease from the NAT's DHCP server.
+    Dhcp,
+}
+
+impl NetSetting {
+    /// Parses `dhcp` or `ADDR/PREFIX,GATEWAY,DNS`.
+    pub fn parse(value: &str) -> std::result::Result<Self, String> {
+        if value == "dhcp" {
+            return Ok(Self::Dhcp);
+        }
+        NetConfig::parse(value).map(Self::Static)
+    }
+}
+
+/// How long a DHCP exchange may take (slow under TCG, instant on a real NAT).
+const DHCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The `hosts` file for Runs.
 pub fn hosts_file(cfg: Option<&NetConfig>) -> String {
     let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
@@ -85,17 +108,64 @@ pub fn host_denied() -> bool {
     HOST_DENIED.load(Ordering::SeqCst)
 }
 
-/// Writes the network files into [`NET_DIR`] and configures the interface if `cfg` says so.
-pub fn setup(cfg: Option<&NetConfig>) -> Result<()> {
-    write_files(Path::new(NET_DIR), cfg)?;
+/// Configures the interface as `setting` says (taking a DHCP lease first for `dhcp`) and
+/// writes the network files into [`NET_DIR`] (loopback-only ones when that fails).
+pub fn setup(setting: Option<&NetSetting>) -> Result<()> {
+    let resolved = match setting {
+        None => Ok(None),
+        Some(NetSetting::Static(cfg)) => Ok(Some(cfg.clone())),
+        Some(NetSetting::Dhcp) => dhcp_lease().map(Some),
+    };
+    let cfg = match resolved {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            write_files(Path::new(NET_DIR), None)?;
+            return Err(e);
+        }
+    };
+    write_files(Path::new(NET_DIR), cfg.as_ref())?;
     if let Some(cfg) = cfg {
         let _ = HOST.set(cfg.gateway);
         let iface = first_interface()?;
-        configure(&iface, cfg)
+        configure(&iface, &cfg)
             .map_err(|e| Error::msg(format!("configure {iface} as {}/{}: {e}", cfg.addr, cfg.prefix)))?;
         crate::log::debug!("network: {iface} {}/{} via {}", cfg.addr, cfg.prefix, cfg.gateway);
     }
     Ok(())
+}
+
+/// Brings the first interface up and takes a lease on it.
+fn dhcp_lease() -> Result<NetConfig> {
+    let iface = first_interface()?;
+    let text = fs::read_to_string(format!("/sys/class/net/{iface}/address")).ctx(|| format!("read {iface}'s address"))?;
+    let mut mac = [0u8; 6];
+    let bytes: Vec<u8> = text.trim().split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    if bytes.len() != 6 {
+        return Err(Error::msg(format!("{iface} has no Ethernet address ({:?})", text.trim())));
+    }
+    mac.copy_from_slice(&bytes);
+    let sock = inet_socket()?;
+    set_up(&sock, &iface)?;
+    crate::dhcp::lease(&iface, mac, DHCP_TIMEOUT).map_err(|e| Error::msg(format!("DHCP on {iface}: {e}")))
+}
+
+fn inet_socket() -> Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked and wrapped at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(Error::io("socket(AF_INET)", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sets `iface` up (and running).
+fn set_up(sock: &OwnedFd, iface: &str) -> Result<()> {
+    let mut req = ifreq(iface)?;
+    ioctl(sock, libc::SIOCGIFFLAGS, &mut req, "ioctl SIOCGIFFLAGS")?;
+    // SAFETY: SIOCGIFFLAGS filled in the ifru_flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    ioctl(sock, libc::SIOCSIFFLAGS, &mut req, "ioctl SIOCSIFFLAGS up")
 }
 
 fn write_files(dir: &Path, cfg: Option<&NetConfig>) -> Result<()> {
@@ -157,13 +227,7 @@ fn ioctl<T>(sock: &OwnedFd, request: libc::c_ulong, arg: &mut T, what: &str) -> 
 }
 
 fn configure(iface: &str, cfg: &NetConfig) -> Result<()> {
-    // SAFETY: plain socket(2) call; the result is checked and wrapped at once.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(Error::io("socket(AF_INET)", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sock = inet_socket()?;
 
     let mut req = ifreq(iface)?;
     req.ifr_ifru.ifru_addr = sockaddr(cfg.addr);
@@ -171,11 +235,7 @@ fn configure(iface: &str, cfg: &NetConfig) -> Result<()> {
     let mut req = ifreq(iface)?;
     req.ifr_ifru.ifru_netmask = sockaddr(cfg.netmask());
     ioctl(&sock, libc::SIOCSIFNETMASK, &mut req, "ioctl SIOCSIFNETMASK")?;
-    let mut req = ifreq(iface)?;
-    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req, "ioctl SIOCGIFFLAGS")?;
-    // SAFETY: SIOCGIFFLAGS filled in the ifru_flags member of the union.
-    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req, "ioctl SIOCSIFFLAGS up")?;
+    set_up(&sock, iface)?;
 
     // SAFETY: rtentry is plain old data; all-zero is a valid value (null rt_dev: any device).
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };

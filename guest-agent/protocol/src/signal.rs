@@ -32,7 +32,8 @@ pub fn number(name: &str) -> Option<i32> {
         if rest.is_empty() {
             return Some(0);
         }
-        rest.strip_prefix(sign)?.parse::<u8>().ok().map(i32::from)
+        let digits = rest.strip_prefix(sign).filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?;
+        digits.parse::<u8>().ok().map(i32::from)
     };
     let n = if let Some(rest) = bare.strip_prefix("RTMIN") {
         RTMIN + offset(rest, '+')?
@@ -58,7 +59,7 @@ mod tests {
         assert_eq!(number("RTMIN"), Some(34));
         assert_eq!(number("SIGRTMIN+3"), Some(37));
         assert_eq!(number("RTMAX-1"), Some(63));
-        for bad in ["0", "65", "-1", "SIGFOO", "RTMIN+31", "RTMAX-31", "RTMINx", "RTMIN+", ""] {
+        for bad in ["0", "65", "-1", "SIGFOO", "RTMIN+31", "RTMAX-31", "RTMINx", "RTMIN+", "RTMIN++3", "RTMAX-+1", ""] {
             assert_eq!(number(bad), None, "{bad}");
         }
     }

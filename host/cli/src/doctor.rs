@@ -29,7 +29,16 @@ pub fn run(root: &Path) -> Result<()> {
         Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string()),
         _ => None,
     };
-    let forced = std::env::var("KILN_QEMU_ACCEL").ok().and_then(|a| Accel::parse(&a));
+    let forced = match std::env::var("KILN_QEMU_ACCEL").ok().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => match Accel::parse(&a) {
+            Some(accel) => Some(accel),
+            None => {
+                line(false, "KILN_QEMU_ACCEL", &format!("{a:?} is not kvm, hvf, whpx or tcg: every QEMU start fails until it is fixed"));
+                None
+            }
+        },
+    };
     let probe = Probe { os: HostOs::current(), host_arch: GuestArch::of_host(), native: kiln_sys::hv::native(), builtin: kiln_sandbox::builtin_status(&cache) };
     for (ok, what, detail) in backend_lines(&probe, arch, &qemu, qemu_version.as_deref(), forced) {
         line(ok, what, &detail);

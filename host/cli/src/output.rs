@@ -142,6 +142,17 @@ fn unpack_local(store: &Store, image: &ImageRecord, dest: &Path) -> Result<()> {
     flatten::flatten_image(store, image, std::io::BufWriter::new(&mut tmp))?;
     use std::io::Seek;
     tmp.rewind().context("rewinding the rootfs tar")?;
+    // On a host that refuses some names (Windows: `a\..`, `C:`, `CON`...), a path it would
+    // read differently refuses the whole export before anything is written.
+    if kiln_sys::fs::RESTRICTED_NAMES {
+        for entry in tar::Archive::new(std::io::BufReader::new(&mut tmp)).entries().context("reading the rootfs tar")? {
+            let entry = entry.context("reading the rootfs tar")?;
+            if let Some(why) = kiln_sys::fs::host_path_problem(&String::from_utf8_lossy(&entry.path_bytes())) {
+                bail!("cannot export the image to {} on this host: {why}", dest.display());
+            }
+        }
+        tmp.rewind().context("rewinding the rootfs tar")?;
+    }
     let mut archive = tar::Archive::new(std::io::BufReader::new(tmp));
     // Modes without setuid, setgid and sticky bits: an image's setuid binary must not become
     // one on the host.

@@ -71,12 +71,15 @@ pub const NO_SHARES_ON_WINDOWS: &str =
 /// How long a restored guest may take to answer before kiln boots instead.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// `prog` as a path (when it has a directory part), else the first `prog` (or, on Windows,
+/// `prog.exe`) in a `PATH` directory.
 pub(crate) fn find_on_path(prog: &str) -> Option<PathBuf> {
-    if prog.contains('/') {
+    if Path::new(prog).components().count() > 1 {
         return Path::new(prog).is_file().then(|| PathBuf::from(prog));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+    let names = [prog.to_string(), format!("{prog}{}", std::env::consts::EXE_SUFFIX)];
+    std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
 }
 
 fn tail_of(path: &Path, max: usize) -> String {
@@ -113,7 +116,15 @@ impl QemuBackend {
         let console = if config.debug { format!("console={tty}") } else { format!("console={tty} quiet") };
         // kiln.poweroff=reboot: on microvm without ACPI a power-off only halts the guest, while a
         // reboot makes QEMU (started with -no-reboot) exit by itself.
-        let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1 kiln.net={SLIRP_GUEST}");
+        // KILN_GUEST_NET=dhcp: the guest leases its address from slirp's DHCP server instead
+        // (the path Virtualization.framework's NAT needs, tested here under QEMU).
+        // Its leases start at .20, so a lease is told apart from the static .15.
+        let (net, netdev) = match std::env::var("KILN_GUEST_NET").as_deref() {
+            Ok("dhcp") => ("dhcp", format!("{SLIRP_NETDEV},dhcpstart=10.0.2.20")),
+            Ok("") | Err(_) => (SLIRP_GUEST, SLIRP_NETDEV.to_string()),
+            Ok(other) => return Err(SandboxError::BadSetting { name: "KILN_GUEST_NET", value: other.into(), why: "expected dhcp (or nothing)" }),
+        };
+        let mut append = format!("{console} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=virtio-serial:/dev/vport0p1 kiln.net={net}");
         append.push_str(&crate::machine::kernel_args(image.arch, accel, host_tsc_khz()));
         if !config.shares.is_empty() && HostOs::current() == HostOs::Windows {
             return Err(SandboxError::BackendUnusable(format!("shared directories and volumes are {NO_SHARES_ON_WINDOWS}")));
@@ -129,7 +140,7 @@ impl QemuBackend {
             "-append".into(), append,
             "-chardev".into(), format!("socket,id=agent,path={}", utf8(sock)?),
             "-device".into(), "virtio-serial-device".into(), "-device".into(), "virtserialport,chardev=agent,name=kiln.agent".into(),
-            "-netdev".into(), SLIRP_NETDEV.into(), "-device".into(), "virtio-net-device,netdev=net0".into(),
+            "-netdev".into(), netdev, "-device".into(), "virtio-net-device,netdev=net0".into(),
         ]);
         if config.shares.iter().any(|s| s.virtiofs) {
             // vhost-user: virtiofsd reads and writes the guest's memory, which must be shared.
@@ -267,12 +278,18 @@ impl QemuBackend {
         if let Ok(text) = fs::read_to_string(&cache) {
             return Ok((Accel::parse(text.trim()).unwrap_or(Accel::Tcg), None));
         }
-        let probe = self.boot(image, config, plan.accel, KVM_PROBE_TIMEOUT, &Launch::default());
+        // An experimental accelerator's first boot gets longer: it has never been timed.
+        let probe_timeout = if plan.accel.is_experimental() { KVM_PROBE_TIMEOUT * 4 } else { KVM_PROBE_TIMEOUT };
+        let probe = self.boot(image, config, plan.accel, probe_timeout, &Launch::default());
         let accel = match &probe {
             Ok(_) => plan.accel,
             Err(e) => {
                 if plan.accel.is_experimental() {
-                    eprintln!("kiln: notice: QEMU with -accel {} failed ({e}); using TCG (set KILN_QEMU_ACCEL to choose)", plan.accel.name());
+                    eprintln!(
+                        "kiln: notice: QEMU with -accel {} failed ({e}); using TCG for this guest from now on (remembered in {}; delete it to try again, or set KILN_QEMU_ACCEL)",
+                        plan.accel.name(),
+                        cache.display()
+                    );
                 }
                 Accel::Tcg
             }
@@ -339,7 +356,7 @@ fn host_tsc_khz() -> Option<u64> {
 }
 
 fn host_kernel() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    kiln_sys::process::os_release()
 }
 
 /// A QEMU process that has not yet produced a ready agent; killed on drop.

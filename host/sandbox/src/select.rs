@@ -1,5 +1,5 @@
-//! Choosing a backend: `auto` (the built-in VMM when it can boot Linux here, else QEMU; on a
-//! Mac without QEMU, Virtualization.framework), `vm` (the built-in VMM, or a clear error saying
+//! Choosing a backend: `auto` (the built-in VMM when it can boot Linux here, else QEMU; on an
+//! Apple silicon Mac without QEMU, Virtualization.framework), `vm` (the built-in VMM, or a clear error saying
 //! why not), `qemu`, or `vz` (Virtualization.framework, macOS only, experimental).
 
 use std::path::Path;
@@ -45,7 +45,7 @@ pub fn choose_backend(kind: BackendKind, cache_dir: &Path) -> Result<(Box<dyn Ba
             Ok(backend) => Ok((backend, "built-in VMM (KVM can boot Linux guests here)".into())),
             Err(why) if kind == BackendKind::Vm => Err(SandboxError::BackendUnusable(format!("--backend vm: the built-in VMM cannot be used here: {why}"))),
             Err(why) => {
-                if prefer_vz(HostOs::current(), qemu_installed()) {
+                if prefer_vz(HostOs::current(), crate::GuestArch::of_host(), qemu_installed()) {
                     if let Ok(backend) = crate::vz::backend() {
                         return Ok((backend, "vz: Virtualization.framework (experimental), because QEMU is not installed".into()));
                     }
@@ -56,15 +56,19 @@ pub fn choose_backend(kind: BackendKind, cache_dir: &Path) -> Result<(Box<dyn Ba
     }
 }
 
-/// On a Mac, `auto` takes QEMU (with HVF) when it is installed, else Virtualization.framework,
-/// so a Mac needs nothing installed; elsewhere it never takes vz.
-fn prefer_vz(os: HostOs, qemu_installed: bool) -> bool {
-    os == HostOs::MacOs && !qemu_installed
+/// On an Apple silicon Mac, `auto` takes QEMU (with HVF) when it is installed, else
+/// Virtualization.framework, so such a Mac needs nothing installed; elsewhere (Intel Macs
+/// included: vz runs the arm64 guest only) it never takes vz.
+fn prefer_vz(os: HostOs, host: Option<crate::GuestArch>, qemu_installed: bool) -> bool {
+    os == HostOs::MacOs && host == Some(crate::GuestArch::Arm64) && !qemu_installed
 }
 
+/// Whether the QEMU a build would start (`KILN_QEMU`, else the guest's standard binary) is
+/// there.
 fn qemu_installed() -> bool {
     let arch = crate::GuestArch::wanted().unwrap_or(crate::GuestArch::X86_64);
-    crate::qemu::find_on_path(crate::machine::qemu_binary(arch)).is_some()
+    let qemu = std::env::var("KILN_QEMU").ok().filter(|q| !q.is_empty()).unwrap_or_else(|| crate::machine::qemu_binary(arch).into());
+    crate::qemu::find_on_path(&qemu).is_some()
 }
 
 /// A backend that makes the choice only when a guest is first needed, so a build that needs
@@ -118,9 +122,11 @@ mod tests {
 
     #[test]
     fn auto_takes_virtualization_framework_only_on_a_mac_without_qemu() {
-        assert!(prefer_vz(HostOs::MacOs, false));
-        assert!(!prefer_vz(HostOs::MacOs, true));
-        assert!(!prefer_vz(HostOs::Linux, false) && !prefer_vz(HostOs::Windows, false));
+        use crate::GuestArch::{Arm64, X86_64};
+        assert!(prefer_vz(HostOs::MacOs, Some(Arm64), false));
+        assert!(!prefer_vz(HostOs::MacOs, Some(Arm64), true));
+        assert!(!prefer_vz(HostOs::MacOs, Some(X86_64), false), "an Intel Mac's guest cannot run under vz");
+        assert!(!prefer_vz(HostOs::Linux, Some(Arm64), false) && !prefer_vz(HostOs::Windows, Some(X86_64), false));
     }
 
     #[test]

@@ -207,7 +207,7 @@ fn clear(live: &mut Live) {
 }
 
 fn terminal_width() -> usize {
-    kiln_sys::term::size(kiln_sys::term::Stream::Stderr).map_or(80, |(_, cols)| usize::from(cols))
+    kiln_sys::term::columns(kiln_sys::term::Stream::Stderr).map_or(80, usize::from)
 }
 
 fn cut(line: &str, width: usize) -> String {

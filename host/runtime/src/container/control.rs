@@ -92,7 +92,7 @@ pub struct Handlers {
 pub fn serve(dir: &Path, control: ProcessControl, stop_signal: i32, finished: Arc<Finished>, handlers: Handlers) -> Result<Server, RuntimeError> {
     let handlers = Arc::new(handlers);
     let _ = std::fs::remove_file(dir.join(SOCKET));
-    let listener = kiln_sys::net::bind_in(dir, SOCKET).map_err(|e| RuntimeError::io("creating the container's control socket", e))?;
+    let listener = kiln_sys::net::bind_in(dir, SOCKET).map_err(|e| RuntimeError::io("creating (or securing) the container's control socket", e))?;
     std::thread::Builder::new()
         .name("kiln-ctr-control".into())
         .spawn(move || {

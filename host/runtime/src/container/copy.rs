@@ -74,12 +74,17 @@ pub fn copy_out(store: &Store, c: &Container, src: &str, dest: &Path) -> Result<
     let (mut found, mut bytes) = (false, 0u64);
     for entry in archive.entries().map_err(|e| RuntimeError::io("reading the container's filesystem", e))? {
         let mut entry = entry.map_err(|e| RuntimeError::io("reading the container's filesystem", e))?;
-        let path = entry.path().map_err(|e| RuntimeError::io("reading the container's filesystem", e))?.into_owned();
-        let path = container_rel(&path.to_string_lossy())?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = container_rel(&raw)?;
         let Ok(below) = path.strip_prefix(&rel) else { continue };
         let kind = entry.header().entry_type();
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             continue;
+        }
+        // Only the names below SRC reach the host; checked while only the temp tar is written,
+        // so a refusal leaves the host untouched.
+        if let Some(why) = kiln_sys::fs::host_path_problem(&below.to_string_lossy()) {
+            return Err(invalid(format!("cannot copy {src} to this host: {why}")));
         }
         found = true;
         let target = if below.as_os_str().is_empty() { top.clone() } else { top.join(below) };

@@ -126,8 +126,6 @@ fn clean_target(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Parses `-v SOURCE:TARGET[:ro|rw]` or `-v TARGET` (an anonymous volume); a named volume is
-/// made if it does not exist, a host directory must exist.
 /// `spec`'s colon-separated fields; on a Windows host (`windows`) a leading drive (`C:\src`,
 /// `C:/src`) keeps its colon, as Docker on Windows reads `-v C:\src:/data`.
 fn fields(spec: &str, windows: bool) -> Vec<&str> {
@@ -141,6 +139,8 @@ fn fields(spec: &str, windows: bool) -> Vec<&str> {
     parts
 }
 
+/// Parses `-v SOURCE:TARGET[:ro|rw]` or `-v TARGET` (an anonymous volume); a named volume is
+/// made if it does not exist, a host directory must exist.
 pub fn parse_volume(root: &Path, spec: &str) -> Result<VolumeMount, RuntimeError> {
     let parts = fields(spec, cfg!(windows));
     let (source, target, readonly) = match parts.as_slice() {

@@ -21,7 +21,7 @@ use objc2::rc::Retained;
 use objc2::{AllocAnyThread, ClassType};
 use objc2_foundation::{NSArray, NSError, NSString, NSURL};
 use objc2_virtualization::{
-    VZFileSerialPortAttachment, VZLinuxBootLoader, VZVirtioConsoleDeviceSerialPortConfiguration, VZVirtioEntropyDeviceConfiguration,
+    VZFileSerialPortAttachment, VZLinuxBootLoader, VZNATNetworkDeviceAttachment, VZVirtioNetworkDeviceConfiguration, VZVirtioConsoleDeviceSerialPortConfiguration, VZVirtioEntropyDeviceConfiguration,
     VZVirtioSocketConnection, VZVirtioSocketDevice, VZVirtioSocketDeviceConfiguration, VZVirtualMachine, VZVirtualMachineConfiguration,
     VZVirtualMachineState,
 };
@@ -56,17 +56,20 @@ pub fn backend() -> Result<Box<dyn Backend>, String> {
     Ok(Box::new(VzBackend))
 }
 
-/// The VM object, only ever touched on its queue.
+/// The VM object, whose methods are only ever called on its queue.
 struct OnQueue(Retained<VZVirtualMachine>);
-// SAFETY: the VZVirtualMachine is created with `queue` and every use of it (start, state,
-// socket devices, stop) is submitted to that serial queue; other threads only move this handle.
+// SAFETY: the VZVirtualMachine is made with `queue`, and every method call on it (start, state,
+// socket devices, stop) is submitted to that serial queue, as the framework requires. Other
+// threads only move the handle, retain it (`clone`: Objective-C reference counting is
+// thread-safe) and release it; the last release is sent to the queue too (Machine's Drop).
 unsafe impl Send for OnQueue {}
 // SAFETY: as above: shared references are used only inside closures run on the VM's queue.
 unsafe impl Sync for OnQueue {}
 
 /// A started VM and its queue; stopped when dropped.
 struct Machine {
-    vm: OnQueue,
+    /// Always `Some` until Drop hands it to the queue.
+    vm: Option<OnQueue>,
     queue: DispatchRetained<DispatchQueue>,
 }
 
@@ -101,6 +104,10 @@ fn configuration(p: &VzPlan, console_log: &Path) -> Result<Retained<VZVirtualMac
         config.setSerialPorts(&NSArray::from_slice(&[console.as_super()]));
         let vsock = VZVirtioSocketDeviceConfiguration::new();
         config.setSocketDevices(&NSArray::from_slice(&[vsock.as_super()]));
+        let nat = VZNATNetworkDeviceAttachment::new();
+        let net = VZVirtioNetworkDeviceConfiguration::new();
+        net.setAttachment(Some(nat.as_super()));
+        config.setNetworkDevices(&NSArray::from_slice(&[net.as_super()]));
         let entropy = VZVirtioEntropyDeviceConfiguration::new();
         config.setEntropyDevices(&NSArray::from_slice(&[entropy.as_super()]));
 
@@ -112,7 +119,7 @@ fn configuration(p: &VzPlan, console_log: &Path) -> Result<Retained<VZVirtualMac
 impl Machine {
     /// Runs `f` on the VM's queue and waits (bounded) for what it sends back.
     fn on_queue<T: Send + 'static>(&self, f: impl FnOnce(&VZVirtualMachine, mpsc::Sender<T>) + Send + 'static) -> Option<T> {
-        on_queue(&self.queue, &self.vm, f)
+        on_queue(&self.queue, self.vm.as_ref()?, f)
     }
 
     fn stop(&self) {
@@ -198,7 +205,9 @@ impl Backend for VzBackend {
         // SAFETY: a valid configuration (validated above) and a serial queue, which the VM
         // uses for every later call (see OnQueue).
         let vm = OnQueue(unsafe { VZVirtualMachine::initWithConfiguration_queue(VZVirtualMachine::alloc(), &configuration, &queue) });
-        let started_ok = on_queue(&queue, &vm, |vm, tx: mpsc::Sender<Result<(), String>>| {
+        // From here on, any return stops the VM (Machine's Drop), a start still under way included.
+        let machine = Machine { vm: Some(vm), queue };
+        let started_ok = machine.on_queue(|vm, tx: mpsc::Sender<Result<(), String>>| {
             let block = RcBlock::new(move |e: *mut NSError| {
                 let _ = tx.send(if e.is_null() { Ok(()) } else { Err(ns_error(e)) });
             });
@@ -210,10 +219,10 @@ impl Backend for VzBackend {
             Some(Err(why)) => return Err(failed("starting the VM", why)),
             None => return Err(failed("starting the VM", "the framework did not answer")),
         }
-        let machine = Machine { vm, queue };
         let deadline = started + READY_TIMEOUT;
         let stream = loop {
-            match connect(&machine.queue, &machine.vm, p.agent_port) {
+            let Some(vm) = machine.vm.as_ref() else { return Err(failed("the VM", "it is gone")) };
+            match connect(&machine.queue, vm, p.agent_port) {
                 Ok(s) => break s,
                 Err(why) if Instant::now() >= deadline => {
                     let console = std::fs::read_to_string(&log).unwrap_or_default();
@@ -263,5 +272,9 @@ impl Drop for VzVm {
 impl Drop for Machine {
     fn drop(&mut self) {
         self.stop();
+        // The last reference goes on the VM's queue, so the VM is torn down there.
+        if let Some(last) = self.vm.take() {
+            self.queue.exec_async(move || drop(last));
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! hypervisor API, as Apple's `container`, vfkit and Docker Desktop use it, so a Mac needs no
 //! QEMU. The guest boots directly from the arm64 guest's uncompressed `Image` and initramfs
 //! (`VZLinuxBootLoader`), its agent is reached over virtio-vsock (`VZVirtioSocketDevice`), its
-//! console goes to a file, and entropy comes from a virtio-rng device.
+//! console goes to a file, entropy comes from a virtio-rng device, and RUN steps reach the
+//! network through Apple's NAT (`VZNATNetworkDeviceAttachment`), whose address the agent
+//! leases by DHCP (`kiln.net=dhcp`, tested under QEMU's slirp with `KILN_GUEST_NET=dhcp`).
 //!
 //! [`plan`] turns a VM request into the machine's settings (pure, unit-tested on every host);
 //! `machine` (macOS only) builds the `VZVirtualMachineConfiguration` from a plan and runs it,
@@ -10,8 +12,7 @@
 //! project). It has been type-checked in CI but not yet run on a Mac: `kiln doctor` and
 //! `--backend vz` say so, and any failure names the backend and `--backend qemu`.
 //!
-//! Not yet: networking for RUN steps (the agent configures only static addresses, and Apple's
-//! NAT hands out addresses by DHCP), shared directories (`-v`), snapshots.
+//! Not yet: shared directories (`-v`), published ports, snapshots.
 
 pub mod plan;
 

@@ -35,6 +35,11 @@ pub fn plan(image: &GuestImage, config: &VmConfig, host: Option<GuestArch>) -> R
             host.map_or(std::env::consts::ARCH, GuestArch::name)
         )));
     }
+    if image.arch != GuestArch::Arm64 {
+        // The x86_64 guest kernel is a PVH vmlinux without PCI or ACPI, which an Intel Mac's
+        // Virtualization.framework needs to find its devices.
+        return Err(unusable("it runs the arm64 guest (Apple silicon) only; on an Intel Mac use QEMU with HVF".into()));
+    }
     if !config.shares.is_empty() {
         return Err(unusable("it has no shared directories yet (-v, volumes)".into()));
     }
@@ -47,7 +52,8 @@ pub fn plan(image: &GuestImage, config: &VmConfig, host: Option<GuestArch>) -> R
     // hvc0: the virtio console. reboot=t + kiln.poweroff=reboot as under the other backends:
     // the agent's power-off ends the VM, which the host then sees stopped.
     let quiet = if config.debug { "" } else { " quiet" };
-    let cmdline = format!("console=hvc0{quiet} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=vsock:{AGENT_PORT}");
+    // kiln.net=dhcp: Apple's NAT hands out the guest's address by DHCP.
+    let cmdline = format!("console=hvc0{quiet} panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=vsock:{AGENT_PORT} kiln.net=dhcp");
     Ok(VzPlan {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
@@ -73,13 +79,15 @@ mod tests {
     #[test]
     fn an_apple_silicon_mac_boots_the_arm64_guest_with_the_agent_on_vsock() {
         let p = plan(&image(GuestArch::Arm64), &config(), Some(GuestArch::Arm64)).expect("plan");
-        assert_eq!(p.cmdline, "console=hvc0 quiet panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=vsock:1024");
+        assert_eq!(p.cmdline, "console=hvc0 quiet panic=-1 reboot=t kiln.poweroff=reboot kiln.transport=vsock:1024 kiln.net=dhcp");
         assert_eq!((p.cpus, p.memory_bytes, p.agent_port), (2, 1 << 30, 1024));
         assert_eq!((p.kernel.to_str(), p.initrd.to_str()), (Some("/g/kernel"), Some("/g/initramfs.cpio")));
     }
 
     #[test]
     fn what_the_framework_cannot_do_is_refused_naming_the_backend_to_use() {
+        let intel = plan(&image(GuestArch::X86_64), &config(), Some(GuestArch::X86_64)).expect_err("intel");
+        assert!(intel.to_string().contains("arm64 guest (Apple silicon) only"), "{intel}");
         let other = plan(&image(GuestArch::X86_64), &config(), Some(GuestArch::Arm64)).expect_err("x86 on arm");
         assert_eq!(
             other.to_string(),

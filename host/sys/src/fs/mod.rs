@@ -39,8 +39,25 @@ pub fn space_near(path: &std::path::Path) -> std::io::Result<Space> {
     space(path.ancestors().find(|p| p.exists()).unwrap_or(path))
 }
 
+/// Why the '/'-separated image path `path` cannot be written as files on this host (the first
+/// component that cannot, see `host_name_problem`), if it cannot.
+pub fn host_path_problem(path: &str) -> Option<String> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").find_map(host_name_problem)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_paths_windows_would_read_differently_are_named() {
+        let windows = cfg!(windows);
+        for bad in ["a/C:/x", "a\\..\\..\\evil", "etc/passwd:stream", "dev/CON", "x/nul.txt", "COM1", "lpt9.log", "COM\u{b9}", "trailing.", "space ", "q?", "tab\there"] {
+            assert_eq!(super::host_path_problem(bad).is_some(), windows, "{bad}");
+        }
+        for good in ["usr/bin/env", "./a/b", "a/b/", "COM0", "console", "CONFIG", "a.b.c", "..", "com10", "del\u{7f}"] {
+            assert_eq!(super::host_path_problem(good), None, "{good}");
+        }
+    }
+
     #[test]
     fn a_temp_dir_has_some_space_and_a_private_file_is_private() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -23,6 +23,15 @@ pub fn set_private(path: &Path) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
+/// Whether this host refuses some names a Linux image can hold: no, any name works here.
+pub const RESTRICTED_NAMES: bool = false;
+
+/// Why `name`, one '/'-separated component of an image path, cannot be a file name here: never
+/// on unix, where any component a tar can carry (no '/', no NUL) names a file literally.
+pub fn host_name_problem(_name: &str) -> Option<String> {
+    None
+}
+
 /// Whether a file is a Unix socket (an SSH agent's).
 pub fn is_socket(ft: &FileType) -> bool {
     ft.is_socket()

@@ -4,6 +4,12 @@
 
 use std::os::unix::process::CommandExt;
 
+/// The host kernel's release (`/proc/sys/kernel/osrelease`), for caches of what this host can
+/// do.
+pub fn os_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot),
 /// if it runs (a zombie, dead but not yet reaped by its parent, does not).
 pub fn start_time(pid: u32) -> Option<u64> {

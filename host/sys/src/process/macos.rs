@@ -6,6 +6,18 @@
 
 use std::os::unix::process::CommandExt;
 
+/// The Darwin kernel's release (`sysctl kern.osrelease`), for caches of what this host can do.
+pub fn os_release() -> String {
+    let mut buf = [0u8; 64];
+    let mut len = buf.len();
+    // SAFETY: a NUL-terminated name and an output buffer of `len` bytes that we own.
+    let rc = unsafe { libc::sysctlbyname(c"kern.osrelease".as_ptr(), buf.as_mut_ptr().cast(), &mut len, std::ptr::null_mut(), 0) };
+    if rc != 0 {
+        return "darwin".into();
+    }
+    format!("darwin-{}", String::from_utf8_lossy(&buf[..len.min(buf.len())]).trim_end_matches('\0'))
+}
+
 /// The start time of process `pid` (microseconds since the epoch, from `proc_pidinfo`), if it
 /// runs (not a zombie).
 pub fn start_time(pid: u32) -> Option<u64> {
@@ -25,9 +37,11 @@ use std::process::Command;
 /// Makes `cmd`'s process die with kiln and keeps it out of the terminal's process group.
 pub fn harden(cmd: &mut Command) {
     cmd.process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec. It calls only getppid,
-    // fork, and in the watcher close, kqueue, kevent, kill and _exit: system calls that take no
-    // locks and allocate nothing, and it touches no memory shared with the parent.
+    // SAFETY: the closure runs in the child between fork and exec, which has one thread (the
+    // forking one), so the locks fork's atfork handlers take cannot be held by another thread.
+    // It calls only getppid and fork, and in the watcher sigfillset, sigprocmask, close,
+    // kqueue, kevent, kill and _exit, which allocate nothing; it touches no memory shared with
+    // the parent.
     unsafe {
         cmd.pre_exec(|| {
             let kiln = libc::getppid();
@@ -50,6 +64,11 @@ pub fn harden(cmd: &mut Command) {
 unsafe fn watch(kiln: libc::pid_t) -> ! {
     // SAFETY: plain system calls on values this function owns; see `harden`.
     unsafe {
+        // Every signal blocked (SIGKILL cannot be): the watcher inherited kiln's handlers, and a
+        // caught signal would interrupt the wait and end the watch.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
         let vm = libc::getppid();
         let max = libc::getdtablesize();
         for fd in 0..max {
@@ -69,14 +88,30 @@ unsafe fn watch(kiln: libc::pid_t) -> ! {
         };
         let changes = [watch_pid(kiln), watch_pid(vm)];
         let mut fired: libc::kevent = std::mem::zeroed();
-        // Registering a process that is already gone fails with ESRCH: kiln died first.
-        let kiln_gone = libc::kevent(kq, changes.as_ptr(), 1, std::ptr::null_mut(), 0, std::ptr::null()) < 0;
+        let errno = || *libc::__error();
+        // Registering a process that is already gone fails with ESRCH: kiln died first. Any
+        // other failure leaves the VM alone (it still dies with kiln's other defences).
+        let kiln_gone = if libc::kevent(kq, changes.as_ptr(), 1, std::ptr::null_mut(), 0, std::ptr::null()) < 0 {
+            if errno() != libc::ESRCH {
+                libc::_exit(1);
+            }
+            true
+        } else {
+            false
+        };
         if !kiln_gone {
             if libc::kevent(kq, changes[1..].as_ptr(), 1, std::ptr::null_mut(), 0, std::ptr::null()) < 0 {
                 libc::_exit(0); // the VM process is already gone
             }
-            if libc::kevent(kq, std::ptr::null(), 0, &mut fired, 1, std::ptr::null()) != 1 || fired.ident != kiln as libc::uintptr_t {
-                libc::_exit(0); // the VM process ended first (or the wait failed): nothing to do
+            loop {
+                let n = libc::kevent(kq, std::ptr::null(), 0, &mut fired, 1, std::ptr::null());
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if n != 1 || fired.ident != kiln as libc::uintptr_t {
+                    libc::_exit(0); // the VM process ended first (or the wait failed): nothing to do
+                }
+                break;
             }
         }
         libc::kill(vm, libc::SIGKILL);

@@ -16,12 +16,12 @@ pub use unix::*;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{harden, start_time};
+pub use linux::{harden, os_release, start_time};
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
-pub use macos::{harden, start_time};
+pub use macos::{harden, os_release, start_time};
 
 #[cfg(windows)]
 mod windows;

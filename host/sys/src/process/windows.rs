@@ -61,6 +61,20 @@ pub fn adopt(child: &Child) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The Windows kernel's identity, for caches of what this host can do: ntoskrnl.exe's size and
+/// modification time (a Windows update that could change what WHPX does replaces that file).
+pub fn os_release() -> String {
+    let root = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
+    let kernel = std::path::Path::new(&root).join("System32").join("ntoskrnl.exe");
+    match std::fs::metadata(&kernel) {
+        Ok(m) => {
+            let when = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+            format!("windows-{}-{when}", m.len())
+        }
+        Err(_) => "windows".into(),
+    }
+}
+
 /// The creation time of process `pid` (100 ns units since 1601, `GetProcessTimes`), if it
 /// still runs.
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -13,6 +13,8 @@ use super::{Event, LINUX_SIGHUP, LINUX_SIGINT, LINUX_SIGTERM};
 use crate::term::{size, Stream};
 
 static WATCHERS: Mutex<Vec<Sender<Event>>> = Mutex::new(Vec::new());
+/// Whether `on_control` is registered (once per process, however often watchers come and go).
+static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 unsafe extern "system" fn on_control(kind: u32) -> BOOL {
     let sig = match kind {
@@ -30,15 +32,13 @@ unsafe extern "system" fn on_control(kind: u32) -> BOOL {
 pub fn watch(stops: bool, resize: bool) -> Option<Receiver<Event>> {
     let (tx, rx) = mpsc::channel();
     if stops {
-        let mut watchers = WATCHERS.lock().unwrap_or_else(|e| e.into_inner());
-        if watchers.is_empty() {
-            // SAFETY: registers a function with the right signature that lives for the
-            // program's life; adding the same handler twice is avoided by the empty check.
-            if unsafe { SetConsoleCtrlHandler(Some(on_control), 1) } == 0 {
-                return None;
-            }
+        // SAFETY: registers a function with the right signature that lives for the program's
+        // life, exactly once (the OnceLock), so each event reaches each watcher once.
+        let registered = *REGISTERED.get_or_init(|| unsafe { SetConsoleCtrlHandler(Some(on_control), 1) } != 0);
+        if !registered {
+            return None;
         }
-        watchers.push(tx.clone());
+        WATCHERS.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
     }
     if resize {
         std::thread::Builder::new()

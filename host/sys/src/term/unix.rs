@@ -45,19 +45,29 @@ pub fn restore_now() {
     }
 }
 
-fn size_of(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+/// The raw (rows, columns) of the terminal on `fd`, either possibly 0.
+fn raw_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
     let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one winsize into the pointer, which is valid for the call; the
     // descriptor is only read, never closed.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+    (r == 0).then_some((ws.ws_row, ws.ws_col))
 }
 
-/// Rows and columns of the terminal on `stream`, if it is one.
-pub fn size(stream: Stream) -> Option<(u16, u16)> {
+fn raw(stream: Stream) -> Option<(u16, u16)> {
     match stream {
-        Stream::Stdin => size_of(std::io::stdin().as_fd()),
-        Stream::Stdout => size_of(std::io::stdout().as_fd()),
-        Stream::Stderr => size_of(std::io::stderr().as_fd()),
+        Stream::Stdin => raw_size(std::io::stdin().as_fd()),
+        Stream::Stdout => raw_size(std::io::stdout().as_fd()),
+        Stream::Stderr => raw_size(std::io::stderr().as_fd()),
     }
+}
+
+/// Rows and columns of the terminal on `stream`, if it is one (and reports both).
+pub fn size(stream: Stream) -> Option<(u16, u16)> {
+    raw(stream).filter(|(rows, cols)| *rows > 0 && *cols > 0)
+}
+
+/// Columns of the terminal on `stream`, if it is one (some report 0 rows but a width).
+pub fn columns(stream: Stream) -> Option<u16> {
+    raw(stream).map(|(_, cols)| cols).filter(|c| *c > 0)
 }

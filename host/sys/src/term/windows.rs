@@ -93,6 +93,11 @@ pub fn restore_now() {
     }
 }
 
+/// Columns of the console window on `stream`, if it is one.
+pub fn columns(stream: Stream) -> Option<u16> {
+    size(stream).map(|(_, cols)| cols)
+}
+
 /// Rows and columns of the console window on `stream`, if it is one.
 pub fn size(stream: Stream) -> Option<(u16, u16)> {
     // SAFETY: all-zero is a valid CONSOLE_SCREEN_BUFFER_INFO (plain integers).
