@@ -15,7 +15,7 @@ missing() {
 }
 cargo +nightly --version >/dev/null 2>&1 || missing "a nightly toolchain (rustup toolchain install nightly)"
 cargo fuzz --version >/dev/null 2>&1 || missing "cargo-fuzz (cargo install --locked cargo-fuzz)"
-targets=(dockerfile frames layer manifest archive)
+targets=(dockerfile frames layer manifest archive add_archive)
 cargo +nightly fuzz build --fuzz-dir "$here" -O >&2
 for t in "${targets[@]}"; do
     corpus="$(mktemp -d)"

@@ -38,6 +38,16 @@ use kiln_sandbox::{Backend, GuestImage, SandboxError, VmConfig};
 use kiln_store::{Digest, LayerInfo, Reference, Store, StoreError};
 
 pub use cache::CacheKey;
+
+/// What `ADD` makes of a local file (hostile input: the build context may be anyone's): the
+/// view of the archive it is (plain, gzip, bzip2, xz or zstd tar, its expansion bounded), or
+/// `None` when it is not one, to be copied as a file. The fuzz target `add_archive` drives it.
+pub fn open_add_archive(path: &std::path::Path) -> Result<Option<kiln_store::rootfs::RootFs>, BuildError> {
+    match add::as_archive(path)? {
+        Some(tar) => add::archive_view(tar, path).map(Some),
+        None => Ok(None),
+    }
+}
 pub use kiln_runtime::emulate::survey as emulator_survey;
 pub use output::{ProgressMode, Reporter};
 
