@@ -1,10 +1,13 @@
 //! RUN --mount and heredoc scripts through the real CLI and a real guest: a secret is usable
-//! by the RUN that asks for it and found nowhere in the saved image, a cache mount's contents
+//! by the RUN that asks for it and found nowhere in the saved image, the store, a cache export,
+//! `--progress plain` or `KILN_DEBUG` output (guest console included), a cache mount's contents
 //! survive into the next build, a tmpfs vanishes, a `#!` heredoc runs as a script file.
 
 mod harness;
 
 use std::fs;
+use std::io::Read;
+use std::path::Path;
 use std::process::Command;
 
 use harness::{text, TestEnv};
@@ -31,6 +34,38 @@ fn build(env: &TestEnv, ctx: &str, secret: &str, dest: &str) -> String {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "build failed:\n{stderr}");
     stderr
+}
+
+/// Whether `bytes`, or what they gunzip to, hold the secret.
+fn holds_secret(bytes: &[u8]) -> bool {
+    let plain = |b: &[u8]| b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
+    if plain(bytes) {
+        return true;
+    }
+    let mut unzipped = Vec::new();
+    bytes.starts_with(&[0x1f, 0x8b]) && flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut unzipped).is_ok() && plain(&unzipped)
+}
+
+/// Every file under `dir` that holds the secret.
+fn files_holding_secret(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    if fs::read(&path).is_ok_and(|b| holds_secret(&b)) {
+                        found.push(path.display().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found
 }
 
 #[test]
@@ -67,6 +102,21 @@ fn secrets_caches_tmpfs_and_scripts() {
         assert!(!String::from_utf8_lossy(plain).contains(SECRET), "the secret is in {name}");
     }
     assert!(files.len() > 5, "the archive should hold the image's blobs");
+    // Nor anywhere kiln writes with everything turned up: plain progress, KILN_DEBUG (the
+    // guest's console too) and a max-mode cache export.
+    let cache = env.dir.path().join("cache-export");
+    let third = env.dir.path().join("third");
+    let (secret_arg, out_arg, cache_arg) =
+        (format!("id=tok,src={secret_s}"), format!("type=local,dest={}", third.display()), format!("type=local,dest={},mode=max", cache.display()));
+    let args = ["build", "--no-cache", "--progress", "plain", "--secret", &secret_arg, "-o", &out_arg, "--cache-to", &cache_arg, "-t", "mounts", ctx_s];
+    let out = env.kiln_with(&args, &[("KILN_DEBUG", "1")]);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("secret-sum"), "the plain progress shows the steps:\n{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("kiln guest agent"), "KILN_DEBUG shows the guest's console:\n{}", text(&out.stderr));
+    assert!(!holds_secret(&out.stderr) && !holds_secret(&out.stdout), "the secret is in the debug output:\n{}", text(&out.stderr));
+    assert!(cache.join("index.json").is_file(), "the cache was exported");
+    assert_eq!(files_holding_secret(&cache), Vec::<String>::new(), "the secret is in the cache export");
+    assert_eq!(files_holding_secret(&env.root), Vec::<String>::new(), "the secret is in the store");
     // A required secret that is not given is a clear error.
     let req = env.context("req", "FROM scratch\nRUN --mount=type=secret,id=missing,required true\n", &[], false);
     harness::assert_clean_error(&env.kiln(&["build", req.to_str().expect("utf8")]), "secret missing is required");

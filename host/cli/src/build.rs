@@ -78,7 +78,7 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 2, env = "KILN_VM_CPUS")]
     cpus: u32,
     /// Show the guest's console
-    #[arg(long, env = "KILN_DEBUG")]
+    #[arg(long, env = "KILN_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     debug: bool,
     /// Where RUN steps execute: auto (built-in VMM when KVM can boot Linux here, else QEMU; on a Mac without QEMU, vz), vm, qemu, vz (macOS Virtualization.framework, experimental)
     #[arg(long, env = "KILN_BACKEND", default_value = "auto")]

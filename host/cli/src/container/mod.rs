@@ -65,7 +65,7 @@ pub struct VmFlags {
     #[arg(long, env = "KILN_BACKEND", default_value = "auto")]
     backend: String,
     /// Show the guest's console
-    #[arg(long, env = "KILN_DEBUG")]
+    #[arg(long, env = "KILN_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     debug: bool,
 }
 
