@@ -56,11 +56,7 @@ fn files_holding_secret(dir: &Path) -> Vec<String> {
             let path = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => {
-                    if fs::read(&path).is_ok_and(|b| holds_secret(&b)) {
-                        found.push(path.display().to_string());
-                    }
-                }
+                Ok(t) if t.is_file() && fs::read(&path).is_ok_and(|b| holds_secret(&b)) => found.push(path.display().to_string()),
                 _ => {}
             }
         }

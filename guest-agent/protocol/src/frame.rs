@@ -36,12 +36,23 @@ impl FrameKind {
     }
 }
 
-/// One unit on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One unit on the wire. Its `Debug` shows the payload's size only: a payload may carry a
+/// Run request's secrets or forwarded SSH agent bytes.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     pub kind: FrameKind,
     pub stream: u32,
     pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("kind", &self.kind)
+            .field("stream", &self.stream)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .finish()
+    }
 }
 
 /// Why a frame could not be read or written.

@@ -120,8 +120,9 @@ pub enum Request {
     Resize { run: u32, rows: u16, cols: u16 },
 }
 
-/// How to run one process inside the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How to run one process inside the guest. Its `Debug` shows the environment's names only and
+/// secret mounts' sizes only: values may be secrets (`RUN --mount=type=secret,env=`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
     /// The root filesystem the process sees (usually an overlay mount point).
     pub rootfs: String,
@@ -216,7 +217,7 @@ pub enum Network {
 /// under `/proc`, `/dev` or `/sys`. Missing directories on the way and a missing target are
 /// created as mount points and removed again after the process if they are still empty, so
 /// they never reach a layer. Nothing written under the mount reaches the overlay upper dir.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunMount {
     /// A fresh tmpfs (`RUN --mount=type=tmpfs`), mode 1777, mounted `nosuid`.
@@ -248,6 +249,60 @@ pub enum RunMount {
         #[serde(default)]
         gid: u32,
     },
+}
+
+/// Prints `KEY=…` for each `KEY=VALUE` of an environment: the values may be secrets.
+pub struct EnvNames<'a>(pub &'a [String]);
+
+impl std::fmt::Debug for EnvNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|e| format!("{}=…", e.split('=').next().unwrap_or_default()))).finish()
+    }
+}
+
+impl std::fmt::Debug for RunSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSpec")
+            .field("rootfs", &self.rootfs)
+            .field("argv", &self.argv)
+            .field("env", &EnvNames(&self.env))
+            .field("cwd", &self.cwd)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("additional_gids", &self.additional_gids)
+            .field("hostname", &self.hostname)
+            .field("stdout_stream", &self.stdout_stream)
+            .field("stderr_stream", &self.stderr_stream)
+            .field("mounts", &self.mounts)
+            .field("files", &self.files)
+            .field("network", &self.network)
+            .field("stdin_stream", &self.stdin_stream)
+            .field("tty", &self.tty)
+            .field("run_id", &self.run_id)
+            .field("join", &self.join)
+            .field("readonly_root", &self.readonly_root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret's bytes never print: only how many there are.
+impl std::fmt::Debug for RunMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunMount::Tmpfs { target, size_bytes } => f.debug_struct("Tmpfs").field("target", target).field("size_bytes", size_bytes).finish(),
+            RunMount::Bind { target, source, readonly } => {
+                f.debug_struct("Bind").field("target", target).field("source", source).field("readonly", readonly).finish()
+            }
+            RunMount::Secret { target, data, mode, uid, gid } => f
+                .debug_struct("Secret")
+                .field("target", target)
+                .field("data", &format_args!("<{} bytes>", data.len()))
+                .field("mode", mode)
+                .field("uid", uid)
+                .field("gid", gid)
+                .finish(),
+        }
+    }
 }
 
 impl RunMount {
@@ -350,6 +405,19 @@ mod tests {
         }
         let text = serde_json::to_string(&Request::PowerOff).expect("encode");
         assert_eq!(text, r#"{"op":"power_off"}"#);
+    }
+
+    #[test]
+    fn secrets_never_print_through_debug() {
+        let spec = RunSpec {
+            env: vec!["PATH=/bin".into(), "TOKEN=s3cr3t-env".into()],
+            mounts: vec![RunMount::Secret { target: "/run/secrets/t".into(), data: b"s3cr3t-file".to_vec(), mode: 0o400, uid: 0, gid: 0 }],
+            ..run_spec()
+        };
+        let shown = format!("{:?}", Request::Run(spec.clone()));
+        assert!(!shown.contains("s3cr3t") && shown.contains("TOKEN=…") && shown.contains("<11 bytes>"), "{shown}");
+        let frame = crate::frame::Frame { kind: crate::frame::FrameKind::Data, stream: 3, payload: serde_json::to_vec(&spec).expect("json") };
+        assert!(!format!("{frame:?}").contains("s3cr3t"), "{frame:?}");
     }
 
     fn run_spec() -> RunSpec {

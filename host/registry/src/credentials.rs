@@ -255,7 +255,8 @@ fn decode_entry(entry: &Value) -> Result<Option<Credentials>, String> {
     if let Some(auth) = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
-            .map_err(|e| format!("auth is not base64: {e}"))?;
+            // Not the decoder's error: it names the offending byte of the secret.
+            .map_err(|_| "auth is not valid base64".to_string())?;
         let text = String::from_utf8(raw).map_err(|_| "auth is not UTF-8".to_string())?;
         let (user, pass) = text.split_once(':').ok_or_else(|| "auth is not user:password".to_string())?;
         return Ok(Some(Credentials { username: user.into(), password: pass.into() }));
@@ -300,8 +301,11 @@ fn helper_run(helper: &str, verb: &str, input: &str) -> Result<Vec<u8>, Registry
     }
     let out = child.wait_with_output().map_err(|e| RegistryError::io(&ctx, e))?;
     if !out.status.success() {
-        let msg = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout }).trim().to_string();
-        return Err(RegistryError::config(ctx, if msg.is_empty() { format!("exited with {}", out.status) } else { msg }));
+        // A helper's own message, but never for `store` (whose input is the secret, which a
+        // helper may echo), and only its first line, bounded.
+        let msg = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout }).lines().next().unwrap_or_default().trim().chars().take(200).collect::<String>();
+        let msg = if msg.is_empty() || verb == "store" { format!("exited with {}", out.status) } else { msg };
+        return Err(RegistryError::config(ctx, msg));
     }
     Ok(out.stdout)
 }

@@ -48,8 +48,9 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// A process to run in the guest (stream ids are filled in by [`AgentClient::run`]).
-#[derive(Debug, Clone, Default)]
+/// A process to run in the guest (stream ids are filled in by [`AgentClient::run`]). Its
+/// `Debug` shows the environment's names only (values may be secrets).
+#[derive(Clone, Default)]
 pub struct Process {
     pub rootfs: String,
     pub argv: Vec<String>,
@@ -75,6 +76,22 @@ pub struct Process {
     pub readonly_root: bool,
     /// A small init as the pid namespace's process 1 (`kiln run --init`).
     pub init: bool,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("rootfs", &self.rootfs)
+            .field("argv", &self.argv)
+            .field("env", &kiln_protocol::messages::EnvNames(&self.env))
+            .field("cwd", &self.cwd)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mounts", &self.mounts)
+            .field("network", &self.network)
+            .field("join", &self.join)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Process {

@@ -24,7 +24,17 @@ pub struct GitSource {
 }
 
 fn invalid(src: &str, why: impl std::fmt::Display) -> BuildError {
-    BuildError::Invalid(format!("ADD {src}: {why}"))
+    BuildError::Invalid(format!("ADD {}: {why}", redact_userinfo(src)))
+}
+
+/// `url` with any `user:password@` (a token, often) replaced by `***@`, for messages.
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 impl GitSource {
@@ -75,7 +85,7 @@ impl GitSource {
                 .or_else(|| pick(&format!("refs/heads/{wanted}")))
                 .or_else(|| pick(&wanted))
         };
-        found.ok_or_else(|| invalid(src, format!("no branch or tag {wanted:?} in {}", self.url)))
+        found.ok_or_else(|| invalid(src, format!("no branch or tag {wanted:?} in {}", redact_userinfo(&self.url))))
     }
 
     /// Clones and checks out `commit`; returns the checkout and the directory to copy from.
@@ -124,6 +134,14 @@ fn git(src: &str, cwd: Option<&Path>, args: &[&str]) -> Result<String, BuildErro
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tokens_in_urls_never_reach_messages() {
+        assert_eq!(super::redact_userinfo("https://user:ghp_tok@github.com/o/r.git#main"), "https://***@github.com/o/r.git#main");
+        assert_eq!(super::redact_userinfo("https://github.com/o/r.git"), "https://github.com/o/r.git");
+        assert_eq!(super::redact_userinfo("https://h/p@x"), "https://h/p@x", "an @ in the path is not userinfo");
+        assert_eq!(super::redact_userinfo("git@github.com:o/r.git"), "git@github.com:o/r.git");
+    }
     use super::*;
 
     #[test]
