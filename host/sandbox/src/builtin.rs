@@ -26,7 +26,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cached in `cache_dir` per host kernel (the probe costs up to a few seconds on hosts
 /// where it fails).
 pub fn can_boot_linux(cache_dir: &Path) -> Result<(), String> {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let release = kiln_sys::process::os_release();
     let cache = cache_dir.join("vmm-probe").join(release);
     if let Ok(text) = fs::read_to_string(&cache) {
         return match text.strip_prefix("no: ") {
