@@ -1,8 +1,11 @@
 //! What a running build uses stays in the store: the blobs of its base images and of the
 //! cached layers it reuses are listed in a pin file (`pins/builds/<pid>-<start>-<n>`) that
 //! garbage collection honours, so an `image prune -a` or `builder prune -a` racing the build
-//! cannot take them from under it. The file goes when the build ends; one left by a killed
-//! build (its process gone, or another process with its pid) is removed by the next build.
+//! cannot take them from under it. A pin is written under the store's lock, which garbage
+//! collection holds from deciding what is live to deleting, and what it pins is then checked
+//! to be present: a prune that ran between the build's lookup and its pin is seen, never
+//! raced. The file goes when the build ends; one left by a killed build (its process gone, or
+//! another process with its pid) is removed by the next build.
 //!
 //! This module must never remove the pin of a build that still runs.
 
@@ -52,11 +55,20 @@ impl BuildPin {
         Ok(Self { path: dir.join(format!("{}-{n}", this_process())), digests: Mutex::new(BTreeSet::new()) })
     }
 
-    /// Adds `digests` to the pin (written before the caller goes on using them).
-    pub fn add<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> Result<(), BuildError> {
+    /// Adds `digests` to the pin (written before the caller goes on using them, under the
+    /// store's lock) and says whether all of them are in the store: one a concurrent prune took
+    /// before the pin was written is gone, and the caller must treat it as never found.
+    pub fn add<'a>(&self, store: &Store, digests: impl IntoIterator<Item = &'a Digest>) -> Result<bool, BuildError> {
+        let digests: Vec<&Digest> = digests.into_iter().collect();
+        let _lock = store.lock()?;
+        self.write(&digests)?;
+        Ok(digests.iter().all(|d| store.has_blob(d)))
+    }
+
+    fn write(&self, digests: &[&Digest]) -> Result<(), BuildError> {
         let mut all = self.digests.lock().unwrap_or_else(|e| e.into_inner());
         let before = all.len();
-        all.extend(digests.into_iter().map(Digest::to_string));
+        all.extend(digests.iter().map(|d| d.to_string()));
         if all.len() == before {
             return Ok(());
         }
@@ -72,5 +84,31 @@ impl BuildPin {
 impl Drop for BuildPin {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_says_whether_what_it_pins_is_still_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let kept = store.write_blob(b"kept").expect("blob");
+        let gone = store.write_blob(b"pruned before the pin").expect("blob");
+        // A prune that ran between the build's lookup and its pin: the blob is gone.
+        let lock = store.lock().expect("lock");
+        let report = store.collect_garbage(&lock).expect("gc");
+        drop(lock);
+        assert!(!store.has_blob(&gone) && !store.has_blob(&kept), "nothing pinned yet: {report:?}");
+        let kept = store.write_blob(b"kept").expect("blob");
+        let pin = BuildPin::new(&store).expect("pin");
+        assert!(pin.add(&store, [&kept]).expect("add"), "a present blob is pinned and reported present");
+        assert!(!pin.add(&store, [&gone]).expect("add"), "a pruned blob is reported gone, never used");
+        // Pinned blobs survive the next collection.
+        let lock = store.lock().expect("lock");
+        store.collect_garbage(&lock).expect("gc");
+        assert!(store.has_blob(&kept));
     }
 }

@@ -285,7 +285,11 @@ impl<'a> Build<'a> {
             return Ok(s.clone());
         }
         let img = base_image(self.store, name, platform, self.opts.pull.as_deref(), out)?;
-        self.pin.add([&img.manifest_digest, &img.config_digest].into_iter().chain(&img.layers))?;
+        if !self.pin.add(self.store, [&img.manifest_digest, &img.config_digest].into_iter().chain(&img.layers))? {
+            return Err(BuildError::Invalid(format!(
+                "{name}: its blobs were removed by a prune that ran while this build started; run the build again"
+            )));
+        }
         let layers = img.layer_infos();
         let (config, extra) = convert::from_store(&img.config.config);
         let state = ImageState {
@@ -508,11 +512,13 @@ impl<'a> Build<'a> {
         out: &Reporter,
         make: impl FnOnce(&Self, &mut StageState, &Reporter) -> Result<LayerInfo, BuildError>,
     ) -> Result<Cached, BuildError> {
+        // A cached layer that a concurrent prune removed before it was pinned is a miss.
+        let hit = match hit {
+            Some(Cached::Layer(l)) => self.pin.add(self.store, [&l.digest])?.then_some(Cached::Layer(l)),
+            other => other,
+        };
         Ok(match hit {
             Some(hit) => {
-                if let Cached::Layer(l) = &hit {
-                    self.pin.add([&l.digest])?;
-                }
                 self.announce(st, text, true, out);
                 self.cached_steps.fetch_add(1, Ordering::Relaxed);
                 hit
