@@ -512,9 +512,13 @@ impl<'a> Build<'a> {
         out: &Reporter,
         make: impl FnOnce(&Self, &mut StageState, &Reporter) -> Result<LayerInfo, BuildError>,
     ) -> Result<Cached, BuildError> {
-        // A cached layer that a concurrent prune removed before it was pinned is a miss.
+        // A cached layer that a concurrent prune removed before it was pinned is a miss (one
+        // this build made is in its staging area, which no prune touches).
         let hit = match hit {
-            Some(Cached::Layer(l)) => self.pin.add(self.store, [&l.digest])?.then_some(Cached::Layer(l)),
+            Some(Cached::Layer(l)) => {
+                let present = self.pin.add(self.store, [&l.digest])? || self.staging()?.store().has_blob(&l.digest);
+                present.then_some(Cached::Layer(l))
+            }
             other => other,
         };
         Ok(match hit {

@@ -33,11 +33,20 @@ fn remove(containers: &Containers, name: &str, force: bool, volumes: bool) -> Re
         if !force {
             bail!("cannot remove container {name}: container is running: stop the container before removing or force remove (-f)");
         }
+        let owner = (c.state.owner_pid, c.state.owner_start);
         let stopped = request(&c.dir, &ControlRequest::Stop { timeout: 0 });
         // The answer can be lost when the owner exits at once; what counts is the state.
         if containers.get(name)?.is_running() {
             stopped?;
             bail!("cannot remove container {name}: it did not stop");
+        }
+        // The owner records the exit before it has closed the published ports and ended:
+        // wait (bounded) until it is gone, so nothing of the container outlives `rm -f`.
+        if let (Some(pid), Some(start)) = owner {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while kiln_runtime::container::record::process_start(pid) == Some(start) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
     }
     containers.remove(&c.config.id, volumes)?;
