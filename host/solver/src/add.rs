@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_store::expansion::{Bounded, BoundedWriter, CountIn, Expansion};
+use kiln_store::expansion::{Bounded, CountIn, Expansion};
 use kiln_store::rootfs::RootFs;
 use sha2::{Digest as _, Sha256};
 
@@ -99,6 +99,9 @@ fn is_tar_header(block: &[u8]) -> bool {
     sum == want
 }
 
+/// The most an xz decoder may use (KiB): `xz -9` needs 65 MiB, the format allows 4 GiB.
+const XZ_MEMORY_KIB: u32 = 256 << 10;
+
 /// If `path` is a (possibly compressed) tar archive, its uncompressed tar in a temp file.
 pub fn as_archive(path: &Path) -> Result<Option<fs::File>, BuildError> {
     let io = |e: io::Error| BuildError::Invalid(format!("{}: {e}", path.display()));
@@ -106,30 +109,29 @@ pub fn as_archive(path: &Path) -> Result<Option<fs::File>, BuildError> {
     let kind = sniff(file.fill_buf().map_err(io)?);
     // What the archive expands to is bounded (a decompression bomb stops with an error).
     let limit = Expansion::from_env()?;
-    let (mut reader, read_in) = CountIn::new(file);
+    let (reader, read_in) = CountIn::new(file);
     let decoded: Box<dyn Read> = match kind {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
         Compression::Zstd => Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| io(io::Error::other(e.to_string())))?),
-        Compression::Xz => {
-            let mut out = BoundedWriter::new(tempfile::tempfile().map_err(io)?, read_in.clone(), limit);
-            match lzma_rs::xz_decompress(&mut reader, &mut out) {
-                Ok(()) => {}
-                Err(lzma_rs::error::Error::IoError(e)) if e.kind() == io::ErrorKind::FileTooLarge => {
-                    return Err(BuildError::Invalid(format!("{}: {e}", path.display())));
-                }
-                Err(_) => return Ok(None),
-            }
-            let mut out = out.into_inner();
-            out.rewind().map_err(io)?;
-            Box::new(out)
-        }
+        // Streamed, with the decoder's memory bounded: each block header's dictionary is
+        // checked before any of it is allocated (a hostile header may ask for 4 GiB).
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(reader, true, XZ_MEMORY_KIB)),
     };
     let mut decoded = Bounded::new(decoded, read_in, limit);
     let mut head = [0u8; 512];
-    if decoded.read_exact(&mut head).is_err() || !is_tar_header(&head) {
-        return Ok(None);
+    match decoded.read_exact(&mut head) {
+        Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+            return Err(BuildError::Invalid(format!(
+                "{}: an xz archive whose dictionary needs more than {} MiB to decompress",
+                path.display(),
+                XZ_MEMORY_KIB / 1024
+            )))
+        }
+        Err(_) => return Ok(None),
+        Ok(()) if !is_tar_header(&head) => return Ok(None),
+        Ok(()) => {}
     }
     let mut out = tempfile::tempfile().map_err(io)?;
     out.write_all(&head).map_err(io)?;
@@ -182,5 +184,30 @@ mod tests {
             assert_eq!(got, tar, "{name}");
         }
         assert!(as_archive(&dir.path().join("plain.txt")).expect("sniff").is_none());
+    }
+
+    /// `hello.txt` ("hi\n") in a tar, xz-compressed by Python's lzma with an 8 MiB dictionary,
+    /// and the same with a 1 GiB one (what a hostile archive declares to make the decoder
+    /// allocate it).
+    const XZ_8M: &str = "fd377a585a000004e6d6b4460200210116000000742fe5a3e027ff005f5d00341949ee8df0bac8ff9bfff20c69af11eb6354891df8a09ebc658072cbff7f58ac8472dd66640aefa2cd5169e79af2936e541c25ca338c47afd4dd6788cf15a5947c5b5774e306f5be767596b2cffbf65261000f3a307a7736cb4c805000000000b9fc935c5a0f605100017b8050000000ef965bd8b1c467fb020000000004595a";
+    const XZ_1G: &str = "fd377a585a000004e6d6b44602002101240000005e1fc7f9e027ff005f5d00341949ee8df0bac8ff9bfff20c69af11eb6354891df8a09ebc658072cbff7f58ac8472dd66640aefa2cd5169e79af2936e541c25ca338c47afd4dd6788cf15a5947c5b5774e306f5be767596b2cffbf65261000f3a307a7736cb4c805000000000b9fc935c5a0f605100017b8050000000ef965bd8b1c467fb020000000004595a";
+
+    #[test]
+    fn xz_archives_are_streamed_and_a_huge_dictionary_is_refused_before_it_is_allocated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, hex_text: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, hex::decode(hex_text).expect("hex")).expect("write");
+            path
+        };
+        let mut tar = Vec::new();
+        as_archive(&write("ok.tar.xz", XZ_8M)).expect("archive").expect("an archive").read_to_end(&mut tar).expect("read");
+        let mut ar = tar::Archive::new(tar.as_slice());
+        let mut entry = ar.entries().expect("entries").next().expect("one").expect("entry");
+        let mut text = String::new();
+        entry.read_to_string(&mut text).expect("read");
+        assert_eq!((entry.path().expect("path").to_string_lossy().into_owned(), text), ("hello.txt".to_string(), "hi\n".to_string()));
+        let err = as_archive(&write("huge.tar.xz", XZ_1G)).expect_err("a 1 GiB dictionary");
+        assert!(err.to_string().contains("dictionary needs more than 256 MiB"), "{err}");
     }
 }
